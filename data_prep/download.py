@@ -1,0 +1,84 @@
+"""Finding dataset files locally, or downloading them with checksum verification.
+
+Loaders ask for a file by its path in the upstream layout (for example
+``multi30k/data/task1/raw/train.de.gz``). We look in the data directory first
+(``--data-dir`` or ``$PIPELINES_DATA_DIR``), then in the download cache, and only then
+download it from upstream, verifying its sha256 before it becomes visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from pathlib import Path
+
+DATA_DIR_ENV = "PIPELINES_DATA_DIR"
+CACHE_DIR_ENV = "PIPELINES_CACHE_DIR"
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file does not have the expected sha256."""
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The user's data directory: the explicit argument, else ``$PIPELINES_DATA_DIR``."""
+    value = explicit or os.environ.get(DATA_DIR_ENV)
+    return Path(value).expanduser() if value else None
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``$PIPELINES_CACHE_DIR`` or ``~/.cache/rnn-seq2seq-toolkit``."""
+    value = os.environ.get(CACHE_DIR_ENV)
+    if value:
+        return Path(value).expanduser()
+    return Path.home() / ".cache" / "rnn-seq2seq-toolkit"
+
+
+def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def download(url: str, dest: Path, sha256: str | None) -> Path:
+    """Download ``url`` to ``dest`` atomically; raise ChecksumError on a mismatch.
+
+    The bytes go to a temporary file beside ``dest`` that is renamed only after the
+    checksum matched, so an interrupted or corrupt download never leaves a partial file.
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            while chunk := response.read(1 << 20):
+                out.write(chunk)
+        if sha256 is not None:
+            actual = sha256_of(tmp_name)
+            if actual != sha256:
+                raise ChecksumError(
+                    f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
+                    "the download was discarded"
+                )
+        os.replace(tmp_name, dest)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return dest
+
+
+def fetch(relative_path: str, url: str, sha256: str | None, data_dir_arg=None) -> Path:
+    """Return a local path to ``relative_path`` (upstream layout), downloading if needed."""
+    base = data_dir(data_dir_arg)
+    if base is not None and (base / relative_path).is_file():
+        return base / relative_path
+    cached = cache_dir() / relative_path
+    if cached.is_file():
+        return cached
+    where = f"{base / relative_path} (data directory)" if base else f"${DATA_DIR_ENV} is not set"
+    print(f"[download] {relative_path} not found locally ({where}); fetching {url}")
+    return download(url, cached, sha256)

@@ -1,0 +1,165 @@
+"""Recurrent decoder with attention, input feeding and optionally tied output embeddings."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from models.attention import Attention
+from models.rnn_cells import make_cell, num_states
+
+
+@keras.saving.register_keras_serializable(package="rnn_toolkit")
+class AttentionDecoder(keras.layers.Layer):
+    """Stacked RNN decoder attending over encoder memory (Luong et al., 2015).
+
+    Each step runs the RNN stack, attends from the top hidden state ``h`` to the encoder
+    memory, and forms the attentional vector ``a = tanh(W_c [context; h])`` that is
+    projected to vocabulary logits. With ``input_feeding`` the previous ``a`` is joined
+    to the next input embedding, so earlier alignment decisions inform the next one;
+    without it the RNN runs over the whole target at once and attention is computed for
+    all steps in parallel, which trains faster.
+
+    Args:
+        vocab_size: target vocabulary size.
+        embedding_dim: size of the target embeddings.
+        units: hidden size of every decoder RNN layer.
+        num_layers: number of stacked RNN layers.
+        cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
+        attention: ``"additive"`` (Bahdanau), ``"dot"`` or ``"general"`` (Luong).
+        attention_units: hidden size of the additive scorer.
+        attentional_dim: size of the attentional vector ``a``; must equal
+            ``embedding_dim`` when ``tie_embeddings`` is set.
+        input_feeding: feed the previous attentional vector into the next step.
+        tie_embeddings: share the target embedding matrix with the output projection.
+        dropout: dropout on embeddings and on ``a`` before the projection.
+    """
+
+    def __init__(self, vocab_size, embedding_dim=256, units=512, num_layers=1, cell="gru",
+                 attention="general", attention_units=256, attentional_dim=256,
+                 input_feeding=True, tie_embeddings=True, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if tie_embeddings and attentional_dim != embedding_dim:
+            raise ValueError(
+                f"model.tie_embeddings needs model.attentional_dim ({attentional_dim}) equal "
+                f"to model.embedding_dim ({embedding_dim})"
+            )
+        self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
+        self.num_layers, self.cell, self.attention_score = num_layers, cell, attention
+        self.attention_units, self.attentional_dim = attention_units, attentional_dim
+        self.input_feeding, self.tie_embeddings, self.dropout = input_feeding, tie_embeddings, dropout
+        self.states_per_layer = num_states(cell)
+
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.bridge = keras.layers.Dense(units * num_layers * self.states_per_layer,
+                                         activation="tanh", name="bridge")
+        self.rnns = [
+            keras.layers.RNN(make_cell(cell, units, f"cell_{i}"), return_sequences=True,
+                             name=f"rnn_{i}")
+            for i in range(num_layers)
+        ]
+        self.attention = Attention(attention, attention_units, name="attention")
+        self.combine = keras.layers.Dense(attentional_dim, activation="tanh", use_bias=False,
+                                          name="combine")
+        self.drop = keras.layers.Dropout(dropout)
+        if not tie_embeddings:
+            self.projection = keras.layers.Dense(vocab_size, name="projection")
+
+    def build(self, target_in_shape, memory_shape, memory_mask_shape=None, final_shape=None):
+        batch, memory_dim = memory_shape[0], memory_shape[-1]
+        self.embedding.build(target_in_shape)
+        self.bridge.build((batch, memory_dim))
+        rnn_in = self.embedding_dim + (self.attentional_dim if self.input_feeding else 0)
+        for rnn in self.rnns:
+            rnn.build((batch, None, rnn_in))
+            rnn_in = self.units
+        self.attention.build((batch, None, self.units), memory_shape)
+        self.combine.build((batch, None, memory_dim + self.units))
+        if self.tie_embeddings:
+            self.output_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
+                                               name="output_bias")
+        else:
+            self.projection.build((batch, None, self.attentional_dim))
+
+    # -- pieces shared by teacher forcing and step-wise decoding -------------------------
+
+    def initial_state(self, final, batch_size=None):
+        """Decoder start: RNN states from the encoder summary, a zero attentional vector.
+
+        Returns ``(states, attentional)``; ``states`` is a list per layer of the cell's
+        state tensors ([h] or [h, c]).
+        """
+        flat = ops.split(self.bridge(final), self.num_layers * self.states_per_layer, axis=-1)
+        k = self.states_per_layer
+        states = [flat[i * k:(i + 1) * k] for i in range(self.num_layers)]
+        attentional = ops.zeros((ops.shape(final)[0], self.attentional_dim), final.dtype)
+        return states, attentional
+
+    def logits(self, attentional):
+        """Vocabulary logits from attentional vectors [..., attentional_dim]."""
+        if self.tie_embeddings:
+            return ops.matmul(attentional, ops.transpose(self.embedding.embeddings)) + self.output_bias
+        return self.projection(attentional)
+
+    def _attend(self, hidden, memory, keys, memory_mask):
+        context, weights = self.attention(hidden, memory, memory_mask, keys=keys)
+        return self.combine(ops.concatenate([context, hidden], axis=-1)), weights
+
+    def step(self, tokens, states, attentional, memory, keys, memory_mask):
+        """One inference step for tokens [B]: returns ``(logits, states, attentional, weights)``."""
+        x = self.embedding(tokens)
+        if self.input_feeding:
+            x = ops.concatenate([x, attentional], axis=-1)
+        new_states = []
+        for rnn, layer_states in zip(self.rnns, states):
+            x, layer_states = rnn.cell(x, layer_states, training=False)
+            new_states.append(list(layer_states))
+        attentional, weights = self._attend(ops.expand_dims(x, 1), memory, keys, memory_mask)
+        attentional, weights = attentional[:, 0], weights[:, 0]
+        return self.logits(attentional), new_states, attentional, weights
+
+    # -- teacher forcing -----------------------------------------------------------------
+
+    def call(self, target_in, memory, memory_mask, final, training=False):
+        """Teacher-forced logits [B, T, V] for decoder inputs [B, T] (BOS + target)."""
+        keys = self.attention.precompute_keys(memory)
+        states, attentional = self.initial_state(final)
+        x = self.drop(self.embedding(target_in), training=training)
+        if self.input_feeding:
+            attentional = self._scan_with_feeding(x, states, attentional, memory, keys,
+                                                  memory_mask, training)
+        else:
+            for rnn, layer_states in zip(self.rnns, states):
+                x = rnn(x, initial_state=layer_states, training=training)
+            attentional, _ = self._attend(x, memory, keys, memory_mask)
+        return self.logits(self.drop(attentional, training=training))
+
+    def _scan_with_feeding(self, x, states, attentional, memory, keys, memory_mask, training):
+        def body(carry, x_t):
+            attentional, states = carry
+            h = ops.concatenate([x_t, attentional], axis=-1)
+            new_states = []
+            for rnn, layer_states in zip(self.rnns, states):
+                h, layer_states = rnn.cell(h, layer_states, training=training)
+                new_states.append(list(layer_states))
+            attentional, _ = self._attend(ops.expand_dims(h, 1), memory, keys, memory_mask)
+            carry = (attentional[:, 0], new_states)
+            # Keras' TensorFlow scan stacks outputs with the carry's structure, so the
+            # whole carry is emitted; only the attentional vectors are kept below.
+            return carry, carry
+
+        _, (outputs, _) = ops.scan(body, (attentional, states), ops.transpose(x, (1, 0, 2)))
+        return ops.transpose(outputs, (1, 0, 2))
+
+    def compute_mask(self, *args, **kwargs):
+        return None
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
+            "units": self.units, "num_layers": self.num_layers, "cell": self.cell,
+            "attention": self.attention_score, "attention_units": self.attention_units,
+            "attentional_dim": self.attentional_dim, "input_feeding": self.input_feeding,
+            "tie_embeddings": self.tie_embeddings, "dropout": self.dropout,
+        }

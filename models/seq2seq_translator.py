@@ -1,0 +1,84 @@
+"""The translation model: bidirectional RNN encoder + attention RNN decoder."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+from keras import ops
+
+from models.attention_decoder import AttentionDecoder
+from models.rnn_encoder import RNNEncoder
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Architecture hyper-parameters (the ``model:`` section of a translation config)."""
+
+    source_vocab_size: int = 0  # set from the tokenizer by the pipeline
+    target_vocab_size: int = 0
+    embedding_dim: int = 256
+    cell: str = "gru"  # gru | lstm | rnn
+    encoder_layers: int = 1
+    encoder_units: int = 256  # per direction
+    decoder_layers: int = 1
+    decoder_units: int = 512
+    attention: str = "general"  # additive (Bahdanau) | dot | general (Luong)
+    attention_units: int = 256  # additive scorer only
+    attentional_dim: int = 256  # must equal embedding_dim when tie_embeddings
+    input_feeding: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.3
+
+
+@keras.saving.register_keras_serializable(package="rnn_toolkit")
+class Seq2SeqTranslator(keras.Model):
+    """Encoder-decoder translation model.
+
+    ``call({"source": [B, S], "target_in": [B, T]})`` returns teacher-forced logits
+    [B, T, V]. ``encode`` and ``decoder.step`` are the pieces greedy and beam search use.
+
+    Args:
+        **config: the fields of ``Seq2SeqConfig``.
+    """
+
+    def __init__(self, **kwargs):
+        fields = Seq2SeqConfig.__dataclass_fields__
+        model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        super().__init__(**kwargs)
+        self.config = Seq2SeqConfig(**model_kwargs)
+        c = self.config
+        self.encoder = RNNEncoder(
+            c.source_vocab_size, c.embedding_dim, c.encoder_units, c.encoder_layers, c.cell,
+            c.dropout, name="encoder",
+        )
+        self.decoder = AttentionDecoder(
+            c.target_vocab_size, c.embedding_dim, c.decoder_units, c.decoder_layers, c.cell,
+            c.attention, c.attention_units, c.attentional_dim, c.input_feeding,
+            c.tie_embeddings, c.dropout, name="decoder",
+        )
+
+    def build(self, input_shape=None):
+        # Build every weight by running a tiny batch, so a freshly constructed (or
+        # deserialized) model has all its variables before weights are loaded.
+        # call() rather than __call__, which would re-enter build().
+        dummy = ops.ones((1, 2), "int32")
+        self.call({"source": dummy, "target_in": dummy})
+        self.built = True
+
+    def call(self, inputs, training=False):
+        memory, mask, final = self.encoder(inputs["source"], training=training)
+        return self.decoder(inputs["target_in"], memory, mask, final, training=training)
+
+    def encode(self, source):
+        """Inference-time encoding: ``(memory, keys, mask, states, attentional)``."""
+        memory, mask, final = self.encoder(source, training=False)
+        keys = self.decoder.attention.precompute_keys(memory)
+        states, attentional = self.decoder.initial_state(final)
+        return memory, keys, mask, states, attentional
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), **asdict(self.config)}

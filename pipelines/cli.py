@@ -1,0 +1,77 @@
+"""Command-line plumbing shared by the stage scripts.
+
+``python -m pipelines.<task> <stage> --config <yaml> [--set key=value ...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from data_prep.download import ChecksumError
+from data_prep.parallel_corpus import CorpusError
+from pipelines.config import ConfigError, load_config
+from pipelines.run_dir import RunDir, atomic_write_text
+
+
+# Problems with the user's input or config: reported as one clear line, no traceback.
+USER_ERRORS = (ConfigError, CorpusError, ChecksumError, FileNotFoundError)
+
+
+def quiet_tensorflow() -> None:
+    """Silence TensorFlow's C++ start-up chatter (must run before importing it)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("stage", choices=stages)
+    p.add_argument("--config", required=True, help="experiment YAML (pipelines/configs/...)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="override a config field, e.g. model.cell=lstm")
+    p.add_argument("--run-dir", help="run directory (default: runs/<name>)")
+    p.add_argument("--data-dir", help="dataset directory (default: $PIPELINES_DATA_DIR)")
+    p.add_argument("--force", action="store_true", help="rerun the stage even if up to date")
+    p.add_argument("--input", help="translate/transcribe: input file (default: stdin)")
+    return p
+
+
+class Context:
+    """What every stage gets: the validated config, the run directory and CLI flags.
+
+    Args:
+        config: the experiment dataclass.
+        run: the run directory.
+        data_dir: explicit dataset directory or None.
+        force: rerun stages even when their inputs are unchanged.
+        input: input file of the translate/transcribe stage (None: stdin).
+    """
+
+    def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
+                 input: str | None = None):
+        self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
+        self.input = input
+
+
+def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeline: list[str],
+         resolved_yaml: Callable[[object], str]) -> int:
+    """Parse arguments, load the config and run one stage (or the whole ``pipeline``)."""
+    args = parser(description, [*stages, "all"]).parse_args(argv)
+    try:
+        config = load_config(config_cls, args.config, args.overrides)
+    except ConfigError as e:
+        print(f"error: {args.config}: {e}", file=sys.stderr)
+        return 2
+    run = RunDir(args.run_dir or Path("runs") / config.name)
+    atomic_write_text(run.path("config.yaml"), resolved_yaml(config))
+    ctx = Context(config, run, args.data_dir, args.force, args.input)
+    try:
+        for stage in pipeline if args.stage == "all" else [args.stage]:
+            stages[stage](ctx)
+    except USER_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

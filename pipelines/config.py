@@ -1,0 +1,124 @@
+"""Experiment configs: one YAML file per experiment, validated into dataclasses.
+
+``--set model.cell=lstm`` style overrides are applied before validation, and every error
+names the offending field (``model.cel: unknown field``), so a typo never silently falls
+back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the field."""
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
+    return data
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (``1e-3``, ``[1, 2]``)."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, for example model.cell=lstm")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from e
+    return data
+
+
+def _check_type(value, annotation, where: str):
+    """Validate (and lightly coerce: int -> float) one value against a type annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _check_type(value, option, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item_type,) = typing.get_args(annotation) or (typing.Any,)
+        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation):
+        return build(annotation, value, where)
+    if annotation is typing.Any:
+        return value
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if not isinstance(value, annotation):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def build(cls, data, where: str = ""):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(sorted(names))}"
+        )
+    kwargs = {}
+    for name in names & set(data):
+        kwargs[name] = _check_type(data[name], hints[name], f"{where}.{name}" if where else name)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{where or 'config'}: {e}") from e
+    if hasattr(obj, "validate"):
+        obj.validate(where)
+    return obj
+
+
+def load_config(cls, path, overrides: list[str] | None = None):
+    """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``."""
+    return build(cls, apply_overrides(load_yaml(path), overrides or []))
+
+
+def choice(value, options, where: str):
+    """Raise ConfigError unless ``value`` is one of ``options``."""
+    if value not in options:
+        raise ConfigError(f"{where}: must be one of {list(options)}, got {value!r}")

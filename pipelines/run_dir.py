@@ -1,0 +1,92 @@
+"""Run directories: atomic writes and stage records that let unchanged stages be skipped.
+
+A run lives in ``runs/<name>/``. Each stage records, in ``stages/<stage>.json``, a
+fingerprint of everything it read (its config sections and the fingerprints or hashes of
+its inputs). Rerunning a stage whose fingerprint is unchanged is a no-op unless forced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file and rename, never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_lines(path, lines: list[str]) -> Path:
+    return atomic_write_text(path, "".join(line + "\n" for line in lines))
+
+
+def read_lines(path) -> list[str]:
+    """Lines of a file the pipeline wrote itself (so no validation beyond UTF-8)."""
+    return Path(path).read_text(encoding="utf-8").splitlines()
+
+
+def fingerprint(*parts) -> str:
+    """Stable hash of JSON-able parts (dataclasses are converted to dicts)."""
+    def plain(x):
+        return dataclasses.asdict(x) if dataclasses.is_dataclass(x) else x
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class RunDir:
+    """Paths and stage bookkeeping for one run.
+
+    Args:
+        root: the run directory (created if missing).
+    """
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, *parts) -> Path:
+        return self.root.joinpath(*parts)
+
+    def _record(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+    def stage_fingerprint(self, stage: str) -> str | None:
+        """Fingerprint of the last completed run of ``stage``, or None."""
+        record = self._record(stage)
+        if not record.is_file():
+            return None
+        return json.loads(record.read_text())["fingerprint"]
+
+    def is_current(self, stage: str, fp: str) -> bool:
+        return self.stage_fingerprint(stage) == fp
+
+    def mark_done(self, stage: str, fp: str, **info) -> None:
+        atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(), **info})
+
+    def invalidate(self, stage: str) -> None:
+        self._record(stage).unlink(missing_ok=True)

@@ -1,0 +1,206 @@
+"""The training loop shared by the translation and speech pipelines.
+
+``model.fit`` runs one epoch at a time so that, between epochs, we can validate with a
+task metric (BLEU, WER), keep the best checkpoint, adapt the learning rate, stop early
+or on a time budget, and save everything needed to resume after an interrupt:
+``checkpoints/last.keras`` (weights and optimizer state) plus ``train_state.json``.
+Each epoch's shuffle seed is ``seed + epoch``, so a resumed run sees the same batches as
+an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import warnings
+
+import keras
+import tensorflow as tf
+
+from pipelines.config import ConfigError, choice
+from pipelines.run_dir import RunDir, atomic_write_json
+
+
+@dataclass
+class TrainingConfig:
+    """The ``training:`` section shared by all pipelines."""
+
+    epochs: int = 30  # upper bound on epochs
+    max_minutes: float | None = None  # stop before an epoch that would exceed this budget
+    learning_rate: float = 0.001
+    lr_schedule: str = "plateau"  # plateau (halve on a validation stall) | constant
+    lr_decay_factor: float = 0.5
+    lr_patience: int = 1  # validations without improvement before the LR decays
+    min_learning_rate: float = 1e-5
+    clip_norm: float = 1.0  # global gradient-norm clipping
+    patience: int = 5  # early stopping: validations without improvement
+    seed: int = 1234
+    batch_tokens: int = 4000  # translation: padded tokens per batch
+    batch_size: int = 32  # speech: utterances per batch
+    label_smoothing: float = 0.1
+
+    def validate(self, where):
+        choice(self.lr_schedule, ("plateau", "constant"), f"{where}.lr_schedule")
+        for name in ("epochs", "batch_tokens", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be at least 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"{where}.label_smoothing: must be in [0, 1)")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class ValidationMetric:
+    """The metric that selects checkpoints: its name, and whether higher is better."""
+
+    name: str
+    higher_is_better: bool
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+def _save_model(model, path):
+    # Keras insists on a .keras suffix, so the temporary file keeps it.
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    run: RunDir,
+    build_model: Callable[[], keras.Model],
+    train_dataset: Callable[[int], tf.data.Dataset],
+    val_dataset: tf.data.Dataset | None,
+    validate: Callable[[keras.Model], dict],
+    metric: ValidationMetric,
+    config: TrainingConfig,
+    fingerprint: str,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Train (or resume training) and return the final training state.
+
+    Args:
+        run: the run directory; checkpoints, logs and the history go under it.
+        build_model: returns a new compiled model (used when there is nothing to resume).
+        train_dataset: epoch -> training batches for that epoch.
+        val_dataset: batches for the validation loss, or None.
+        validate: model -> dict of validation metrics, including ``metric.name``.
+        metric: the metric that selects the best checkpoint and triggers early stopping.
+        config: the training section of the experiment config.
+        fingerprint: identifies the data/model/training config; resuming a run with a
+            different fingerprint is refused so no work is silently mixed or lost.
+    """
+    last_path = run.path("checkpoints", "last.keras")
+    best_path = run.path("checkpoints", "best.keras")
+    state_path = run.path("train_state.json")
+    last_path.parent.mkdir(parents=True, exist_ok=True)
+    state = _load_state(state_path)
+    if state and state["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"{run.root}: holds checkpoints of a different data/model/training config; "
+            "use --force to discard them and train from scratch, or another --run-dir"
+        )
+    if state and state["finished"]:
+        log(f"[train] already finished after {state['epoch']} epochs (best {metric.name} "
+            f"{state['best']})")
+        return state
+    keras.utils.set_random_seed(config.seed)
+    if state and last_path.is_file():
+        log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
+        model = keras.saving.load_model(last_path)
+    else:
+        state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
+                 "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
+                 "finished": False, "stop_reason": None, "history": []}
+        model = build_model()
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard")))]
+    writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
+    budget = None if config.max_minutes is None else 60.0 * config.max_minutes
+    verbose = 1 if sys.stdout.isatty() else 2
+    # Bucketed datasets have unknown length, so Keras warns at the end of every epoch.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+
+    while True:
+        epoch = state["epoch"]
+        stop = _stop_reason(state, config, budget)
+        if stop:
+            break
+        start = time.time()
+        result = model.fit(
+            train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
+            epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
+        )
+        logs = {k: float(v[-1]) for k, v in result.history.items()}
+        if not all(math.isfinite(v) for v in logs.values()):
+            raise NonFiniteLossError(
+                f"epoch {epoch + 1}: non-finite training values {logs}; the last good "
+                f"checkpoint is {last_path}. Lower training.learning_rate or check the data."
+            )
+        scores = validate(model)
+        seconds = time.time() - start  # the budget counts validation too
+        value = float(scores[metric.name])
+        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+        entry = {"epoch": epoch + 1, **logs, **scores, "learning_rate": lr,
+                 "epoch_seconds": round(seconds, 1)}
+        with writer.as_default():
+            for k, v in scores.items():
+                tf.summary.scalar(k, v, step=epoch + 1)
+            tf.summary.scalar("learning_rate", lr, step=epoch + 1)
+        state["history"].append(entry)
+        state["train_seconds"] += seconds
+        state["epoch"] = epoch + 1
+        if metric.improved(value, state["best"]):
+            state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
+            _save_model(model, best_path)
+        else:
+            state["bad_epochs"] += 1
+            state["lr_bad_epochs"] += 1
+            if (config.lr_schedule == "plateau" and state["lr_bad_epochs"] >= config.lr_patience
+                    and lr > config.min_learning_rate):
+                new_lr = max(lr * config.lr_decay_factor, config.min_learning_rate)
+                model.optimizer.learning_rate.assign(new_lr)
+                state["lr_bad_epochs"] = 0
+                log(f"[train] {metric.name} stalled: learning rate {lr:.2e} -> {new_lr:.2e}")
+        log(f"[train] epoch {epoch + 1}: " + ", ".join(
+            f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
+        # The checkpoint first, then the state that points at it: an interrupt between
+        # the two only repeats one epoch.
+        _save_model(model, last_path)
+        atomic_write_json(state_path, state)
+        atomic_write_json(run.path("logs", "history.json"), state["history"])
+
+    state.update(finished=True, stop_reason=stop)
+    atomic_write_json(state_path, state)
+    log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
+        f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
+        f"at epoch {state['best_epoch']}")
+    return state
+
+
+def _load_state(path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _stop_reason(state, config: TrainingConfig, budget: float | None) -> str | None:
+    if state["epoch"] >= config.epochs:
+        return f"reached training.epochs={config.epochs}"
+    if state["bad_epochs"] >= config.patience:
+        return f"no improvement for {config.patience} validations (early stopping)"
+    if budget is not None and state["history"]:
+        # Stop before an epoch that would run past the budget, judged by the last one.
+        last = state["history"][-1]["epoch_seconds"]
+        if state["train_seconds"] + last > budget:
+            return f"time budget training.max_minutes={config.max_minutes} reached"
+    return None

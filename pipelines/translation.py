@@ -1,0 +1,344 @@
+"""Translation pipeline: prepare -> train -> evaluate, plus translate.
+
+    python -m pipelines.translation all --config pipelines/configs/translation_smoke.yaml
+    echo "Ein Hund läuft." | python -m pipelines.translation translate --config ...
+
+Files in ``runs/<name>/``: ``config.yaml`` (resolved), ``data/`` (cleaned splits),
+``tokenizer/`` (SentencePiece models), ``checkpoints/``, ``logs/`` (TensorBoard and
+``history.json``), ``hyps/`` (test translations) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pipelines.cli import quiet_tensorflow
+
+quiet_tensorflow()
+
+import keras  # noqa: E402
+import yaml  # noqa: E402
+from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data_prep.download import sha256_of  # noqa: E402
+from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
+from data_prep.parallel_corpus import (  # noqa: E402
+    ParallelCorpus,
+    drop_empty,
+    read_lines,
+    read_parallel,
+    read_tsv,
+)
+from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece  # noqa: E402
+from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
+from models.decoding import Translator  # noqa: E402
+from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
+from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator  # noqa: E402
+from pipelines import cli, trainer  # noqa: E402
+from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines.run_dir import (  # noqa: E402
+    atomic_write_bytes,
+    atomic_write_json,
+    fingerprint,
+    write_lines,
+)
+from pipelines.run_dir import read_lines as read_run_lines  # noqa: E402
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "multi30k"  # multi30k | files (two aligned files per split) | tsv
+    source_lang: str = "de"
+    target_lang: str = "en"
+    # For corpus=files: {split: [source_path, target_path]}; for corpus=tsv: {split: path}.
+    paths: dict | None = None
+    max_length: int = 80  # training pairs with more subwords on either side are dropped
+    limit_train: int | None = None  # use only the first N pairs (quick experiments)
+    limit_val: int | None = None
+    limit_test: int | None = None
+
+    def validate(self, where):
+        choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
+        if self.corpus != "multi30k":
+            paths = self.paths or {}
+            for split in SPLITS:
+                value = paths.get(split)
+                ok = (isinstance(value, list) and len(value) == 2) if self.corpus == "files" \
+                    else isinstance(value, str)
+                if not ok:
+                    want = "[source_path, target_path]" if self.corpus == "files" else "a path"
+                    raise ConfigError(f"{where}.paths.{split}: expected {want} for "
+                                      f"corpus={self.corpus}, got {value!r}")
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: str = "unigram"  # unigram | bpe
+    vocab_size: int = 8000
+    joint: bool = True  # one vocabulary for both languages
+    character_coverage: float = 1.0
+
+    def validate(self, where):
+        choice(self.model_type, ("unigram", "bpe"), f"{where}.model_type")
+
+
+@dataclass
+class DecodingConfig:
+    beam_size: int = 5
+    length_penalty: float = 0.6  # GNMT alpha
+    batch_tokens: int = 6000  # source tokens per decoding batch
+    max_length_ratio: float = 1.5  # output budget: ratio * source length + offset
+    max_length_offset: int = 10
+
+
+@dataclass
+class TranslationConfig:
+    name: str = "translation"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
+    training: trainer.TrainingConfig = field(default_factory=trainer.TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    def validate(self, where):
+        for side in ("source", "target"):
+            if getattr(self.model, f"{side}_vocab_size"):
+                raise ConfigError(f"model.{side}_vocab_size: set from the trained tokenizer; "
+                                  "configure tokenizer.vocab_size instead")
+
+
+# -- data -------------------------------------------------------------------------------
+
+
+def load_split(data: DataConfig, split: str, data_dir) -> tuple[ParallelCorpus, list]:
+    """One split as a corpus, and the files it came from (for the stage fingerprint)."""
+    if data.corpus == "multi30k":
+        name = "test2016" if split == "test" else split
+        files = [multi30k_file(name, lang, data_dir) for lang in (data.source_lang, data.target_lang)]
+        corpus = load_multi30k(name, data.source_lang, data.target_lang, data_dir)
+    elif data.corpus == "files":
+        files = list(data.paths[split])
+        corpus = read_parallel(*files)
+    else:
+        files = [data.paths[split]]
+        corpus = read_tsv(files[0])
+    limit = getattr(data, f"limit_{split}")
+    if limit is not None:
+        corpus = ParallelCorpus(corpus.source[:limit], corpus.target[:limit])
+    return corpus, files
+
+
+def drop_long(corpus: ParallelCorpus, source_tok, target_tok, max_length) -> ParallelCorpus:
+    """Drop pairs with more than ``max_length`` subwords on either side (counted)."""
+    src_len = [len(x) for x in source_tok.encode(corpus.source)]
+    tgt_len = [len(x) for x in target_tok.encode(corpus.target)]
+    keep = [i for i in range(len(corpus)) if src_len[i] <= max_length and tgt_len[i] <= max_length]
+    dropped = {**corpus.dropped, "too_long": len(corpus) - len(keep)}
+    return ParallelCorpus([corpus.source[i] for i in keep], [corpus.target[i] for i in keep], dropped)
+
+
+def tokenizer_pair(source_proto: bytes, target_proto: bytes):
+    """Source and target tokenizers; one shared object for a joint vocabulary."""
+    source = SubwordTokenizer(source_proto)
+    return source, source if target_proto == source_proto else SubwordTokenizer(target_proto)
+
+
+def load_tokenizers(run):
+    return tokenizer_pair(run.path("tokenizer", "source.model").read_bytes(),
+                          run.path("tokenizer", "target.model").read_bytes())
+
+
+def load_prepared(run, split) -> tuple[list[str], list[str]]:
+    return (read_run_lines(run.path("data", f"{split}.src")),
+            read_run_lines(run.path("data", f"{split}.tgt")))
+
+
+def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConfig,
+                    beam_size: int, progress: bool = True) -> list[str]:
+    """Translate ``texts`` in length-sorted, token-sized batches; output in input order."""
+    translator = Translator(model, beam_size, decoding.length_penalty,
+                            decoding.max_length_ratio, decoding.max_length_offset)
+    dataset, order = make_source_batches(texts, source_tok, decoding.batch_tokens)
+    outputs = []
+    for batch in tqdm(dataset, desc=f"translate (beam {beam_size})", unit="batch",
+                      disable=not progress, file=sys.stderr):
+        outputs.extend(translator(batch).numpy())
+    result = [""] * len(texts)
+    for position, text in zip(order, target_tok.decode(outputs)):
+        result[position] = text
+    return result
+
+
+def score(hypotheses: list[str], references: list[str]) -> dict:
+    """Corpus BLEU and chrF (sacreBLEU defaults: cased, detokenized, 13a) with signatures."""
+    bleu, chrf = BLEU(), CHRF()
+    return {
+        "bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
+        "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
+        "signature": str(bleu.get_signature()),
+        "chrf_signature": str(chrf.get_signature()),
+    }
+
+
+# -- stages -----------------------------------------------------------------------------
+
+
+def prepare(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    corpora, files = {}, []
+    for split in SPLITS:
+        corpora[split], split_files = load_split(cfg.data, split, ctx.data_dir)
+        files += [str(f) for f in split_files]
+    fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
+    if run.is_current("prepare", fp) and not ctx.force:
+        print(f"[prepare] up to date ({run.path('data')})")
+        return
+    train = drop_empty(corpora["train"])
+    tok_dir = run.path("tokenizer")
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tokenizer.joint:
+        proto = train_sentencepiece(train.source + train.target, cfg.tokenizer.vocab_size,
+                                    cfg.tokenizer.model_type, cfg.tokenizer.character_coverage)
+        protos = {"source": proto, "target": proto}
+    else:
+        protos = {side: train_sentencepiece(getattr(train, side), cfg.tokenizer.vocab_size,
+                                            cfg.tokenizer.model_type,
+                                            cfg.tokenizer.character_coverage)
+                  for side in ("source", "target")}
+    for side, proto in protos.items():
+        atomic_write_bytes(tok_dir / f"{side}.model", proto)
+    source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
+    corpora["train"] = drop_long(train, source_tok, target_tok, cfg.data.max_length)
+    report = {"files": files, "source_vocab_size": source_tok.vocab_size,
+              "target_vocab_size": target_tok.vocab_size}
+    for split, corpus in corpora.items():
+        write_lines(run.path("data", f"{split}.src"), corpus.source)
+        write_lines(run.path("data", f"{split}.tgt"), corpus.target)
+        report[split] = {"pairs": len(corpus), "dropped": corpus.dropped}
+    atomic_write_json(run.path("data", "report.json"), report)
+    run.mark_done("prepare", fp)
+    dropped = corpora["train"].dropped
+    print(f"[prepare] train {len(corpora['train'])} pairs (dropped {dropped.get('empty', 0)} "
+          f"empty, {dropped['too_long']} longer than {cfg.data.max_length} subwords), "
+          f"val {len(corpora['val'])}, test {len(corpora['test'])}; vocab "
+          f"{source_tok.vocab_size}/{target_tok.vocab_size}")
+
+
+def _require(run, stage: str, before: str) -> str:
+    fp = run.stage_fingerprint(stage)
+    if fp is None:
+        raise ConfigError(f"{run.root}: stage '{stage}' has not run yet; run it before '{before}'")
+    return fp
+
+
+def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTranslator:
+    model_cfg = dataclasses.replace(cfg.model, source_vocab_size=source_tok.vocab_size,
+                                    target_vocab_size=target_tok.vocab_size)
+    model = Seq2SeqTranslator(**dataclasses.asdict(model_cfg))
+    model.build()
+    model.compile(
+        optimizer=keras.optimizers.Adam(cfg.training.learning_rate,
+                                        global_clipnorm=cfg.training.clip_norm),
+        loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing),
+        # Bucketed batches have many shapes; XLA would recompile for each of them.
+        jit_compile=False,
+    )
+    return model
+
+
+def train(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("train", _require(run, "prepare", "train"), cfg.model, cfg.training)
+    if run.is_current("train", fp) and not ctx.force:
+        print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
+        return
+    if ctx.force:
+        shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
+        run.path("train_state.json").unlink(missing_ok=True)
+    source_tok, target_tok = load_tokenizers(run)
+    train_src, train_tgt = load_prepared(run, "train")
+    val_src, val_tgt = load_prepared(run, "val")
+    t = cfg.training
+
+    def train_dataset(epoch):
+        return make_training_dataset(train_src, train_tgt, source_tok, target_tok,
+                                     t.batch_tokens, cfg.data.max_length, seed=t.seed + epoch)
+
+    val_dataset = make_training_dataset(val_src, val_tgt, source_tok, target_tok, t.batch_tokens,
+                                        cfg.data.max_length, shuffle=False)
+
+    def validate(model):
+        hyps = translate_texts(model, source_tok, target_tok, val_src, cfg.decoding, 1,
+                               progress=False)
+        return {"val_bleu": score(hyps, val_tgt)["bleu"]}
+
+    state = trainer.train(
+        run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
+        validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, fp,
+    )
+    run.mark_done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
+                  train_seconds=state["train_seconds"])
+
+
+def evaluate(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("evaluate", _require(run, "train", "evaluate"), cfg.decoding)
+    if run.is_current("evaluate", fp) and not ctx.force:
+        print(f"[evaluate] up to date ({run.path('metrics.json')})")
+        return
+    source_tok, target_tok = load_tokenizers(run)
+    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    test_src, test_tgt = load_prepared(run, "test")
+    results = {}
+    for beam in dict.fromkeys([cfg.decoding.beam_size, 1]):
+        start = time.time()
+        hyps = translate_texts(model, source_tok, target_tok, test_src, cfg.decoding, beam)
+        seconds = time.time() - start
+        name = "greedy" if beam == 1 else f"beam{beam}"
+        write_lines(run.path("hyps", f"test.{name}.txt"), hyps)
+        results[beam] = {**score(hyps, test_tgt), "beam_size": beam,
+                         "decode_seconds": round(seconds, 2),
+                         "sentences_per_second": round(len(hyps) / max(seconds, 1e-9), 1)}
+    main = results[cfg.decoding.beam_size]
+    metrics = {**main, "test_sentences": len(test_src), "length_penalty": cfg.decoding.length_penalty,
+               "greedy": results[1]}
+    atomic_write_json(run.path("metrics.json"), metrics)
+    run.mark_done("evaluate", fp)
+    print(f"[evaluate] test BLEU {main['bleu']} chrF {main['chrf']} (beam {main['beam_size']}); "
+          f"greedy BLEU {results[1]['bleu']}\n[evaluate] {main['signature']}")
+
+
+def translate(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    _require(run, "train", "translate")
+    source_tok, target_tok = load_tokenizers(run)
+    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    if ctx.input in (None, "-"):
+        texts = [line.rstrip("\n").strip() for line in sys.stdin]
+    else:
+        texts = read_lines(ctx.input)
+    for line in translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
+                                cfg.decoding.beam_size):
+        print(line)
+
+
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate}
+
+
+def main(argv=None) -> int:
+    return cli.main(
+        argv, "Train and evaluate RNN attention translation models.", TranslationConfig,
+        STAGES, pipeline=["prepare", "train", "evaluate"],
+        resolved_yaml=lambda c: yaml.safe_dump(dataclasses.asdict(c), sort_keys=False),
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
