@@ -25,9 +25,9 @@ class Seq2SeqConfig:
     decoder_units: int = 512
     attention: str = "general"  # additive (Bahdanau) | dot | general (Luong)
     attention_units: int = 256  # additive scorer only
-    attentional_dim: int = 256  # must equal embedding_dim when tie_embeddings
+    attentional_dim: int = 512  # must equal embedding_dim when tie_embeddings
     input_feeding: bool = True
-    tie_embeddings: bool = True
+    tie_embeddings: bool = False
     dropout: float = 0.3
 
 

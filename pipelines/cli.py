@@ -16,7 +16,6 @@ from data_prep.parallel_corpus import CorpusError
 from pipelines.config import ConfigError, load_config
 from pipelines.run_dir import RunDir, atomic_write_text
 
-
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, ChecksumError, FileNotFoundError)
 
@@ -57,8 +56,11 @@ class Context:
 
 
 def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeline: list[str],
-         resolved_yaml: Callable[[object], str]) -> int:
-    """Parse arguments, load the config and run one stage (or the whole ``pipeline``)."""
+         resolved_yaml: Callable[[object], str], user_errors: tuple = ()) -> int:
+    """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
+
+    ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
+    """
     args = parser(description, [*stages, "all"]).parse_args(argv)
     try:
         config = load_config(config_cls, args.config, args.overrides)
@@ -71,7 +73,7 @@ def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeli
     try:
         for stage in pipeline if args.stage == "all" else [args.stage]:
             stages[stage](ctx)
-    except USER_ERRORS as e:
+    except USER_ERRORS + tuple(user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

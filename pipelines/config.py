@@ -76,8 +76,12 @@ def _check_type(value, annotation, where: str):
         return build(annotation, value, where)
     if annotation is typing.Any:
         return value
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+    if annotation is float and not isinstance(value, bool) and isinstance(value, (int, str)):
+        # YAML 1.1 reads "1e-3" (no dot) as a string; accept any numeric spelling.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     if annotation is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if annotation is int and (isinstance(value, bool) or not isinstance(value, int)):

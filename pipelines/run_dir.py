@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from pipelines.config import ConfigError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file and rename, never a partial file."""
@@ -81,6 +83,14 @@ class RunDir:
         if not record.is_file():
             return None
         return json.loads(record.read_text())["fingerprint"]
+
+    def require(self, stage: str, before: str) -> str:
+        """Fingerprint of ``stage``; ConfigError if it has not run (needed by ``before``)."""
+        fp = self.stage_fingerprint(stage)
+        if fp is None:
+            raise ConfigError(f"{self.root}: stage '{stage}' has not run yet; run it before "
+                              f"'{before}'")
+        return fp
 
     def is_current(self, stage: str, fp: str) -> bool:
         return self.stage_fingerprint(stage) == fp

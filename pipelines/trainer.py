@@ -10,6 +10,7 @@ an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -52,6 +53,16 @@ class TrainingConfig:
                 raise ConfigError(f"{where}.{name}: must be at least 1")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"{where}.label_smoothing: must be in [0, 1)")
+
+
+# Fields that only decide when to stop: changing them lets a run continue from its
+# checkpoints instead of starting over.
+STOPPING_FIELDS = ("epochs", "max_minutes", "patience")
+
+
+def resumable_config(config: TrainingConfig) -> dict:
+    """The training settings that checkpoints depend on (all but the stopping criteria)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in STOPPING_FIELDS}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -99,8 +110,9 @@ def train(
         validate: model -> dict of validation metrics, including ``metric.name``.
         metric: the metric that selects the best checkpoint and triggers early stopping.
         config: the training section of the experiment config.
-        fingerprint: identifies the data/model/training config; resuming a run with a
-            different fingerprint is refused so no work is silently mixed or lost.
+        fingerprint: identifies the data, model and ``resumable_config(config)``;
+            resuming a run with a different fingerprint is refused so no work is silently
+            mixed or lost.
     """
     last_path = run.path("checkpoints", "last.keras")
     best_path = run.path("checkpoints", "best.keras")
@@ -112,10 +124,6 @@ def train(
             f"{run.root}: holds checkpoints of a different data/model/training config; "
             "use --force to discard them and train from scratch, or another --run-dir"
         )
-    if state and state["finished"]:
-        log(f"[train] already finished after {state['epoch']} epochs (best {metric.name} "
-            f"{state['best']})")
-        return state
     keras.utils.set_random_seed(config.seed)
     if state and last_path.is_file():
         log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
@@ -123,7 +131,7 @@ def train(
     else:
         state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
-                 "finished": False, "stop_reason": None, "history": []}
+                 "stop_reason": None, "history": []}
         model = build_model()
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard")))]
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
@@ -181,7 +189,7 @@ def train(
         atomic_write_json(state_path, state)
         atomic_write_json(run.path("logs", "history.json"), state["history"])
 
-    state.update(finished=True, stop_reason=stop)
+    state["stop_reason"] = stop
     atomic_write_json(state_path, state)
     log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "

@@ -255,7 +255,9 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("train", _require(run, "prepare", "train"), cfg.model, cfg.training)
+    checkpoint_fp = fingerprint("train", _require(run, "prepare", "train"), cfg.model,
+                                trainer.resumable_config(cfg.training))
+    fp = fingerprint(checkpoint_fp, cfg.training)
     if run.is_current("train", fp) and not ctx.force:
         print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
         return
@@ -281,7 +283,7 @@ def train(ctx: cli.Context) -> None:
 
     state = trainer.train(
         run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
-        validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, fp,
+        validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, checkpoint_fp,
     )
     run.mark_done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
                   train_seconds=state["train_seconds"])

@@ -1,0 +1,34 @@
+# Two entry points (see README): `make demo` and `make test`. Both create the virtual
+# environment in .venv and install the project the first time (or when pyproject changes).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PIPELINES_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: install demo test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name rnn-seq2seq-toolkit \
+		--display-name "Python (rnn-seq2seq-toolkit)" > /dev/null
+	touch $(STAMP)
+
+# The main job: train, evaluate and score the default translation model (about 10 minutes).
+demo: $(STAMP)
+	$(BIN)/python -m pipelines.translation all --config pipelines/configs/translation_demo.yaml
+
+# The whole test suite (about 10 minutes on 2 CPU cores).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""Audio loading and log-mel / MFCC features.
+
+Audio is read with librosa (soundfile for wav/flac/ogg/mp3, audioread as a fallback),
+mixed down to mono and resampled to the configured rate. Features are
+``[frames, features]`` float32 arrays; normalization is per utterance (each feature
+dimension to zero mean and unit variance over the utterance, which also removes channel
+and loudness differences) or global (statistics of the training set), or none.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import librosa
+import numpy as np
+import scipy.sparse
+from tqdm import tqdm
+
+EPSILON = 1e-6  # floor inside the log, and added to standard deviations
+
+
+class AudioError(ValueError):
+    """Unreadable, corrupt or empty audio; the message names the file."""
+
+
+@dataclass
+class FeatureConfig:
+    """The ``features:`` section of a speech config.
+
+    Window and hop are given in milliseconds so a config works at any sample rate.
+    The speech pipeline validates the values (``pipelines/speech.py``).
+    """
+
+    kind: str = "log_mel"  # log_mel | mfcc
+    sample_rate: int = 8000  # audio is resampled to this rate
+    window_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_mels: int = 40
+    n_mfcc: int = 13  # mfcc only: cepstral coefficients kept
+    fmin: float = 20.0
+    fmax: float | None = None  # None: half the sample rate
+    normalization: str = "utterance"  # utterance | global | none
+
+    @property
+    def num_features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def hop_length(self) -> int:
+        return round(self.sample_rate * self.hop_ms / 1000)
+
+    @property
+    def win_length(self) -> int:
+        return round(self.sample_rate * self.window_ms / 1000)
+
+
+def _read(path, reader):
+    """``reader(path)`` with any failure of the audio libraries as an AudioError."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        with warnings.catch_warnings():
+            # librosa warns before falling back to audioread; a failure still raises below.
+            warnings.simplefilter("ignore")
+            return reader(path)
+    except Exception as e:  # soundfile, audioread and decoders raise many unrelated types
+        raise AudioError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from e
+
+
+def audio_duration(path) -> float:
+    """Duration in seconds, from the file header where the format has one."""
+    return float(_read(path, lambda p: librosa.get_duration(path=p)))
+
+
+def load_audio(path, sample_rate: int) -> np.ndarray:
+    """Mono float32 samples of ``path`` at ``sample_rate``; AudioError names bad files."""
+    audio, _ = _read(path, lambda p: librosa.load(p, sr=sample_rate, mono=True))
+    if audio.size == 0:
+        raise AudioError(f"{path}: empty audio (no samples)")
+    if not np.all(np.isfinite(audio)):
+        raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    return audio
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax) -> scipy.sparse.csr_matrix:
+    return scipy.sparse.csr_matrix(librosa.filters.mel(
+        sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
+
+
+def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Unnormalized features ``[frames, cfg.num_features]`` of mono samples.
+
+    The same log-mel spectrogram as ``librosa.feature.melspectrogram`` (centered Hann
+    windows), but the mel filterbank, which is about 95% zeros, is applied as a sparse
+    matrix: librosa's dense product goes through multi-threaded BLAS, which takes
+    milliseconds instead of microseconds per utterance when the cores are busy.
+    """
+    # The FFT size is the next power of two that holds the window.
+    n_fft = 1 << (cfg.win_length - 1).bit_length()
+    power = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=cfg.hop_length,
+                                win_length=cfg.win_length)) ** 2
+    mel = np.asarray(_mel_basis(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power)
+    features = np.log(mel + EPSILON)
+    if cfg.kind == "mfcc":
+        # librosa's MFCC expects a dB-scaled mel spectrogram.
+        features = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=cfg.n_mfcc)
+    return np.ascontiguousarray(features.T, dtype=np.float32)
+
+
+def global_stats(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation over all frames of ``features``."""
+    frames = np.concatenate(features).astype(np.float64)
+    return frames.mean(axis=0).astype(np.float32), frames.std(axis=0).astype(np.float32)
+
+
+def normalize(features: np.ndarray, cfg: FeatureConfig, stats=None) -> np.ndarray:
+    """Apply ``cfg.normalization``; ``stats`` is the (mean, std) pair for ``global``."""
+    if cfg.normalization == "utterance":
+        mean, std = features.mean(axis=0), features.std(axis=0)
+    elif cfg.normalization == "global":
+        mean, std = stats
+    else:
+        return features
+    return ((features - mean) / (std + EPSILON)).astype(np.float32)
+
+
+def _load_and_compute(path, cfg: FeatureConfig) -> np.ndarray:
+    return compute_features(load_audio(path, cfg.sample_rate), cfg)
+
+
+def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None,
+                     desc: str = "features") -> list[np.ndarray]:
+    """Unnormalized features of many files, computed in parallel, in input order.
+
+    Threads rather than processes: decoding, resampling (soxr), the FFT and the mel
+    matrix product all release the GIL, and threads do not fork a process that has
+    TensorFlow's thread pools running.
+    """
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda p: _load_and_compute(p, cfg), paths)
+        return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
+                         disable=len(paths) < 100))

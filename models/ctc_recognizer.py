@@ -1,0 +1,134 @@
+"""The speech model: convolutional front end, bidirectional RNN, CTC output layer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+from keras import ops
+
+from models.rnn_cells import make_cell
+
+
+@dataclass
+class CTCRecognizerConfig:
+    """Architecture hyper-parameters (the ``model:`` section of a speech config)."""
+
+    num_features: int = 0  # set from the feature config by the pipeline
+    vocab_size: int = 0  # characters + blank, set from the vocabulary by the pipeline
+    blank_index: int = 0  # set from data.blank_index by the pipeline
+    conv_layers: int = 1  # convolutional front end layers (0: none)
+    conv_channels: int = 128
+    conv_kernel: int = 5  # in frames
+    conv_stride: int = 2  # time subsampling of each conv layer
+    cell: str = "gru"  # gru | lstm | rnn
+    rnn_layers: int = 2
+    rnn_units: int = 128  # per direction
+    dropout: float = 0.2
+
+
+def subsampled_length(length, conv_layers: int, conv_stride: int):
+    """Frames after the front end: each strided convolution keeps ceil(n / stride).
+
+    Works on Python ints, NumPy arrays and tensors alike.
+    """
+    for _ in range(conv_layers):
+        length = (length + conv_stride - 1) // conv_stride
+    return length
+
+
+def _frame_mask(x, lengths):
+    """[B, T] True for the real frames of a [B, T, ...] batch."""
+    return ops.arange(ops.shape(x)[1])[None, :] < lengths[:, None]
+
+
+@keras.saving.register_keras_serializable(package="rnn_toolkit")
+class CTCRecognizer(keras.Model):
+    """Acoustic model trained with CTC.
+
+    ``call({"features": [B, T, F], "feature_lengths": [B]})`` returns logits [B, T', V]
+    with ``T' = subsampled_length(T)``; frames past an utterance's length are padding.
+    The training loss is ``keras.ops.ctc_loss`` with ``blank_index`` as the blank, over
+    each utterance's true label and frame counts: labels come padded with -1 and the
+    frame counts from ``feature_lengths``, which is why the loss lives in
+    ``compute_loss`` (a Keras loss only sees ``y_true`` and ``y_pred``).
+
+    Args:
+        **config: the fields of ``CTCRecognizerConfig``.
+    """
+
+    def __init__(self, **kwargs):
+        fields = CTCRecognizerConfig.__dataclass_fields__
+        model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        super().__init__(**kwargs)
+        self.config = CTCRecognizerConfig(**model_kwargs)
+        c = self.config
+        # Explicit borders and "valid" convolutions instead of padding="same": TensorFlow's
+        # "same" splits its padding by the input length's parity, so the frame alignment
+        # (and each output) would depend on how much padding a batch has.
+        self.convs = [keras.layers.Conv1D(c.conv_channels, c.conv_kernel, strides=c.conv_stride,
+                                          padding="valid", name=f"conv_{i}")
+                      for i in range(c.conv_layers)]
+        # Layer (not batch) normalization: batch statistics would include padding.
+        self.conv_norms = [keras.layers.LayerNormalization(name=f"conv_norm_{i}")
+                           for i in range(c.conv_layers)]
+        self.rnns = [
+            keras.layers.Bidirectional(
+                keras.layers.RNN(make_cell(c.cell, c.rnn_units, f"cell_{i}"),
+                                 return_sequences=True),
+                merge_mode="concat", name=f"birnn_{i}",
+            )
+            for i in range(c.rnn_layers)
+        ]
+        self.drop = keras.layers.Dropout(c.dropout)
+        self.output_layer = keras.layers.Dense(c.vocab_size, name="logits")
+
+    def build(self, input_shape=None):
+        # Create every weight by running a tiny batch, so a freshly constructed (or
+        # deserialized) model has all its variables before weights are loaded.
+        self.call({"features": ops.zeros((1, 8, self.config.num_features)),
+                   "feature_lengths": ops.array([8], "int32")})
+        self.built = True
+
+    def output_lengths(self, feature_lengths):
+        """Logit frames of each utterance, from its feature frame count."""
+        return subsampled_length(ops.cast(feature_lengths, "int32"), self.config.conv_layers,
+                                 self.config.conv_stride)
+
+    def call(self, inputs, training=False):
+        c = self.config
+        x = inputs["features"]
+        lengths = ops.cast(inputs["feature_lengths"], "int32")
+        # (k - 1) border frames in all, (k - 1) // 2 on the left: a stride-s convolution
+        # then outputs ceil(n / s) frames whose windows do not depend on the batch.
+        border = ((0, 0), ((c.conv_kernel - 1) // 2, c.conv_kernel // 2), (0, 0))
+        for conv, norm in zip(self.convs, self.conv_norms, strict=True):
+            # Zero every frame past an utterance's end so the next window sees the same
+            # zeros as it would without batch padding.
+            x = x * ops.expand_dims(ops.cast(_frame_mask(x, lengths), x.dtype), -1)
+            x = ops.relu(norm(conv(ops.pad(x, border))))
+            lengths = subsampled_length(lengths, 1, c.conv_stride)
+        # Keras RNNs carry their state across masked steps, so the backward direction
+        # starts at each utterance's last real frame and padding never leaks in.
+        mask = _frame_mask(x, lengths)
+        for layer in self.rnns:
+            x = layer(self.drop(x, training=training), mask=mask, training=training)
+        return self.output_layer(self.drop(x, training=training))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        labels = ops.cast(y, "int32")
+        # Labels are padded with -1; ctc_loss reads only the first label_length of each row.
+        label_lengths = ops.sum(ops.cast(labels >= 0, "int32"), axis=-1)
+        loss = ops.ctc_loss(labels, ops.cast(y_pred, "float32"), label_lengths,
+                            self.output_lengths(x["feature_lengths"]),
+                            mask_index=self.config.blank_index)
+        total = ops.mean(loss)
+        if self.losses:  # layer-added losses, as keras.Model.compute_loss would add them
+            total = total + ops.sum(self.losses)
+        return total
+
+    def compute_mask(self, inputs, mask=None):
+        return None
+
+    def get_config(self):
+        return {**super().get_config(), **asdict(self.config)}

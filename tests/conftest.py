@@ -1,0 +1,81 @@
+"""Shared fixtures: the real data directory, a toy parallel corpus, tiny models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TOY_PAIRS = [
+    ("ein hund läuft im park .", "a dog runs in the park ."),
+    ("eine katze schläft auf dem sofa .", "a cat sleeps on the sofa ."),
+    ("zwei männer spielen fußball .", "two men play soccer ."),
+    ("ein kind isst einen apfel .", "a child eats an apple ."),
+    ("die frau liest ein buch .", "the woman reads a book ."),
+    ("ein mann fährt fahrrad .", "a man rides a bike ."),
+    ("der hund spielt mit einem ball .", "the dog plays with a ball ."),
+    ("kinder schwimmen im see .", "children swim in the lake ."),
+]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """Real datasets: $PIPELINES_DATA_DIR, else the shared folder beside the repository."""
+    path = Path(os.environ.get("PIPELINES_DATA_DIR", ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"no data directory at {path} (set PIPELINES_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def multi30k_dir(data_dir) -> Path:
+    path = data_dir / "multi30k" / "data" / "task1" / "raw"
+    if not path.is_dir():
+        pytest.skip(f"Multi30k not found under {data_dir}")
+    return data_dir
+
+
+@pytest.fixture
+def toy_corpus(tmp_path) -> dict:
+    """Aligned toy files train/val/test in ``tmp_path``: {split: [source, target]}."""
+    paths = {}
+    for split in ("train", "val", "test"):
+        src, tgt = tmp_path / f"{split}.de", tmp_path / f"{split}.en"
+        src.write_text("".join(s + "\n" for s, _ in TOY_PAIRS), encoding="utf-8")
+        tgt.write_text("".join(t + "\n" for _, t in TOY_PAIRS), encoding="utf-8")
+        paths[split] = [str(src), str(tgt)]
+    return paths
+
+
+@pytest.fixture(scope="session")
+def toy_tokenizer():
+    from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
+
+    texts = [s for pair in TOY_PAIRS for s in pair]
+    return SubwordTokenizer(train_sentencepiece(texts, vocab_size=80, model_type="unigram"))
+
+
+def assert_keras_round_trip(obj, call, tmp_path, atol=0.0):
+    """Save ``obj`` (a model) as .keras, load it back, and compare ``call`` outputs.
+
+    ``call(model)`` returns a tensor or a list/tuple of tensors.
+    """
+    path = tmp_path / "round_trip.keras"
+    obj.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is type(obj)
+    assert loaded.get_config() == obj.get_config()
+    before, after = call(obj), call(loaded)
+    before = before if isinstance(before, (list, tuple)) else [before]
+    after = after if isinstance(after, (list, tuple)) else [after]
+    for b, a in zip(before, after):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   atol=atol)
+    return loaded

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from data_prep.subword_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from models.decoding import Translator, beam_search
+from tests.test_models import batch, tiny
+
+
+@pytest.mark.parametrize("variant", [dict(cell="gru"), dict(cell="lstm", input_feeding=False,
+                                                            attention="additive")])
+def test_beam_one_is_exactly_greedy(variant):
+    model = tiny(**variant)
+    src = batch(batch_size=6)["source"]
+    greedy = Translator(model, beam_size=1)(src).numpy()
+    beam = tf.function(lambda s: beam_search(model, s, tf.shape(greedy)[1], 1, 0.6))(src).numpy()
+    np.testing.assert_array_equal(beam, greedy)
+
+
+def well_formed(ids):
+    for row in ids:
+        assert BOS_ID not in row
+        if EOS_ID in row:
+            end = list(row).index(EOS_ID)
+            assert (row[end + 1:] == PAD_ID).all()
+            assert (row[:end] != PAD_ID).all()
+
+
+def test_outputs_are_well_formed_and_bounded():
+    model = tiny()
+    src = batch(batch_size=4)["source"]
+    for beam in (1, 4):
+        out = Translator(model, beam_size=beam, length_penalty=1.0, max_length_ratio=1.0,
+                         max_length_offset=3)(src).numpy()
+        assert out.shape[0] == 4 and out.shape[1] <= 7 + 3
+        well_formed(out)
+
+
+def test_beam_search_is_per_sentence():
+    """A sentence decodes the same alone or inside a batch (padding and tiling are right)."""
+    model = tiny()
+    src = batch(batch_size=4)["source"]
+    together = Translator(model, beam_size=3)(src).numpy()
+    alone = Translator(model, beam_size=3)(src[:1, :4]).numpy()
+    n = min(alone.shape[1], together.shape[1])
+    np.testing.assert_array_equal(alone[0, :n], together[0, :n])
+
+
+def test_bad_beam_size():
+    with pytest.raises(ValueError, match="beam_size"):
+        Translator(tiny(), beam_size=0)

@@ -1,0 +1,144 @@
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from models.attention import Attention
+from models.losses import MaskedLabelSmoothingLoss
+from models.seq2seq_translator import Seq2SeqTranslator
+from tests.conftest import assert_keras_round_trip
+
+SRC_V, TGT_V = 40, 50
+
+
+def tiny(**overrides):
+    config = dict(source_vocab_size=SRC_V, target_vocab_size=TGT_V, embedding_dim=16,
+                  encoder_units=12, decoder_units=24, attention_units=8, attentional_dim=16,
+                  dropout=0.0)
+    config.update(overrides)
+    keras.utils.set_random_seed(0)
+    model = Seq2SeqTranslator(**config)
+    model.build()
+    return model
+
+
+def batch(seed=0, batch_size=3, src_len=7, tgt_len=5):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(4, SRC_V, (batch_size, src_len)).astype("int32")
+    src[0, 4:] = 0  # a shorter sentence, right-padded
+    tgt = rng.integers(4, TGT_V, (batch_size, tgt_len)).astype("int32")
+    return {"source": src, "target_in": tgt}
+
+
+VARIANTS = [
+    dict(cell=c, attention=a, input_feeding=f)
+    for c in ("gru", "lstm", "rnn") for a in ("general", "additive", "dot") for f in (True, False)
+]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(map(str, v.values())))
+def test_shapes_and_padding_invariance(variant):
+    model = tiny(**variant)
+    inputs = batch()
+    logits = ops.convert_to_numpy(model(inputs))
+    assert logits.shape == (3, 5, TGT_V) and np.isfinite(logits).all()
+    # Extra source padding must not change any output: it is masked in the encoder and
+    # in attention.
+    padded = dict(inputs, source=np.pad(inputs["source"], ((0, 0), (0, 4))))
+    np.testing.assert_allclose(ops.convert_to_numpy(model(padded)), logits, atol=1e-5)
+    # Target padding after a position must not change that position's logits.
+    short = dict(inputs, target_in=np.pad(inputs["target_in"][:, :3], ((0, 0), (0, 2))))
+    np.testing.assert_allclose(ops.convert_to_numpy(model(short))[:, :3], logits[:, :3], atol=1e-5)
+
+
+def test_encoder_padding_never_changes_real_positions():
+    model = tiny(encoder_layers=2, cell="lstm")
+    src = batch()["source"]
+    memory, mask, final = model.encoder(src)
+    memory2, mask2, final2 = model.encoder(np.pad(src, ((0, 0), (0, 5))))
+    real = ops.convert_to_numpy(mask)
+    np.testing.assert_allclose(ops.convert_to_numpy(memory2)[:, :7][real],
+                               ops.convert_to_numpy(memory)[real], atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(final2), ops.convert_to_numpy(final), atol=1e-5)
+    # Sentence 0 alone (no padding at all) gives the same states as inside the padded batch.
+    alone, _, final_alone = model.encoder(src[:1, :4])
+    np.testing.assert_allclose(ops.convert_to_numpy(alone)[0], ops.convert_to_numpy(memory)[0, :4],
+                               atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(final_alone)[0], ops.convert_to_numpy(final)[0],
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("score", ["general", "additive", "dot"])
+def test_attention_ignores_padding(score):
+    layer = Attention(score, units=8)
+    rng = np.random.default_rng(1)
+    query, memory = rng.normal(size=(2, 3, 6)), rng.normal(size=(2, 5, 6))
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    context, weights = layer(query.astype("float32"), memory.astype("float32"), mask)
+    weights = ops.convert_to_numpy(weights)
+    np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-5)
+    assert (weights[0, :, 3:] == 0).all()
+    changed = memory.copy()
+    changed[0, 3:] = 100.0  # garbage under the padding
+    context2, _ = layer(query.astype("float32"), changed.astype("float32"), mask)
+    np.testing.assert_allclose(ops.convert_to_numpy(context2), ops.convert_to_numpy(context), atol=1e-5)
+
+
+def test_dot_attention_size_mismatch_is_explained():
+    with pytest.raises(ValueError, match="dot attention needs equal"):
+        tiny(attention="dot", decoder_units=30)
+
+
+def test_tied_embeddings_need_matching_sizes():
+    with pytest.raises(ValueError, match="tie_embeddings"):
+        tiny(attentional_dim=20, tie_embeddings=True)
+
+
+def test_tied_output_uses_embedding_matrix():
+    tied, untied = tiny(tie_embeddings=True), tiny(tie_embeddings=False)
+    assert untied.count_params() - tied.count_params() == 16 * TGT_V
+
+
+@pytest.mark.parametrize("variant", [dict(cell="gru", input_feeding=True),
+                                     dict(cell="lstm", attention="additive", input_feeding=False,
+                                          encoder_layers=2, decoder_layers=2, tie_embeddings=False)])
+def test_keras_round_trip(tmp_path, variant):
+    model = tiny(**variant)
+    inputs = batch()
+    assert_keras_round_trip(model, lambda m: m(inputs), tmp_path)
+
+
+def test_round_trip_keeps_compiled_loss(tmp_path):
+    model = tiny()
+    model.compile(optimizer="adam", loss=MaskedLabelSmoothingLoss(0.2))
+    loaded = assert_keras_round_trip(model, lambda m: m(batch()), tmp_path)
+    assert loaded.loss.label_smoothing == 0.2
+
+
+def test_step_matches_teacher_forcing():
+    """Step-wise decoding (used by search) computes the same logits as the full pass."""
+    for feeding in (True, False):
+        model = tiny(input_feeding=feeding, cell="lstm", decoder_layers=2)
+        inputs = batch()
+        full = ops.convert_to_numpy(model(inputs))
+        memory, keys, mask, states, attentional = model.encode(inputs["source"])
+        for t in range(inputs["target_in"].shape[1]):
+            logits, states, attentional, _ = model.decoder.step(
+                inputs["target_in"][:, t], states, attentional, memory, keys, mask)
+            np.testing.assert_allclose(ops.convert_to_numpy(logits), full[:, t], atol=1e-4)
+
+
+def test_loss_ignores_padding_and_matches_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 10)).astype("float32")
+    labels = np.array([[5, 6, 3, 0], [7, 3, 0, 0]])
+    plain = MaskedLabelSmoothingLoss(0.0)(labels, logits)
+    log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    real = labels != 0
+    expected = -np.take_along_axis(log_probs, labels[..., None], -1)[..., 0][real].mean()
+    np.testing.assert_allclose(float(plain), expected, rtol=1e-5)
+    garbage = logits.copy()
+    garbage[~real] = 50.0  # whatever the model says at padding does not matter
+    np.testing.assert_allclose(float(MaskedLabelSmoothingLoss(0.1)(labels, garbage)),
+                               float(MaskedLabelSmoothingLoss(0.1)(labels, logits)), rtol=1e-6)
+    assert float(MaskedLabelSmoothingLoss(0.1)(labels, logits)) > float(plain) * 0.9

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_prep.audio_features import (
+    AudioError,
+    FeatureConfig,
+    compute_features,
+    extract_features,
+    global_stats,
+    load_audio,
+    normalize,
+)
+
+
+def tone(freq, seconds, rate, channels=1):
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.5 * np.sin(2 * np.pi * freq * t).astype(np.float32)
+    return np.stack([wave] * channels, axis=1) if channels > 1 else wave
+
+
+def test_stereo_44k_is_mixed_down_and_resampled(tmp_path):
+    path = tmp_path / "stereo.wav"
+    sf.write(path, tone(440, 1.0, 44100, channels=2), 44100)
+    audio = load_audio(path, 8000)
+    assert audio.ndim == 1 and audio.dtype == np.float32
+    assert abs(len(audio) - 8000) <= 1
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(np.argmax(spectrum) * 8000 / len(audio) - 440) < 2  # still a 440 Hz tone
+    assert 0.3 < np.abs(audio).max() < 0.6  # mixdown averages the channels, no doubling
+
+
+def test_corrupt_empty_and_missing_files_name_the_file(tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    with pytest.raises(AudioError, match="corrupt.wav: cannot read audio"):
+        load_audio(corrupt, 8000)
+    empty = tmp_path / "empty.wav"
+    sf.write(empty, np.zeros(0, np.float32), 8000)
+    with pytest.raises(AudioError, match="empty.wav: empty audio"):
+        load_audio(empty, 8000)
+    zero_bytes = tmp_path / "zero.flac"
+    zero_bytes.write_bytes(b"")
+    with pytest.raises(AudioError, match="zero.flac"):
+        load_audio(zero_bytes, 8000)
+    with pytest.raises(AudioError, match="missing.wav: audio file not found"):
+        load_audio(tmp_path / "missing.wav", 8000)
+
+
+@pytest.mark.parametrize("kind, dims", [("log_mel", 40), ("mfcc", 13)])
+def test_feature_shapes(kind, dims):
+    cfg = FeatureConfig(kind=kind)
+    features = compute_features(tone(300, 0.5, 8000), cfg)
+    # Centered frames: one per 10 ms hop, plus one.
+    assert features.shape == (4000 // cfg.hop_length + 1, dims) == (51, dims)
+    assert features.dtype == np.float32 and np.isfinite(features).all()
+
+
+def test_log_mel_peaks_at_the_tone():
+    low = compute_features(tone(200, 0.5, 8000), FeatureConfig()).mean(axis=0)
+    high = compute_features(tone(3000, 0.5, 8000), FeatureConfig()).mean(axis=0)
+    assert np.argmax(low) < 10 < 30 < np.argmax(high)
+
+
+def test_normalizations():
+    rng = np.random.default_rng(0)
+    features = [rng.normal(5.0, 3.0, (n, 4)).astype(np.float32) for n in (30, 50)]
+    per_utt = normalize(features[0], FeatureConfig(normalization="utterance"))
+    np.testing.assert_allclose(per_utt.mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(per_utt.std(axis=0), 1, atol=1e-3)
+    stats = global_stats(features)
+    joined = np.concatenate([normalize(f, FeatureConfig(normalization="global"), stats)
+                             for f in features])
+    np.testing.assert_allclose(joined.mean(axis=0), 0, atol=1e-5)
+    assert normalize(features[0], FeatureConfig(normalization="none")) is features[0]
+
+
+def test_parallel_extraction_keeps_order_and_reports_bad_files(tmp_path):
+    paths = []
+    for i, seconds in enumerate([0.3, 0.1, 0.5]):
+        paths.append(tmp_path / f"{i}.wav")
+        sf.write(paths[-1], tone(500, seconds, 8000), 8000)
+    features = extract_features(paths, FeatureConfig(), workers=2)
+    assert [len(f) for f in features] == [31, 11, 51]
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(AudioError, match="bad.wav"):
+        extract_features([*paths, tmp_path / "bad.wav"], FeatureConfig(), workers=2)

@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+from conftest import assert_keras_round_trip
+from keras import ops
+
+from models.ctc_decoding import CTCDecoder
+from models.ctc_recognizer import CTCRecognizer, CTCRecognizerConfig, subsampled_length
+
+
+def tiny(**overrides):
+    kwargs = dict(num_features=6, vocab_size=5, conv_layers=2, conv_channels=8, rnn_layers=2,
+                  rnn_units=8, dropout=0.0)
+    model = CTCRecognizer(**{**kwargs, **overrides})
+    model.build()
+    return model
+
+
+def batch(lengths=(20, 13, 7), dims=6, seed=0):
+    rng = np.random.default_rng(seed)
+    features = np.zeros((len(lengths), max(lengths), dims), np.float32)
+    for i, n in enumerate(lengths):
+        features[i, :n] = rng.standard_normal((n, dims))
+    return {"features": features, "feature_lengths": np.array(lengths, np.int32)}
+
+
+def test_subsampled_length_matches_the_convolutions():
+    model = tiny(conv_layers=2, conv_stride=2)
+    for frames in (1, 7, 8, 9, 20):
+        logits = model(batch(lengths=(frames,)))
+        assert logits.shape[1] == subsampled_length(frames, 2, 2)
+    assert subsampled_length(np.array([9, 16]), 1, 3).tolist() == [3, 6]
+    assert subsampled_length(9, 0, 2) == 9
+
+
+def test_padding_does_not_change_real_outputs():
+    model = tiny()
+    inputs = batch()
+    full = ops.convert_to_numpy(model(inputs))
+    alone = ops.convert_to_numpy(model({"features": inputs["features"][2:3, :7],
+                                        "feature_lengths": np.array([7], np.int32)}))
+    frames = subsampled_length(7, 2, 2)
+    np.testing.assert_allclose(full[2, :frames], alone[0, :frames], atol=1e-5)
+
+
+@pytest.mark.parametrize("overrides", [dict(), dict(cell="lstm", conv_layers=0, blank_index=4)])
+def test_keras_round_trip(tmp_path, overrides):
+    model = tiny(**overrides)
+    loaded = assert_keras_round_trip(model, lambda m: m(batch()), tmp_path)
+    assert loaded.config == model.config
+
+
+def test_loss_is_ctc_over_true_lengths_with_the_blank_index():
+    model = tiny(blank_index=4)
+    inputs = batch()
+    labels = np.array([[0, 1, 2], [3, 3, -1], [1, -1, -1]], np.int32)
+    logits = model(inputs)
+    loss = float(model.compute_loss(inputs, labels, logits))
+    frames = subsampled_length(inputs["feature_lengths"], 2, 2)
+    expected = tf.nn.ctc_loss(
+        labels=tf.constant(np.maximum(labels, 0)), logits=logits, label_length=[3, 2, 1],
+        logit_length=frames, blank_index=4, logits_time_major=False)
+    assert np.isfinite(loss)
+    np.testing.assert_allclose(loss, float(tf.reduce_mean(expected)), rtol=1e-5)
+    # Garbage in the padded frames of the shorter utterances changes nothing.
+    noisy = dict(inputs, features=inputs["features"].copy())
+    noisy["features"][2, 7:] = 100.0
+    np.testing.assert_allclose(float(model.compute_loss(noisy, labels, model(noisy))), loss,
+                               rtol=1e-5)
+
+
+class FixedLogits:
+    """A stand-in model returning fixed logits: decoding is tested on known inputs."""
+
+    def __init__(self, logits, blank_index):
+        self.logits = tf.constant(logits, tf.float32)
+        self.config = CTCRecognizerConfig(num_features=1, blank_index=blank_index)
+
+    def __call__(self, inputs, training=False):
+        return self.logits
+
+    def output_lengths(self, feature_lengths):
+        return feature_lengths
+
+
+def one_hot_path(path, classes=4, strong=5.0):
+    return np.eye(classes, dtype=np.float32)[path] * strong
+
+
+@pytest.mark.parametrize("strategy", ["greedy", "beam_search"])
+@pytest.mark.parametrize("blank", [0, 3])
+def test_decoding_merges_repeats_drops_blanks_and_respects_lengths(strategy, blank):
+    a, b = [c for c in range(4) if c != blank][:2]
+    paths = [[a, a, blank, a, b, b, blank], [b, blank, blank, a, a, a, a]]
+    logits = np.stack([one_hot_path(p) for p in paths])
+    decoder = CTCDecoder(FixedLogits(logits, blank), strategy, beam_width=4)
+    inputs = {"features": np.zeros((2, 7, 1), np.float32),
+              "feature_lengths": np.array([7, 3], np.int32)}
+    assert decoder(inputs) == [[a, a, b], [b]]
+
+
+def test_beam_search_finds_the_likelier_label_sequence():
+    # Per frame, blank (0) beats "1" slightly, so greedy outputs nothing, but the two
+    # frames' alignments of "1" together outweigh the single all-blank path.
+    probs = np.array([[[0.55, 0.45], [0.55, 0.45]]], np.float32)
+    model = FixedLogits(np.log(probs), 0)
+    inputs = {"features": np.zeros((1, 2, 1), np.float32),
+              "feature_lengths": np.array([2], np.int32)}
+    assert CTCDecoder(model, "greedy")(inputs) == [[]]
+    assert CTCDecoder(model, "beam_search", beam_width=4)(inputs) == [[1]]
+
+
+def test_invalid_strategy():
+    with pytest.raises(ValueError, match="strategy"):
+        CTCDecoder(FixedLogits(np.zeros((1, 1, 2)), 0), "viterbi")

@@ -1,0 +1,219 @@
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from data_prep import fsdd
+from data_prep.audio_features import FeatureConfig, extract_features, normalize
+from data_prep.char_vocabulary import CharVocabulary
+from data_prep.manifest import read_manifest
+from data_prep.speech_dataset import make_training_dataset
+from models.ctc_decoding import CTCDecoder
+from pipelines import speech
+from pipelines.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
+SMOKE = CONFIGS / "speech_smoke.yaml"
+TINY_MODEL = ["--set", "model.conv_channels=8", "--set", "model.rnn_units=8",
+              "--set", "model.rnn_layers=1", "--set", "training.epochs=1",
+              "--set", "training.batch_size=4", "--set", "decoding.beam_width=2"]
+
+
+def run(*args) -> int:
+    return speech.main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def fsdd_dir(data_dir) -> Path:
+    if not (data_dir / fsdd.RECORDINGS).is_dir():
+        pytest.skip(f"FSDD not found under {data_dir} (expected {fsdd.RECORDINGS}/)")
+    return data_dir
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.vocab_size=10", "model.vocab_size: set by the pipeline"),
+    ("data.corpus=timit", "data.corpus: must be one of"),
+    ("features.kind=plp", "features.kind: must be one of"),
+    ("decoding.strategy=viterbi", "decoding.strategy: must be one of"),
+    ("strings.max_digits=0", "strings.max_digits: must be at least min_digits"),
+    ("data.corpus=manifest", "data.manifests.train: expected a manifest path"),
+    ("data.vocabulary=aab", "data.vocabulary: vocabulary characters must be"),
+    ("model.cell=transformer", "model.cell: must be one of"),
+])
+def test_config_errors_name_the_field(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(speech.SpeechConfig, SMOKE, [override])
+
+
+def test_all_configs_load():
+    for name in ("speech_smoke", "fsdd_digits", "fsdd_strings"):
+        cfg = load_config(speech.SpeechConfig, CONFIGS / f"{name}.yaml")
+        assert cfg.name == name and cfg.data.blank_index == 0
+
+
+def test_ctc_frames_needed():
+    vocab = CharVocabulary()
+    assert speech.ctc_frames_needed(vocab.encode("three")) == 6  # "ee" needs a blank between
+    assert speech.ctc_frames_needed(vocab.encode("seven")) == 5
+    assert speech.ctc_frames_needed([]) == 0
+
+
+def tone_corpus(root: Path) -> dict:
+    """Manifests of two "words" (a 300 Hz and a 1200 Hz tone) for every split, plus one
+    training utterance far too short for its transcript."""
+    rng = np.random.default_rng(0)
+    t = np.arange(2400) / 8000
+    words = {"lo": np.sin(2 * np.pi * 300 * t), "hi": np.sin(2 * np.pi * 1200 * t)}
+    manifests = {}
+    for split in speech.SPLITS:
+        lines = []
+        for i in range(8):
+            names = [["lo", "hi"][j] for j in rng.integers(2, size=1 + i % 2)]
+            audio = np.concatenate([np.r_[words[n], np.zeros(800)] for n in names])
+            path = root / split / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, 0.3 * audio, 8000)
+            lines.append({"audio_filepath": f"{split}/{i}.wav", "duration": len(audio) / 8000,
+                          "text": " ".join(names).upper(), "speaker": f"s{i % 2}"})
+        if split == "train":
+            sf.write(root / "short.wav", 0.3 * words["lo"][:400], 8000)
+            lines.append({"audio_filepath": "short.wav", "duration": 0.05,
+                          "text": "lo hi lo hi lo hi"})
+        manifests[split] = str(root / f"{split}.jsonl")
+        Path(manifests[split]).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return manifests
+
+
+def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
+    manifests = tone_corpus(tmp_path / "corpus")
+    run_dir = tmp_path / "run"
+    common = ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=manifest",
+              "--set", f"data.manifests={json.dumps(manifests)}",
+              "--set", "features.normalization=global", *TINY_MODEL]
+    assert run("all", *common) == 0
+    captured = capsys.readouterr()
+    # The 0.05 s utterance has 3 logit frames for 17 characters: skipped and counted.
+    assert "skipped 1 train utterances" in captured.err and "short.wav" in captured.err
+    record = json.loads((run_dir / "stages" / "train.json").read_text())
+    assert record["skipped_train"] == 1 and record["skipped_val"] == 0
+    history = json.loads((run_dir / "logs" / "history.json").read_text())
+    assert np.isfinite(history[0]["loss"]) and np.isfinite(history[0]["val_loss"])
+    assert (run_dir / "features" / "stats.npz").is_file()
+    test_texts = [e["text"] for e in read_manifest(run_dir / "data" / "test.jsonl")]
+    assert set(" ".join(test_texts).split()) == {"lo", "hi"}  # normalized to lowercase
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"wer", "cer", "rtf", "test_utterances"} <= set(metrics)
+    assert metrics["test_utterances"] == 8 and set(metrics["per_speaker"]) == {"s0", "s1"}
+    assert set(metrics["per_length"]) == {"1", "2"} and metrics["greedy"]["strategy"] == "greedy"
+    assert len((run_dir / "hyps" / "test.beam_search.txt").read_text().splitlines()) == 8
+
+    # transcribe: paths in (a file of paths, or stdin), one line out per path.
+    listing = tmp_path / "paths.txt"
+    listing.write_text(f"{tmp_path / 'corpus' / 'test' / '0.wav'}\n\n"
+                       f"{tmp_path / 'corpus' / 'test' / '1.wav'}\n")
+    assert run("transcribe", *common, "--input", listing) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("corrupt", r"1\.wav: cannot read audio"),
+    ("empty", r"1\.wav: empty audio"),
+    ("vocabulary", r"1\.wav: characters '7' are not in the vocabulary"),
+])
+def test_bad_input_exits_with_a_message_naming_the_file(tmp_path, capsys, problem, message):
+    manifests = tone_corpus(tmp_path / "corpus")
+    bad = tmp_path / "corpus" / "train" / "1.wav"
+    if problem == "corrupt":
+        bad.write_bytes(bad.read_bytes()[:12] + b"\x00garbage" * 10)  # RIFF/WAVE, then junk
+    elif problem == "empty":
+        sf.write(bad, np.zeros(0), 8000)
+    else:
+        lines = Path(manifests["train"]).read_text().splitlines()
+        lines[1] = json.dumps({**json.loads(lines[1]), "text": "lo 7"})
+        Path(manifests["train"]).write_text("\n".join(lines) + "\n")
+    code = run("prepare", "--config", SMOKE, "--run-dir", tmp_path / "run",
+               "--set", "data.corpus=manifest", "--set", f"data.manifests={json.dumps(manifests)}")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert re.search(message, err) and "Traceback" not in err
+
+
+def test_leave_speakers_out_via_set(fsdd_dir, tmp_path):
+    code = run("prepare", "--config", CONFIGS / "fsdd_digits.yaml", "--run-dir", tmp_path / "r",
+               "--data-dir", fsdd_dir, "--set", "data.test_speakers=[george]",
+               "--set", "data.limit_train=100", "--set", "data.limit_val=20")
+    assert code == 0
+    def read(split):
+        return read_manifest(tmp_path / "r" / "data" / f"{split}.jsonl")
+
+    assert {e["speaker"] for e in read("test")} == {"george"} and len(read("test")) == 500
+    train_speakers = {e["speaker"] for e in read("train")}
+    assert "george" not in train_speakers and len(train_speakers) >= 4  # limit spans speakers
+    assert len(read("train")) == 100 and len(read("val")) == 20
+
+
+@pytest.mark.slow
+def test_smoke_config_end_to_end(fsdd_dir, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", fsdd_dir]
+    assert run("all", *common) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"wer", "cer", "rtf", "test_utterances"} <= set(metrics)
+    assert metrics["test_utterances"] == 30 and 0 < metrics["rtf"] < 0.1
+    assert len(metrics["per_speaker"]) == len({p.name.split("_")[1] for p in
+                                               (fsdd_dir / fsdd.RECORDINGS).glob("*.wav")})
+    history = json.loads((run_dir / "logs" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
+    assert history[-1]["loss"] < history[0]["loss"]
+    for path in ["config.yaml", "checkpoints/best.keras", "checkpoints/last.keras",
+                 "features/train.npz", "features/val.npz", "data/report.json",
+                 "hyps/test.greedy.txt", "hyps/test.beam_search.txt"]:
+        assert (run_dir / path).is_file(), path
+    # Strings come only from their split's takes: test 0-4, validation 5-9, train 10-49.
+    takes = {"test": range(0, 5), "val": range(5, 10), "train": range(10, 50)}
+    for split, allowed in takes.items():
+        for item in read_manifest(run_dir / "data" / f"{split}.jsonl"):
+            assert all(int(name[:-4].split("_")[2]) in allowed for name in item["sources"])
+            assert 1 <= len(item["text"].split()) <= 4
+    capsys.readouterr()
+
+    # Unchanged inputs and config: every stage is skipped.
+    assert run("all", *common) == 0
+    assert capsys.readouterr().out.count("up to date") == 3
+
+    test_audio = [e["audio_filepath"] for e in read_manifest(run_dir / "data" / "test.jsonl")]
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(test_audio[:3]) + "\n")
+    assert run("transcribe", *common, "--input", listing) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_model_overfits_a_handful_of_utterances(fsdd_dir):
+    """Six real recordings, no augmentation or dropout: training reaches WER 0."""
+    import keras
+
+    recordings = [r for r in fsdd.list_recordings(fsdd_dir / fsdd.RECORDINGS)
+                  if r.speaker == "jackson" and r.index == 10 and r.digit in (0, 1, 3, 5, 7, 9)]
+    cfg = speech.SpeechConfig()
+    cfg.features = FeatureConfig()
+    cfg.model.dropout, cfg.model.rnn_layers, cfg.model.rnn_units = 0.0, 1, 64
+    cfg.training.learning_rate = 0.005
+    vocab = speech.vocabulary(cfg)
+    features = [normalize(f, cfg.features) for f in
+                extract_features([r.path for r in recordings], cfg.features)]
+    labels = [vocab.encode(r.text) for r in recordings]
+    keras.utils.set_random_seed(0)
+    model = speech.build_model(cfg, vocab)
+    dataset = make_training_dataset(features, labels, batch_size=6, shuffle=False).cache()
+    decoder = CTCDecoder(model, "greedy")
+    texts = [r.text for r in recordings]
+    for _ in range(20):
+        model.fit(dataset.repeat(), steps_per_epoch=25, verbose=0)
+        hyps = speech.transcribe_features(decoder, vocab, features, batch_size=6)
+        if speech.score(texts, hyps)["wer"] == 0.0:
+            break
+    assert hyps == texts

@@ -1,0 +1,79 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipelines.config import ConfigError
+from pipelines.run_dir import RunDir
+from pipelines.trainer import NonFiniteLossError, TrainingConfig, ValidationMetric, train
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(64, 4)).astype("float32")
+Y = (X @ np.array([1.0, -2.0, 0.5, 3.0], "float32"))[:, None]
+
+
+def build():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
+                              keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+def dataset(epoch, x=X):
+    return tf.data.Dataset.from_tensor_slices((x, Y)).shuffle(64, seed=epoch).batch(16)
+
+
+def val_mse(model):
+    return {"val_mse": float(np.mean((model.predict(X, verbose=0) - Y) ** 2))}
+
+
+def run_train(root, epochs, validate=val_mse, fp="fp", x=X, **kw):
+    config = TrainingConfig(epochs=epochs, patience=kw.pop("patience", 10), seed=7,
+                            lr_schedule="constant", **kw)
+    return train(RunDir(root), build, lambda e: dataset(e, x), None, validate,
+                 ValidationMetric("val_mse", higher_is_better=False), config, fp,
+                 log=lambda s: None)
+
+
+def weights(root, name="last.keras"):
+    return keras.saving.load_model(root / "checkpoints" / name).get_weights()
+
+
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
+    run_train(tmp_path / "straight", epochs=3)
+    run_train(tmp_path / "resumed", epochs=1)  # "interrupted" after one epoch
+    state = run_train(tmp_path / "resumed", epochs=3)
+    assert state["epoch"] == 3 and len(state["history"]) == 3
+    for a, b in zip(weights(tmp_path / "straight"), weights(tmp_path / "resumed")):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    history = json.loads((tmp_path / "resumed" / "logs" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["val_mse"] < history[0]["val_mse"]
+
+
+def test_best_checkpoint_and_early_stopping(tmp_path):
+    scores = iter([5.0, 3.0, 4.0, 4.0, 4.0, 1.0])
+    state = run_train(tmp_path, epochs=10, patience=3, validate=lambda m: {"val_mse": next(scores)})
+    assert state["best"] == 3.0 and state["best_epoch"] == 2 and state["epoch"] == 5
+    assert "early stopping" in state["stop_reason"]
+    assert (tmp_path / "checkpoints" / "best.keras").is_file()
+
+
+def test_other_config_refuses_to_resume(tmp_path):
+    run_train(tmp_path, epochs=1)
+    with pytest.raises(ConfigError, match="different data/model/training config"):
+        run_train(tmp_path, epochs=2, fp="other")
+
+
+def test_nan_loss_is_an_error(tmp_path):
+    bad = X.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        run_train(tmp_path, epochs=2, x=bad)
+
+
+def test_time_budget(tmp_path):
+    state = run_train(tmp_path, epochs=10, max_minutes=1e-6)
+    assert state["epoch"] == 1 and "time budget" in state["stop_reason"]

@@ -1,0 +1,94 @@
+import json
+from pathlib import Path
+
+import keras
+import pytest
+
+from data_prep.multi30k import load_multi30k
+from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
+from data_prep.text_dataset import make_training_dataset
+from pipelines import translation
+from pipelines.config import load_config
+
+SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "translation_smoke.yaml"
+
+
+def run(*args) -> int:
+    return translation.main([str(a) for a in args])
+
+
+@pytest.mark.slow
+def test_smoke_config_end_to_end(multi30k_dir, tmp_path, capsys, monkeypatch):
+    run_dir = tmp_path / "run"
+    common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", multi30k_dir]
+    assert run("all", *common) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"bleu", "chrf", "signature", "test_sentences"} <= set(metrics)
+    assert metrics["test_sentences"] == 100 and "tok:13a" in metrics["signature"]
+    assert 0.0 <= metrics["bleu"] <= 100.0 and metrics["greedy"]["beam_size"] == 1
+    for path in ["config.yaml", "tokenizer/source.model", "checkpoints/best.keras",
+                 "checkpoints/last.keras", "logs/history.json", "hyps/test.beam3.txt",
+                 "hyps/test.greedy.txt", "data/report.json"]:
+        assert (run_dir / path).is_file(), path
+    assert len((run_dir / "hyps" / "test.beam3.txt").read_text().splitlines()) == 100
+    history = json.loads((run_dir / "logs" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["loss"] < history[0]["loss"]
+    capsys.readouterr()
+
+    # Unchanged inputs and config: every stage is skipped.
+    assert run("all", *common) == 0
+    out = capsys.readouterr().out
+    assert out.count("up to date") == 3
+
+    # A changed decoding setting reruns only evaluate.
+    assert run("all", *common, "--set", "decoding.beam_size=2") == 0
+    out = capsys.readouterr().out
+    assert "[prepare] up to date" in out and "[train] up to date" in out
+    assert "[evaluate] test BLEU" in out and (run_dir / "hyps" / "test.beam2.txt").is_file()
+
+    # translate: one line out per line in.
+    source = tmp_path / "in.de"
+    source.write_text("Ein Hund rennt im Park.\nZwei Männer spielen Fußball.\n\n")
+    assert run("translate", *common, "--input", source) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+def test_bad_config_exits_with_message(tmp_path, capsys):
+    assert run("prepare", "--config", SMOKE, "--run-dir", tmp_path, "--set", "model.celll=x") == 2
+    assert "model.celll: unknown field" in capsys.readouterr().err
+
+
+def test_bad_corpus_exits_with_message(toy_corpus, tmp_path, capsys):
+    Path(toy_corpus["val"][1]).write_text("only one line\n")
+    code = run("prepare", "--config", SMOKE, "--run-dir", tmp_path / "r", "--set", "data.corpus=files",
+               "--set", f"data.paths={json.dumps(toy_corpus)}")
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "line counts differ" in err and "val.en has 1 lines" in err
+
+
+def test_train_before_prepare_is_explained(tmp_path, capsys):
+    assert run("train", "--config", SMOKE, "--run-dir", tmp_path) == 1
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_small_model_memorizes_64_pairs(multi30k_dir):
+    corpus = load_multi30k("train", "de", "en", multi30k_dir)
+    src, tgt = corpus.source[:64], corpus.target[:64]
+    tok = SubwordTokenizer(train_sentencepiece(src + tgt, 600, "unigram"))
+    cfg = load_config(translation.TranslationConfig, SMOKE, [
+        "model.embedding_dim=128", "model.attentional_dim=256", "model.encoder_units=128",
+        "model.decoder_units=256", "model.dropout=0.0", "training.label_smoothing=0.0",
+        "training.learning_rate=0.003", "decoding.batch_tokens=4000",
+    ])
+    keras.utils.set_random_seed(0)
+    model = translation.build_model(cfg, tok, tok)
+    data = make_training_dataset(src, tgt, tok, tok, max_tokens=1200, max_length=80, seed=0)
+    model.fit(data.repeat(), steps_per_epoch=50, epochs=8, verbose=0, shuffle=False)
+    hyps = translation.translate_texts(model, tok, tok, src, cfg.decoding, beam_size=1,
+                                       progress=False)
+    scores = translation.score(hyps, tgt)
+    assert scores["bleu"] > 90, (scores, hyps[:3])
+    assert sum(h == t for h, t in zip(hyps, tgt)) >= 58
