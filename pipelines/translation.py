@@ -231,13 +231,6 @@ def prepare(ctx: cli.Context) -> None:
           f"{source_tok.vocab_size}/{target_tok.vocab_size}")
 
 
-def _require(run, stage: str, before: str) -> str:
-    fp = run.stage_fingerprint(stage)
-    if fp is None:
-        raise ConfigError(f"{run.root}: stage '{stage}' has not run yet; run it before '{before}'")
-    return fp
-
-
 def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTranslator:
     model_cfg = dataclasses.replace(cfg.model, source_vocab_size=source_tok.vocab_size,
                                     target_vocab_size=target_tok.vocab_size)
@@ -255,7 +248,7 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    checkpoint_fp = fingerprint("train", _require(run, "prepare", "train"), cfg.model,
+    checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
                                 trainer.resumable_config(cfg.training))
     fp = fingerprint(checkpoint_fp, cfg.training)
     if run.is_current("train", fp) and not ctx.force:
@@ -291,7 +284,7 @@ def train(ctx: cli.Context) -> None:
 
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", _require(run, "train", "evaluate"), cfg.decoding)
+    fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
     if run.is_current("evaluate", fp) and not ctx.force:
         print(f"[evaluate] up to date ({run.path('metrics.json')})")
         return
@@ -319,7 +312,7 @@ def evaluate(ctx: cli.Context) -> None:
 
 def translate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    _require(run, "train", "translate")
+    run.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     if ctx.input in (None, "-"):

@@ -42,6 +42,22 @@ def multi30k_dir(data_dir) -> Path:
     return data_dir
 
 
+@pytest.fixture(scope="session")
+def translation_smoke_run(multi30k_dir, tmp_path_factory) -> Path:
+    """A finished run of ``translation_smoke.yaml`` (all stages), made once per session.
+
+    Tests that change the run must work on a copy (``shutil.copytree``).
+    """
+    from pipelines import translation
+
+    run_dir = tmp_path_factory.mktemp("translation_smoke") / "run"
+    config = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
+    code = translation.main(["all", "--config", str(config), "--run-dir", str(run_dir),
+                             "--data-dir", str(multi30k_dir)])
+    assert code == 0, "the translation smoke run failed"
+    return run_dir
+
+
 @pytest.fixture
 def toy_corpus(tmp_path) -> dict:
     """Aligned toy files train/val/test in ``tmp_path``: {split: [source, target]}."""
