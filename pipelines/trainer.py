@@ -16,10 +16,9 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import warnings
 
 import keras
 import tensorflow as tf
