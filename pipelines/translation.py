@@ -5,7 +5,8 @@
 
 Files in ``runs/<name>/``: ``config.yaml`` (resolved), ``data/`` (cleaned splits),
 ``tokenizer/`` (SentencePiece models), ``checkpoints/``, ``logs/`` (TensorBoard and
-``history.json``), ``hyps/`` (test translations) and ``metrics.json``.
+``history.json``), ``hyps/`` (test translations), ``metrics.json`` and, after the
+``export`` stage, ``export/`` (a SavedModel translating strings to strings).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pipelines.cli import quiet_tensorflow
 quiet_tensorflow()
 
 import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import yaml  # noqa: E402
 from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
@@ -34,7 +36,7 @@ from data_prep.parallel_corpus import (  # noqa: E402
     read_parallel,
     read_tsv,
 )
-from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece  # noqa: E402
+from data_prep.subword_tokenizer import EOS_ID, SubwordTokenizer, train_sentencepiece  # noqa: E402
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
 from models.decoding import Translator  # noqa: E402
 from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
@@ -324,7 +326,50 @@ def translate(ctx: cli.Context) -> None:
         print(line)
 
 
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate}
+def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, path) -> None:
+    """Write a SavedModel whose ``translate`` signature maps strings to strings.
+
+    Tokenization (tensorflow-text SentencePiece), decoding and detokenization all run in
+    the graph, so serving needs only TensorFlow and tensorflow-text, not this package.
+    """
+    translator = Translator(model, decoding.beam_size, decoding.length_penalty,
+                            decoding.max_length_ratio, decoding.max_length_offset)
+
+    def translate_strings(texts):
+        ids = source_tok.tokenize(texts)
+        eos = tf.fill([ids.nrows(), 1], EOS_ID)
+        output = translator(tf.concat([ids, eos], axis=1).to_tensor())
+        # Keep the tokens before each row's first EOS (padding follows it).
+        before_eos = tf.equal(tf.cumsum(tf.cast(output == EOS_ID, tf.int32), axis=1), 0)
+        return target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint("translate", translate_strings,
+                         input_signature=[tf.TensorSpec([None], tf.string)])
+    archive.write_out(str(path), verbose=False)
+
+
+def export(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
+    target = run.path("export")
+    if run.is_current("export", fp) and not ctx.force:
+        print(f"[export] up to date ({target})")
+        return
+    source_tok, target_tok = load_tokenizers(run)
+    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    staging = run.path(".export.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_translator(model, source_tok, target_tok, cfg.decoding, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    run.mark_done("export", fp)
+    print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
+
+
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
+          "export": export}
 
 
 def main(argv=None) -> int:

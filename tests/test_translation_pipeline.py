@@ -10,6 +10,7 @@ from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
 from data_prep.text_dataset import make_training_dataset
 from pipelines import translation
 from pipelines.config import load_config
+from pipelines.run_dir import RunDir
 
 SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "translation_smoke.yaml"
 
@@ -53,6 +54,25 @@ def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, 
     source.write_text("Ein Hund rennt im Park.\nZwei Männer spielen Fußball.\n\n")
     assert run("translate", *common, "--input", source) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir, tmp_path):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(translation_smoke_run, run_dir)
+    assert run("export", "--config", SMOKE, "--run-dir", run_dir, "--data-dir", multi30k_dir,
+               "--set", "decoding.beam_size=1") == 0
+    exported = tf.saved_model.load(str(run_dir / "export"))
+    texts = [line for line in (run_dir / "data" / "test.src").read_text().splitlines()[:8]]
+    got = [s.decode() for s in exported.translate(tf.constant(texts)).numpy()]
+    cfg = load_config(translation.TranslationConfig, SMOKE)
+    source_tok, target_tok = translation.load_tokenizers(RunDir(run_dir))
+    model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
+    assert got == translation.translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
+                                              beam_size=1, progress=False)
 
 
 def test_bad_config_exits_with_message(tmp_path, capsys):
