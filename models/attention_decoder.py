@@ -105,15 +105,20 @@ class AttentionDecoder(keras.layers.Layer):
         context, weights = self.attention(hidden, memory, memory_mask, keys=keys)
         return self.combine(ops.concatenate([context, hidden], axis=-1)), weights
 
+    def _cells_step(self, x, states, training):
+        """One time step through the RNN stack: ``(top output, new states per layer)``."""
+        new_states = []
+        for rnn, layer_states in zip(self.rnns, states):
+            x, layer_states = rnn.cell(x, layer_states, training=training)
+            new_states.append(list(layer_states))
+        return x, new_states
+
     def step(self, tokens, states, attentional, memory, keys, memory_mask):
         """One inference step for tokens [B]: returns ``(logits, states, attentional, weights)``."""
         x = self.embedding(tokens)
         if self.input_feeding:
             x = ops.concatenate([x, attentional], axis=-1)
-        new_states = []
-        for rnn, layer_states in zip(self.rnns, states):
-            x, layer_states = rnn.cell(x, layer_states, training=False)
-            new_states.append(list(layer_states))
+        x, new_states = self._cells_step(x, states, training=False)
         attentional, weights = self._attend(ops.expand_dims(x, 1), memory, keys, memory_mask)
         attentional, weights = attentional[:, 0], weights[:, 0]
         return self.logits(attentional), new_states, attentional, weights
@@ -137,11 +142,8 @@ class AttentionDecoder(keras.layers.Layer):
     def _scan_with_feeding(self, x, states, attentional, memory, keys, memory_mask, training):
         def body(carry, x_t):
             attentional, states = carry
-            h = ops.concatenate([x_t, attentional], axis=-1)
-            new_states = []
-            for rnn, layer_states in zip(self.rnns, states):
-                h, layer_states = rnn.cell(h, layer_states, training=training)
-                new_states.append(list(layer_states))
+            h, new_states = self._cells_step(ops.concatenate([x_t, attentional], axis=-1), states,
+                                             training)
             attentional, _ = self._attend(ops.expand_dims(h, 1), memory, keys, memory_mask)
             carry = (attentional[:, 0], new_states)
             # Keras' TensorFlow scan stacks outputs with the carry's structure, so the
