@@ -65,6 +65,7 @@ from models.ctc_recognizer import (  # noqa: E402
 from models.rnn_cells import CELLS  # noqa: E402
 from pipelines import cli, trainer  # noqa: E402
 from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_write_json, fingerprint, write_lines  # noqa: E402
 
 SPLITS = ("train", "val", "test")
@@ -467,7 +468,13 @@ def transcribe(ctx: cli.Context) -> None:
         print(text)
 
 
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe}
+def report(ctx: cli.Context) -> None:
+    """Execute notebooks/speech_report.ipynb for this run into ``report/``."""
+    report_stage(ctx, "speech_report")
+
+
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
+          "report": report}
 
 
 def main(argv=None) -> int:
@@ -475,7 +482,7 @@ def main(argv=None) -> int:
         argv, "Train and evaluate CTC speech recognition models.", SpeechConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         resolved_yaml=lambda c: yaml.safe_dump(dataclasses.asdict(c), sort_keys=False),
-        user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError),
+        user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
     )
 
 

@@ -43,6 +43,7 @@ from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator  # noqa: E402
 from pipelines import cli, trainer  # noqa: E402
 from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import (  # noqa: E402
     atomic_write_bytes,
     atomic_write_json,
@@ -368,8 +369,13 @@ def export(ctx: cli.Context) -> None:
     print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
 
 
+def report(ctx: cli.Context) -> None:
+    """Execute notebooks/translation_report.ipynb for this run into ``report/``."""
+    report_stage(ctx, "translation_report")
+
+
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
-          "export": export}
+          "export": export, "report": report}
 
 
 def main(argv=None) -> int:
@@ -377,6 +383,7 @@ def main(argv=None) -> int:
         argv, "Train and evaluate RNN attention translation models.", TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         resolved_yaml=lambda c: yaml.safe_dump(dataclasses.asdict(c), sort_keys=False),
+        user_errors=(ReportError,),
     )
 
 

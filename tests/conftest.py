@@ -58,6 +58,26 @@ def translation_smoke_run(multi30k_dir, tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="session")
+def speech_smoke_run(data_dir, tmp_path_factory) -> Path:
+    """A finished run of ``speech_smoke.yaml`` (all stages), made once per session.
+
+    Tests that change the run must work on a copy (``shutil.copytree``); the copy's
+    manifests still point to this run's audio.
+    """
+    from data_prep import fsdd
+    from pipelines import speech
+
+    if not (data_dir / fsdd.RECORDINGS).is_dir():
+        pytest.skip(f"FSDD not found under {data_dir} (expected {fsdd.RECORDINGS}/)")
+    run_dir = tmp_path_factory.mktemp("speech_smoke") / "run"
+    config = ROOT / "pipelines" / "configs" / "speech_smoke.yaml"
+    code = speech.main(["all", "--config", str(config), "--run-dir", str(run_dir),
+                        "--data-dir", str(data_dir)])
+    assert code == 0, "the speech smoke run failed"
+    return run_dir
+
+
 @pytest.fixture
 def toy_corpus(tmp_path) -> dict:
     """Aligned toy files train/val/test in ``tmp_path``: {split: [source, target]}."""

@@ -1,0 +1,7 @@
+"""Report notebooks: running them for a run directory, and the code they share.
+
+``notebooks.py`` executes a notebook with injected parameters and writes the executed
+``.ipynb`` and an HTML export into ``<run>/report/``; ``plots.py``, ``translation_runs.py``,
+``speech_runs.py`` and ``memory_task.py`` hold the notebooks' analysis and plotting code,
+so the notebooks stay short and the code is unit-tested.
+"""
