@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from pathlib import Path
+
+from data_prep.atomic_file import atomic_file
 
 DATA_DIR_ENV = "PIPELINES_DATA_DIR"
 CACHE_DIR_ENV = "PIPELINES_CACHE_DIR"
@@ -50,24 +51,17 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
     The bytes go to a temporary file beside ``dest`` that is renamed only after the
     checksum matched, so an interrupted or corrupt download never leaves a partial file.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+    with atomic_file(dest) as tmp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
         if sha256 is not None:
-            actual = sha256_of(tmp_name)
+            actual = sha256_of(tmp)
             if actual != sha256:
                 raise ChecksumError(
                     f"checksum mismatch for {url}: expected sha256 {sha256}, got {actual}; "
                     "the download was discarded"
                 )
-        os.replace(tmp_name, dest)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
     return dest
 
 
