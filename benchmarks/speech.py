@@ -53,17 +53,18 @@ def run_pipeline(name: str, run: Path, extra: list[str]) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("name", help="config name in pipelines/configs (without .yaml)")
     p.add_argument("--run-dir", help="default: runs/<name> (standard split only)")
     p.add_argument("--leave-out", nargs="+", metavar="SPEAKER",
                    help="leave-one-speaker-out folds for these speakers instead")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="more pipeline arguments (--set ...)")
-    args = p.parse_args()
+    # Anything else (--set key=value ...) goes to the pipeline; parse_known_args rather than
+    # a REMAINDER positional, which would swallow this script's own options too.
+    args, extra = p.parse_known_args()
     if args.leave_out:
         folds = {speaker: run_pipeline(
             args.name, ROOT / "runs" / f"{args.name}_loso_{speaker}",
-            [*args.extra, "--set", f"data.test_speakers=[{speaker}]",
+            [*extra, "--set", f"data.test_speakers=[{speaker}]",
              "--set", f"name={args.name}_loso_{speaker}"]) for speaker in args.leave_out}
         wers = [fold["test_wer"] for fold in folds.values()]
         result = {"config": args.name, "split": "leave-one-speaker-out", "folds": folds,
@@ -74,7 +75,7 @@ def main() -> int:
     else:
         run = Path(args.run_dir or ROOT / "runs" / args.name)
         result = {"config": args.name, "split": "standard",
-                  **run_pipeline(args.name, run, args.extra)}
+                  **run_pipeline(args.name, run, extra)}
         out = run / "benchmark.json"
         row = (f"| {args.name} | standard | WER {result['test_wer']:.2%}, utterance accuracy "
                f"{result['utterance_accuracy']:.2%} | {result['train_minutes']} min, "

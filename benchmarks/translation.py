@@ -23,15 +23,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     p.add_argument("name", help="config name in pipelines/configs (without .yaml)")
     p.add_argument("--run-dir", help="default: runs/<name>")
-    p.add_argument("extra", nargs=argparse.REMAINDER, help="more pipeline arguments (--set ...)")
-    args = p.parse_args()
+    # Anything else (--set key=value ...) goes to the pipeline; parse_known_args rather than
+    # a REMAINDER positional, which would swallow this script's own options too.
+    args, extra = p.parse_known_args()
     run = Path(args.run_dir or ROOT / "runs" / args.name)
     command = [sys.executable, "-m", "pipelines.translation", "all",
                "--config", str(ROOT / "pipelines" / "configs" / f"{args.name}.yaml"),
-               "--run-dir", str(run), *args.extra]
+               "--run-dir", str(run), *extra]
     start = time.time()
     code = subprocess.call(command, cwd=ROOT)
     wall = time.time() - start

@@ -345,8 +345,7 @@ def build_model(cfg: SpeechConfig, vocab: CharVocabulary) -> CTCRecognizer:
     model = CTCRecognizer(**dataclasses.asdict(model_cfg))
     model.build()
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.training.learning_rate,
-                                        global_clipnorm=cfg.training.clip_norm),
+        optimizer=trainer.make_optimizer(cfg.training),
         # Bucketed batches have many shapes; XLA would recompile for each of them.
         jit_compile=False,
     )

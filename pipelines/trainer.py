@@ -39,6 +39,9 @@ class TrainingConfig:
     lr_patience: int = 1  # validations without improvement before the LR decays
     min_learning_rate: float = 1e-5
     clip_norm: float = 1.0  # global gradient-norm clipping
+    # Adam's epsilon. Keras' default 1e-7 is not small next to the tiny early gradients of
+    # the attention parameters (about 1e-7 after clipping), which then barely move.
+    adam_epsilon: float = 1e-7
     patience: int = 5  # early stopping: validations without improvement
     seed: int = 1234
     batch_tokens: int = 4000  # translation: padded tokens per batch
@@ -62,6 +65,12 @@ STOPPING_FIELDS = ("epochs", "max_minutes", "patience")
 def resumable_config(config: TrainingConfig) -> dict:
     """The training settings that checkpoints depend on (all but the stopping criteria)."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in STOPPING_FIELDS}
+
+
+def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
+    """Adam with global-norm gradient clipping, as configured."""
+    return keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
+                                 global_clipnorm=config.clip_norm)
 
 
 class NonFiniteLossError(RuntimeError):

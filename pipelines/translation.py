@@ -240,8 +240,7 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
     model = Seq2SeqTranslator(**dataclasses.asdict(model_cfg))
     model.build()
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.training.learning_rate,
-                                        global_clipnorm=cfg.training.clip_norm),
+        optimizer=trainer.make_optimizer(cfg.training),
         loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing),
         # Bucketed batches have many shapes; XLA would recompile for each of them.
         jit_compile=False,
