@@ -20,6 +20,7 @@ import numpy as np
 
 from data_prep.manifest import read_manifest
 from pipelines.config import load_config
+from pipelines.reports import read_metrics
 from pipelines.run_dir import RunDir, read_lines
 from pipelines.speech import SpeechConfig
 
@@ -55,10 +56,7 @@ class SpeechRun:
 def load_run(run_dir: str | Path) -> SpeechRun:
     """Load a run whose ``evaluate`` stage has finished (FileNotFoundError otherwise)."""
     root = Path(run_dir)
-    metrics_path = root / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path} not found: run the evaluate stage first")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_metrics(root)
     main = metrics["strategy"]
     entries = read_manifest(root / "data" / "test.jsonl")
     hypotheses = {}

@@ -16,6 +16,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 from data_prep.subword_tokenizer import EOS_ID, PAD_ID
 from pipelines.config import load_config
+from pipelines.reports import read_metrics
 from pipelines.run_dir import read_lines
 from pipelines.translation import TranslationConfig, tokenizer_pair
 
@@ -44,10 +45,7 @@ class TranslationRun:
 def load_run(run_dir: str | Path) -> TranslationRun:
     """Load a run whose ``evaluate`` stage has finished (FileNotFoundError otherwise)."""
     root = Path(run_dir)
-    metrics_path = root / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path} not found: run the evaluate stage first")
-    metrics = json.loads(metrics_path.read_text())
+    metrics = read_metrics(root)
     main = "greedy" if metrics["beam_size"] == 1 else f"beam{metrics['beam_size']}"
     hypotheses = {name: read_lines(root / "hyps" / f"test.{name}.txt")
                   for name in dict.fromkeys([main, "greedy"])}
