@@ -6,10 +6,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 from data_prep.download import ChecksumError
 from data_prep.parallel_corpus import CorpusError
@@ -56,7 +59,7 @@ class Context:
 
 
 def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeline: list[str],
-         resolved_yaml: Callable[[object], str], user_errors: tuple = ()) -> int:
+         user_errors: tuple = ()) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
     ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
@@ -68,7 +71,9 @@ def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeli
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
     run = RunDir(args.run_dir or Path("runs") / config.name)
-    atomic_write_text(run.path("config.yaml"), resolved_yaml(config))
+    # The resolved config (file + overrides + defaults) is what this invocation ran with.
+    atomic_write_text(run.path("config.yaml"),
+                      yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
     ctx = Context(config, run, args.data_dir, args.force, args.input)
     try:
         for stage in pipeline if args.stage == "all" else [args.stage]:

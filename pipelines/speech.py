@@ -32,7 +32,6 @@ quiet_tensorflow()
 import jiwer  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import yaml  # noqa: E402
 
 from data_prep import fsdd  # noqa: E402
 from data_prep.audio_features import (  # noqa: E402
@@ -480,7 +479,6 @@ def main(argv=None) -> int:
     return cli.main(
         argv, "Train and evaluate CTC speech recognition models.", SpeechConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
-        resolved_yaml=lambda c: yaml.safe_dump(dataclasses.asdict(c), sort_keys=False),
         user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
     )
 

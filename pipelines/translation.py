@@ -23,7 +23,6 @@ quiet_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import yaml  # noqa: E402
 from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -381,7 +380,6 @@ def main(argv=None) -> int:
     return cli.main(
         argv, "Train and evaluate RNN attention translation models.", TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
-        resolved_yaml=lambda c: yaml.safe_dump(dataclasses.asdict(c), sort_keys=False),
         user_errors=(ReportError,),
     )
 
