@@ -78,13 +78,22 @@ def audio_duration(path) -> float:
     return float(_read(path, lambda p: librosa.get_duration(path=p)))
 
 
-def load_audio(path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of ``path`` at ``sample_rate``; AudioError names bad files."""
+def load_audio(path, sample_rate: int, speed: float = 1.0) -> np.ndarray:
+    """Mono float32 samples of ``path`` at ``sample_rate``; AudioError names bad files.
+
+    ``speed`` != 1 applies speed perturbation (Ko et al., 2015; sox ``speed``, as in
+    Kaldi and ESPnet recipes): the audio plays ``speed`` times faster, so its duration
+    scales by ``1/speed`` and every frequency by ``speed``, which imitates other speaking
+    rates and vocal tract lengths.
+    """
     audio, _ = _read(path, lambda p: librosa.load(p, sr=sample_rate, mono=True))
     if audio.size == 0:
         raise AudioError(f"{path}: empty audio (no samples)")
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"{path}: audio contains NaN or infinite samples")
+    if speed != 1.0:
+        # Reading the samples as if recorded at speed * rate, then resampling to the rate.
+        audio = librosa.resample(audio, orig_sr=sample_rate * speed, target_sr=sample_rate)
     return audio
 
 
@@ -131,13 +140,10 @@ def normalize(features: np.ndarray, cfg: FeatureConfig, stats=None) -> np.ndarra
     return ((features - mean) / (std + EPSILON)).astype(np.float32)
 
 
-def _load_and_compute(path, cfg: FeatureConfig) -> np.ndarray:
-    return compute_features(load_audio(path, cfg.sample_rate), cfg)
-
-
 def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None,
-                     desc: str = "features") -> list[np.ndarray]:
-    """Unnormalized features of many files, computed in parallel, in input order.
+                     desc: str = "features", speed: float = 1.0) -> list[np.ndarray]:
+    """Unnormalized features of many files, computed in parallel, in input order
+    (``speed``: see ``load_audio``).
 
     Threads rather than processes: decoding, resampling (soxr), the FFT and the mel
     matrix product all release the GIL, and threads do not fork a process that has
@@ -145,6 +151,7 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
     """
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda p: _load_and_compute(p, cfg), paths)
+        results = pool.map(lambda p: compute_features(load_audio(p, cfg.sample_rate, speed), cfg),
+                           paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
                          disable=len(paths) < 100))

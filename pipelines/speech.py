@@ -82,6 +82,9 @@ class DataConfig:
     blank_index: int = 0  # CTC blank id; the characters take the other ids
     lowercase: bool = True
     remove_punctuation: bool = False
+    # Speed perturbation of the training set: prepare caches the features of one copy of
+    # every training utterance per factor (Kaldi and ESPnet use [0.9, 1.0, 1.1]).
+    speed_perturbation: list[float] = field(default_factory=lambda: [1.0])
     limit_train: int | None = None  # use only the first N utterances (quick experiments)
     limit_val: int | None = None
     limit_test: int | None = None
@@ -100,6 +103,11 @@ class DataConfig:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
         if self.val_takes < 1:
             raise ConfigError(f"{where}.val_takes: must be at least 1")
+        speeds = self.speed_perturbation
+        if (not isinstance(speeds, list) or not speeds or len(set(speeds)) != len(speeds)
+                or not all(isinstance(x, (int, float)) and 0.5 <= x <= 2.0 for x in speeds)):
+            raise ConfigError(f"{where}.speed_perturbation: expected a list of distinct "
+                              f"factors in [0.5, 2], got {speeds!r}")
         try:
             CharVocabulary(self.vocabulary, self.blank_index)
         except ValueError as e:
@@ -295,8 +303,15 @@ def prepare(ctx: cli.Context) -> None:
         report[split] = {"utterances": len(items),
                          "hours": round(sum(e["duration"] for e in items) / 3600, 3),
                          "speakers": len({e.get("speaker") for e in items})}
-    raw = {split: extract_features([e["audio_filepath"] for e in entries[split]], cfg.features,
-                                   desc=f"features {split}") for split in TRAINING_SPLITS}
+    def paths(split):
+        return [e["audio_filepath"] for e in entries[split]]
+
+    raw = {"val": extract_features(paths("val"), cfg.features, desc="features val"), "train": []}
+    # Copy-major order: load_labelled repeats the manifest once per factor to match.
+    for speed in cfg.data.speed_perturbation:
+        raw["train"] += extract_features(paths("train"), cfg.features, speed=speed,
+                                         desc=f"features train (speed {speed})")
+    report["train"]["speed_perturbation"] = cfg.data.speed_perturbation
     run.path("features").mkdir(exist_ok=True)
     stats = None
     if cfg.features.normalization == "global":
@@ -320,6 +335,8 @@ def load_labelled(run, split, vocab, cfg: SpeechConfig):
     would have an infinite loss; it is skipped with a warning and counted instead.
     """
     entries = read_manifest(run.path("data", f"{split}.jsonl"))
+    if split == "train":
+        entries *= len(cfg.data.speed_perturbation)  # prepare's speed-perturbed copies
     features, labels, skipped = [], [], []
     for item, feats in zip(entries, load_features(run, split), strict=True):
         ids = vocab.encode(item["text"], where=item["audio_filepath"])

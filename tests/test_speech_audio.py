@@ -30,6 +30,16 @@ def test_stereo_44k_is_mixed_down_and_resampled(tmp_path):
     assert 0.3 < np.abs(audio).max() < 0.6  # mixdown averages the channels, no doubling
 
 
+@pytest.mark.parametrize("speed", [0.9, 1.1])
+def test_speed_perturbation_scales_duration_and_pitch(tmp_path, speed):
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(300, 1.0, 8000), 8000)
+    audio = load_audio(path, 8000, speed=speed)
+    assert abs(len(audio) - 8000 / speed) <= 1
+    peak = np.argmax(np.abs(np.fft.rfft(audio))) * 8000 / len(audio)
+    assert abs(peak - 300 * speed) < 2
+
+
 def test_corrupt_empty_and_missing_files_name_the_file(tmp_path):
     corrupt = tmp_path / "corrupt.wav"
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")

@@ -15,6 +15,7 @@ from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder
 from pipelines import speech
 from pipelines.config import ConfigError, load_config
+from pipelines.run_dir import RunDir
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 SMOKE = CONFIGS / "speech_smoke.yaml"
@@ -43,6 +44,8 @@ def fsdd_dir(data_dir) -> Path:
     ("data.corpus=manifest", "data.manifests.train: expected a manifest path"),
     ("data.vocabulary=aab", "data.vocabulary: vocabulary characters must be"),
     ("model.cell=transformer", "model.cell: must be one of"),
+    ("data.speed_perturbation=[1.0,3.0]", "data.speed_perturbation: expected a list of distinct"),
+    ("data.speed_perturbation=1.1", "data.speed_perturbation: expected a list"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -117,6 +120,25 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
                        f"{tmp_path / 'corpus' / 'test' / '1.wav'}\n")
     assert run("transcribe", *common, "--input", listing) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_speed_perturbation_adds_training_copies(tmp_path):
+    manifests = tone_corpus(tmp_path / "corpus")
+    config = ["--config", SMOKE, "--set", "data.corpus=manifest",
+              "--set", f"data.manifests={json.dumps(manifests)}"]
+    assert run("prepare", *config, "--run-dir", tmp_path / "plain") == 0
+    assert run("prepare", *config, "--run-dir", tmp_path / "fast",
+               "--set", "data.speed_perturbation=[1.0,1.25]") == 0
+    cfg = load_config(speech.SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
+    vocab = speech.vocabulary(cfg)
+    plain = speech.load_features(RunDir(tmp_path / "plain"), "train")
+    x, y, skipped = speech.load_labelled(RunDir(tmp_path / "fast"), "train", vocab, cfg)
+    # Two copies of the 9 training utterances; the too-short one is skipped in each.
+    assert skipped == 2 and len(x) == len(y) == 2 * 8
+    np.testing.assert_allclose(x[0], plain[0])  # the speed-1.0 copy comes first
+    assert abs(len(x[8]) - len(plain[0]) / 1.25) <= 2 and y[8] == y[0]
+    report = json.loads((tmp_path / "fast" / "data" / "report.json").read_text())
+    assert report["train"]["speed_perturbation"] == [1.0, 1.25]
 
 
 @pytest.mark.parametrize("problem, message", [
