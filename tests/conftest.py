@@ -42,6 +42,16 @@ def multi30k_dir(data_dir) -> Path:
     return data_dir
 
 
+def _smoke_run(pipeline, config_name: str, data_dir: Path, tmp_path_factory) -> Path:
+    """Run every stage of ``pipelines/configs/<config_name>.yaml`` in a fresh folder."""
+    run_dir = tmp_path_factory.mktemp(config_name) / "run"
+    config = ROOT / "pipelines" / "configs" / f"{config_name}.yaml"
+    code = pipeline.main(["all", "--config", str(config), "--run-dir", str(run_dir),
+                          "--data-dir", str(data_dir)])
+    assert code == 0, f"the {config_name} run failed"
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def translation_smoke_run(multi30k_dir, tmp_path_factory) -> Path:
     """A finished run of ``translation_smoke.yaml`` (all stages), made once per session.
@@ -50,12 +60,7 @@ def translation_smoke_run(multi30k_dir, tmp_path_factory) -> Path:
     """
     from pipelines import translation
 
-    run_dir = tmp_path_factory.mktemp("translation_smoke") / "run"
-    config = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
-    code = translation.main(["all", "--config", str(config), "--run-dir", str(run_dir),
-                             "--data-dir", str(multi30k_dir)])
-    assert code == 0, "the translation smoke run failed"
-    return run_dir
+    return _smoke_run(translation, "translation_smoke", multi30k_dir, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
@@ -70,12 +75,7 @@ def speech_smoke_run(data_dir, tmp_path_factory) -> Path:
 
     if not (data_dir / fsdd.RECORDINGS).is_dir():
         pytest.skip(f"FSDD not found under {data_dir} (expected {fsdd.RECORDINGS}/)")
-    run_dir = tmp_path_factory.mktemp("speech_smoke") / "run"
-    config = ROOT / "pipelines" / "configs" / "speech_smoke.yaml"
-    code = speech.main(["all", "--config", str(config), "--run-dir", str(run_dir),
-                        "--data-dir", str(data_dir)])
-    assert code == 0, "the speech smoke run failed"
-    return run_dir
+    return _smoke_run(speech, "speech_smoke", data_dir, tmp_path_factory)
 
 
 @pytest.fixture
