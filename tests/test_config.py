@@ -18,29 +18,16 @@ def test_overrides_are_parsed_as_yaml(tmp_path):
     assert cfg.data.limit_train == 5
 
 
-def test_unknown_field_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.celll: unknown field"):
-        load_config(TranslationConfig, write(tmp_path, "model:\n  celll: gru\n"))
-
-
-def test_wrong_type_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"training\.epochs: expected an integer"):
-        load_config(TranslationConfig, write(tmp_path, "training:\n  epochs: many\n"))
-
-
-def test_bad_choice_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"tokenizer\.model_type: must be one of"):
-        load_config(TranslationConfig, write(tmp_path, "tokenizer:\n  model_type: wordpiece\n"))
-
-
-def test_vocab_size_comes_from_tokenizer(tmp_path):
-    with pytest.raises(ConfigError, match=r"model\.source_vocab_size"):
-        load_config(TranslationConfig, write(tmp_path, "model:\n  source_vocab_size: 10\n"))
-
-
-def test_files_corpus_needs_paths(tmp_path):
-    with pytest.raises(ConfigError, match=r"data\.paths\.train"):
-        load_config(TranslationConfig, write(tmp_path, "data:\n  corpus: files\n"))
+@pytest.mark.parametrize("text, message", [
+    ("model:\n  celll: gru\n", r"model\.celll: unknown field"),
+    ("training:\n  epochs: many\n", r"training\.epochs: expected an integer"),
+    ("tokenizer:\n  model_type: wordpiece\n", r"tokenizer\.model_type: must be one of"),
+    ("model:\n  source_vocab_size: 10\n", r"model\.source_vocab_size"),  # from the tokenizer
+    ("data:\n  corpus: files\n", r"data\.paths\.train"),
+])
+def test_bad_fields_are_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TranslationConfig, write(tmp_path, text))
 
 
 def test_malformed_override():
