@@ -53,7 +53,7 @@ def test_config_errors_name_the_field(override, message):
 
 
 def test_all_configs_load():
-    for name in ("speech_smoke", "fsdd_digits", "fsdd_strings"):
+    for name in ("speech_smoke", "speech_demo", "fsdd_digits", "fsdd_strings"):
         cfg = load_config(speech.SpeechConfig, CONFIGS / f"{name}.yaml")
         assert cfg.name == name and cfg.data.blank_index == 0
 
