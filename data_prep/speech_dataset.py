@@ -18,10 +18,14 @@ NUM_BUCKETS = 8
 
 @dataclass
 class SpecAugmentConfig:
-    """The ``augment:`` section: SpecAugment masking (Park et al., 2019), training only.
+    """The ``augment:`` section: training-time augmentation of features.
 
-    Masked regions are set to the utterance's mean feature value (zero for normalized
-    features). Warping is not implemented.
+    SpecAugment masking (Park et al., 2019): masked regions are set to the utterance's
+    mean feature value (zero for normalized features). Time stretching, applied before
+    the masks, resamples the frames of an utterance to a random multiple of its length
+    (linear interpolation), a tempo change that keeps the pitch; an utterance is never
+    squeezed below the frames its transcript needs. SpecAugment's time warping is not
+    implemented.
     """
 
     freq_masks: int = 2  # frequency masks per utterance (0: none)
@@ -29,6 +33,11 @@ class SpecAugmentConfig:
     time_masks: int = 2  # time masks per utterance (0: none)
     time_mask_width: int = 10  # widest time mask, in frames
     time_mask_fraction: float = 0.1  # and at most this fraction of the utterance
+    time_stretch: list[float] | None = None  # [low, high] range of length factors, or off
+
+    @property
+    def active(self) -> bool:
+        return bool(self.freq_masks or self.time_masks or self.time_stretch)
 
 
 def _mask(seed, size, max_width):
@@ -62,6 +71,20 @@ def spec_augment(features, seed, cfg: SpecAugmentConfig):
     return tf.where(masked, tf.reduce_mean(features), features)
 
 
+def time_stretch(features, seed, low: float, high: float, min_length=1):
+    """Resample one utterance [T, F] to ``round(T * factor)`` frames, with ``factor``
+    uniform in [low, high] (from the [2] int ``seed``), but never fewer than
+    ``min(T, min_length)``."""
+    frames = tf.shape(features)[0]
+    factor = tf.random.stateless_uniform([], seed, low, high)
+    target = tf.cast(tf.round(tf.cast(frames, tf.float32) * factor), tf.int32)
+    target = tf.maximum(target, tf.minimum(frames, min_length))
+    # Resize as an image [T, F, 1] along time only; bilinear keeps the feature scale.
+    resized = tf.image.resize(features[:, :, None], tf.stack([target, tf.shape(features)[1]]),
+                              method="bilinear")
+    return resized[:, :, 0]
+
+
 def _ragged(arrays: list[np.ndarray], dtype) -> tf.RaggedTensor:
     lengths = [len(a) for a in arrays]
     return tf.RaggedTensor.from_row_lengths(np.concatenate(arrays).astype(dtype), lengths)
@@ -80,35 +103,43 @@ def bucket_boundaries(lengths: list[int], num_buckets: int = NUM_BUCKETS) -> lis
 
 def make_training_dataset(features: list[np.ndarray], labels: list[list[int]], batch_size: int,
                           augment: SpecAugmentConfig | None = None, seed: int | None = None,
-                          shuffle: bool = True) -> tf.data.Dataset:
+                          shuffle: bool = True, min_lengths: list[int] | None = None
+                          ) -> tf.data.Dataset:
     """Bucketed, padded ``(inputs, labels)`` batches of ``batch_size`` utterances.
 
     Args:
         features: per-utterance normalized features [T, F].
         labels: per-utterance label ids (non-empty).
         batch_size: utterances per batch (the last batch of a bucket may be smaller).
-        augment: SpecAugment settings, or None for no augmentation (validation).
+        augment: augmentation settings, or None for no augmentation (validation).
         seed: shuffle and augmentation seed; the same seed gives the same batches.
         shuffle: shuffle utterances and batches (training); off for validation.
+        min_lengths: per-utterance fewest frames time stretching may leave (the frames
+            CTC needs for the transcript); None: 1.
     """
+    if min_lengths is None:
+        min_lengths = [1] * len(features)
     dataset = tf.data.Dataset.from_tensor_slices(
-        (_ragged(features, np.float32), _ragged([np.asarray(x) for x in labels], np.int32)))
+        (_ragged(features, np.float32), _ragged([np.asarray(x) for x in labels], np.int32),
+         np.asarray(min_lengths, np.int32)))
     if shuffle:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=False)
-    dataset = dataset.map(lambda f, y: (_inputs(f), y))
     if augment is not None:
         base = tf.constant([seed or 0, 0], tf.int64)
 
         def apply(index, example):
-            inputs, y = example
+            features, y, min_length = example
             # A per-utterance seed from (seed, position): deterministic, different per utterance.
             utterance_seed = base + tf.stack([tf.constant(0, tf.int64), index])
-            inputs = {**inputs, "features": spec_augment(inputs["features"], utterance_seed,
-                                                         augment)}
-            return inputs, y
+            if augment.time_stretch:
+                low, high = augment.time_stretch
+                stretch_seed = utterance_seed + tf.constant([1, 0], tf.int64)
+                features = time_stretch(features, stretch_seed, low, high, min_length)
+            return spec_augment(features, utterance_seed, augment), y, min_length
 
         dataset = dataset.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE,
                                           deterministic=True)
+    dataset = dataset.map(lambda f, y, _: (_inputs(f), y))
     boundaries = bucket_boundaries([len(f) for f in features])
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda inputs, y: inputs["feature_lengths"],

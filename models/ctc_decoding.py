@@ -1,4 +1,4 @@
-"""Greedy and beam-search CTC decoding for ``CTCRecognizer`` (``keras.ops.ctc_decode``)."""
+"""Greedy, beam-search and closed-set CTC decoding for ``CTCRecognizer``."""
 
 from __future__ import annotations
 
@@ -6,28 +6,51 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-STRATEGIES = ("greedy", "beam_search")
+STRATEGIES = ("greedy", "beam_search", "closed_set")
+
+
+def ctc_frames_needed(ids: list[int]) -> int:
+    """Fewest frames that can emit ``ids`` under CTC: one per label, plus a blank
+    between each pair of equal neighbours ("three" needs 6 frames)."""
+    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
 
 
 class CTCDecoder:
-    """Compiled batch decoding: the model's forward pass and the CTC search in one graph.
+    """Compiled batch decoding: the model's forward pass and the search in one graph.
 
     Greedy decoding takes the best class per frame, merges repeats and drops blanks;
-    beam search (``tf.nn.ctc_beam_search_decoder`` underneath, no language model) keeps
-    ``beam_width`` prefixes and sums the probabilities of the alignments of each.
+    beam search (``keras.ops.ctc_decode``, ``tf.nn.ctc_beam_search_decoder`` underneath,
+    no language model) keeps ``beam_width`` prefixes and sums the probabilities of the
+    alignments of each. Closed-set decoding is isolated-word recognition with a fixed
+    list of allowed transcripts (a Kaldi-style word-list grammar): it scores every
+    candidate with its CTC likelihood, summed over all alignments, and returns the
+    likeliest, so the output is always one of the candidates, never a misspelling.
 
     Args:
         model: a ``CTCRecognizer``.
-        strategy: ``"greedy"`` or ``"beam_search"``.
+        strategy: ``"greedy"``, ``"beam_search"`` or ``"closed_set"``.
         beam_width: prefixes kept by beam search.
+        candidates: label ids of each allowed transcript (``closed_set`` only).
     """
 
-    def __init__(self, model, strategy: str = "greedy", beam_width: int = 16):
+    def __init__(self, model, strategy: str = "greedy", beam_width: int = 16,
+                 candidates: list[list[int]] | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"decoding strategy must be one of {STRATEGIES}, got {strategy!r}")
         if beam_width < 1:
             raise ValueError(f"beam_width must be at least 1, got {beam_width}")
+        if (strategy == "closed_set") != (candidates is not None):
+            raise ValueError("candidates are required by, and only used by, closed_set decoding")
+        if candidates is not None and (not candidates or not all(candidates)):
+            raise ValueError("closed_set decoding needs at least one candidate, none empty")
         self.model, self.strategy, self.beam_width = model, strategy, beam_width
+        if candidates is not None:
+            longest = max(len(c) for c in candidates)
+            self._candidates = tf.constant([c + [-1] * (longest - len(c)) for c in candidates],
+                                           tf.int32)
+            self._candidate_lengths = tf.constant([len(c) for c in candidates], tf.int32)
+            self._frames_needed = tf.constant([ctc_frames_needed(c) for c in candidates],
+                                              tf.int32)
         spec = {
             "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
             "feature_lengths": tf.TensorSpec([None], tf.int32),
@@ -37,15 +60,40 @@ class CTCDecoder:
 
     def _decode_impl(self, inputs):
         logits = self.model(inputs, training=False)
+        lengths = self.model.output_lengths(inputs["feature_lengths"])
+        if self.strategy == "closed_set":
+            return self._closed_set(ops.cast(logits, "float32"), lengths)
         decoded, _ = ops.ctc_decode(
-            logits, self.model.output_lengths(inputs["feature_lengths"]),
-            strategy=self.strategy, beam_width=self.beam_width, top_paths=1,
+            logits, lengths, strategy=self.strategy, beam_width=self.beam_width, top_paths=1,
             mask_index=self.model.config.blank_index,
         )
         return decoded[0]
 
+    def _closed_set(self, logits, lengths):
+        batch = ops.shape(logits)[0]
+
+        def negative_log_likelihood(candidate):
+            ids, length = candidate
+            return ops.ctc_loss(ops.broadcast_to(ids[None, :], (batch, ops.shape(ids)[0])),
+                                logits, ops.broadcast_to(length, (batch,)), lengths,
+                                mask_index=self.model.config.blank_index)
+
+        # One CTC loss per candidate over the whole batch: memory stays that of a batch,
+        # however many candidates there are. [K, B]
+        scores = tf.map_fn(negative_log_likelihood,
+                           (self._candidates, self._candidate_lengths),
+                           fn_output_signature=tf.float32)
+        # TensorFlow's CTC loss of a label sequence longer than the frames allow is a
+        # large finite number, not infinity, so impossible candidates are masked here.
+        fits = self._frames_needed[:, None] <= lengths[None, :]
+        scores = ops.where(fits, scores, np.inf)
+        best = ops.take(self._candidates, ops.argmin(scores, axis=0), axis=0)
+        # An utterance too short for every candidate decodes to nothing rather than to
+        # an arbitrary first candidate.
+        return ops.where(ops.any(fits, axis=0)[:, None], best, -1)
+
     def __call__(self, inputs) -> list[list[int]]:
         """Label ids of each utterance of a batch ``{"features", "feature_lengths"}``."""
         decoded = np.asarray(self._decode(inputs))
-        # ctc_decode pads its dense output with -1.
+        # Both searches pad their dense output with -1.
         return [[int(i) for i in row if i >= 0] for row in decoded]

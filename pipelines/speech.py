@@ -55,7 +55,7 @@ from data_prep.speech_dataset import (  # noqa: E402
     make_inference_batches,
     make_training_dataset,
 )
-from models.ctc_decoding import STRATEGIES, CTCDecoder  # noqa: E402
+from models.ctc_decoding import STRATEGIES, CTCDecoder, ctc_frames_needed  # noqa: E402
 from models.ctc_recognizer import (  # noqa: E402
     CTCRecognizer,
     CTCRecognizerConfig,
@@ -68,6 +68,7 @@ from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_write_json, fingerprint, write_lines  # noqa: E402
 
 SPLITS = ("train", "val", "test")
+MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
 TRAINING_SPLITS = ("train", "val")  # test features are computed (and timed) by evaluate
 
 
@@ -116,7 +117,8 @@ class DataConfig:
 
 @dataclass
 class DecodingConfig:
-    strategy: str = "beam_search"  # greedy | beam_search
+    # closed_set: the likeliest of the training set's distinct transcripts (isolated words)
+    strategy: str = "beam_search"  # greedy | beam_search | closed_set
     beam_width: int = 16
     batch_size: int = 64  # utterances per decoding batch
 
@@ -168,6 +170,13 @@ class SpeechConfig:
             raise ConfigError("strings: need 0 <= min_gap <= max_gap and max_edge >= 0")
         _at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
                   "time_mask_width")
+        stretch = self.augment.time_stretch
+        if stretch is not None and not (
+                isinstance(stretch, list) and len(stretch) == 2
+                and all(isinstance(x, (int, float)) for x in stretch)
+                and 0.5 <= stretch[0] <= stretch[1] <= 2.0):
+            raise ConfigError(f"augment.time_stretch: expected [low, high] with "
+                              f"0.5 <= low <= high <= 2, or null; got {stretch!r}")
 
 
 def _at_least(section, where, minimum, *names):
@@ -228,12 +237,6 @@ def load_stats(run, cfg: FeatureConfig):
 def load_features(run, split) -> list[np.ndarray]:
     cached = np.load(run.path("features", f"{split}.npz"))
     return np.split(cached["features"], np.cumsum(cached["lengths"])[:-1])
-
-
-def ctc_frames_needed(ids: list[int]) -> int:
-    """Fewest frames that can emit ``ids`` under CTC: one per label, plus a blank
-    between each pair of equal neighbours ("three" needs 6 frames)."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
 
 
 def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
@@ -328,6 +331,11 @@ def prepare(ctx: cli.Context) -> None:
         + f"; {cfg.features.num_features} {cfg.features.kind} features")
 
 
+def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:
+    """Fewest feature frames the front end turns into ``logit_frames`` logit frames."""
+    return max(1, (logit_frames - 1) * model.conv_stride ** model.conv_layers + 1)
+
+
 def load_labelled(run, split, vocab, cfg: SpeechConfig):
     """Cached features and label ids of a split, without the utterances CTC cannot fit.
 
@@ -385,10 +393,13 @@ def train(ctx: cli.Context) -> None:
     train_x, train_y, train_skipped = load_labelled(run, "train", vocab, cfg)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)
     val_text = [vocab.decode(y) for y in val_y]
-    augment = cfg.augment if cfg.augment.freq_masks or cfg.augment.time_masks else None
+    augment = cfg.augment if cfg.augment.active else None
+    # Time stretching keeps every utterance long enough for CTC to emit its transcript.
+    min_lengths = [min_input_frames(ctc_frames_needed(y), cfg.model) for y in train_y]
 
     def train_dataset(epoch):
-        return make_training_dataset(train_x, train_y, t.batch_size, augment, seed=t.seed + epoch)
+        return make_training_dataset(train_x, train_y, t.batch_size, augment, seed=t.seed + epoch,
+                                     min_lengths=min_lengths)
 
     val_dataset = make_training_dataset(val_x, val_y, t.batch_size, shuffle=False)
     decoders = {}
@@ -409,9 +420,21 @@ def train(ctx: cli.Context) -> None:
                   skipped_val=val_skipped)
 
 
+def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
+    """Label ids of the training set's distinct transcripts, for closed_set decoding."""
+    texts = sorted({e["text"] for e in read_manifest(run.path("data", "train.jsonl"))})
+    if len(texts) > MAX_CANDIDATES:
+        raise ConfigError(f"decoding.strategy: closed_set is for a closed set of words or "
+                          f"commands, but the training set has {len(texts)} distinct "
+                          f"transcripts (at most {MAX_CANDIDATES}); use beam_search")
+    return [vocab.encode(t) for t in texts]
+
+
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
-    return CTCDecoder(model, strategy, cfg.decoding.beam_width)
+    candidates = (closed_set_candidates(run, vocabulary(cfg)) if strategy == "closed_set"
+                  else None)
+    return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)
 
 
 def transcribe_files(decoder, vocab, paths, cfg: SpeechConfig, stats) -> tuple[list[str], dict]:

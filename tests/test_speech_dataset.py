@@ -8,6 +8,7 @@ from data_prep.speech_dataset import (
     make_inference_batches,
     make_training_dataset,
     spec_augment,
+    time_stretch,
 )
 
 
@@ -80,6 +81,37 @@ def test_spec_augment_masks():
     assert (other != out).any()
     off = SpecAugmentConfig(freq_masks=0, time_masks=0)
     np.testing.assert_array_equal(spec_augment(features, seed, off).numpy(), features.numpy())
+
+
+def test_time_stretch_resamples_time_only_and_respects_min_length():
+    ramp = tf.tile(tf.range(100, dtype=tf.float32)[:, None], [1, 4])  # frame i holds i
+    seed = tf.constant([3, 0], tf.int64)
+    half = time_stretch(ramp, seed, 0.5, 0.5).numpy()
+    assert half.shape == (50, 4)
+    assert (np.diff(half[:, 0]) > 0).all() and 0 <= half.min() and half.max() <= 99
+    np.testing.assert_array_equal(half[:, 0], half[:, 3])  # features are not mixed
+    np.testing.assert_allclose(time_stretch(ramp, seed, 1.0, 1.0), ramp)
+    assert time_stretch(ramp, seed, 1.5, 1.5).shape == (150, 4)
+    assert time_stretch(ramp, seed, 0.5, 0.5, min_length=70).shape == (70, 4)
+    # Never longer than the original because of min_length.
+    assert time_stretch(ramp[:30], seed, 0.5, 0.5, min_length=70).shape == (30, 4)
+    lengths = {time_stretch(ramp, tf.constant([i, 0], tf.int64), 0.8, 1.2).shape[0]
+               for i in range(10)}
+    assert len(lengths) > 1 and all(80 <= n <= 120 for n in lengths)
+
+
+def test_training_batches_are_time_stretched():
+    features, labels = toy()
+    minimum = [len(f) // 2 + 5 for f in features]
+    aug = SpecAugmentConfig(freq_masks=0, time_masks=0, time_stretch=[0.5, 0.5])
+    seen = []
+    for feats, lengths, _ in as_lists(make_training_dataset(features, labels, 8, aug, seed=1,
+                                                            min_lengths=minimum)):
+        for row, length in zip(feats, lengths, strict=True):
+            i = int(round(row[0, 0]))
+            seen.append(i)
+            assert length == max(round(len(features[i]) * 0.5), minimum[i])
+    assert sorted(seen) == list(range(40))
 
 
 def test_bucket_boundaries_follow_the_data():

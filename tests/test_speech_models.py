@@ -4,7 +4,7 @@ import tensorflow as tf
 from conftest import assert_keras_round_trip
 from keras import ops
 
-from models.ctc_decoding import CTCDecoder
+from models.ctc_decoding import CTCDecoder, ctc_frames_needed
 from models.ctc_recognizer import CTCRecognizer, CTCRecognizerConfig, subsampled_length
 
 
@@ -110,6 +110,36 @@ def test_beam_search_finds_the_likelier_label_sequence():
     assert CTCDecoder(model, "beam_search", beam_width=4)(inputs) == [[1]]
 
 
+def test_ctc_frames_needed():
+    three, seven = [20, 8, 18, 5, 5], [19, 5, 22, 5, 14]
+    assert ctc_frames_needed(three) == 6  # "ee" needs a blank between
+    assert ctc_frames_needed(seven) == 5
+    assert ctc_frames_needed([]) == 0
+
+
+def test_closed_set_picks_the_likeliest_candidate():
+    blank, a, b, c = 0, 1, 2, 3
+    # Utterance 1 reads "a b" and utterance 2 "c" (not a candidate); utterance 3 has one
+    # frame, too few for every candidate but [b].
+    logits = np.stack([one_hot_path(p) for p in [[a, a, blank, b], [c, c, blank, blank],
+                                                  [b, blank, blank, blank]]])
+    logits[1, :, b] = 2.0  # "b" is the runner-up at every frame of utterance 2
+    inputs = {"features": np.zeros((3, 4, 1), np.float32),
+              "feature_lengths": np.array([4, 4, 1], np.int32)}
+    candidates = [[b, a], [a, b], [a, a, b], [b], [b, b]]
+    decoder = CTCDecoder(FixedLogits(logits, blank), "closed_set", candidates=candidates)
+    assert CTCDecoder(FixedLogits(logits, blank), "greedy")(inputs)[1] == [c]
+    assert decoder(inputs) == [[a, b], [b], [b]]
+    # Without [b], no candidate fits in one frame: nothing, not an arbitrary candidate.
+    decoder = CTCDecoder(FixedLogits(logits, blank), "closed_set",
+                         candidates=[[b, a], [a, b], [b, b]])
+    assert decoder(inputs)[2] == []
+
+
 def test_invalid_strategy():
     with pytest.raises(ValueError, match="strategy"):
         CTCDecoder(FixedLogits(np.zeros((1, 1, 2)), 0), "viterbi")
+    with pytest.raises(ValueError, match="candidates"):
+        CTCDecoder(FixedLogits(np.zeros((1, 1, 2)), 0), "closed_set")
+    with pytest.raises(ValueError, match="candidates"):
+        CTCDecoder(FixedLogits(np.zeros((1, 1, 2)), 0), "greedy", candidates=[[1]])

@@ -9,10 +9,10 @@ import soundfile as sf
 
 from data_prep import fsdd
 from data_prep.audio_features import FeatureConfig, extract_features, normalize
-from data_prep.char_vocabulary import CharVocabulary
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder
+from models.ctc_recognizer import subsampled_length
 from pipelines import speech
 from pipelines.config import ConfigError, load_config
 from pipelines.run_dir import RunDir
@@ -40,6 +40,8 @@ def fsdd_dir(data_dir) -> Path:
     ("data.corpus=timit", "data.corpus: must be one of"),
     ("features.kind=plp", "features.kind: must be one of"),
     ("decoding.strategy=viterbi", "decoding.strategy: must be one of"),
+    ("augment.time_stretch=[1.2, 0.8]", "augment.time_stretch: expected"),
+    ("augment.time_stretch=0.9", "augment.time_stretch: expected"),
     ("strings.max_digits=0", "strings.max_digits: must be at least min_digits"),
     ("data.corpus=manifest", "data.manifests.train: expected a manifest path"),
     ("data.vocabulary=aab", "data.vocabulary: vocabulary characters must be"),
@@ -58,11 +60,13 @@ def test_all_configs_load():
         assert cfg.name == name and cfg.data.blank_index == 0
 
 
-def test_ctc_frames_needed():
-    vocab = CharVocabulary()
-    assert speech.ctc_frames_needed(vocab.encode("three")) == 6  # "ee" needs a blank between
-    assert speech.ctc_frames_needed(vocab.encode("seven")) == 5
-    assert speech.ctc_frames_needed([]) == 0
+@pytest.mark.parametrize("layers, stride", [(0, 2), (1, 2), (2, 2), (1, 3)])
+def test_min_input_frames_is_the_fewest_that_give_enough_logit_frames(layers, stride):
+    model = speech.CTCRecognizerConfig(conv_layers=layers, conv_stride=stride)
+    for needed in range(1, 12):
+        n = speech.min_input_frames(needed, model)
+        assert subsampled_length(n, layers, stride) >= needed
+        assert n == 1 or subsampled_length(n - 1, layers, stride) < needed
 
 
 def tone_corpus(root: Path) -> dict:
@@ -120,6 +124,15 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
                        f"{tmp_path / 'corpus' / 'test' / '1.wav'}\n")
     assert run("transcribe", *common, "--input", listing) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+    # closed_set: every hypothesis is one of the training transcripts.
+    assert run("evaluate", *common, "--set", "decoding.strategy=closed_set") == 0
+    train_texts = {e["text"] for e in read_manifest(run_dir / "data" / "train.jsonl")}
+    hyps = (run_dir / "hyps" / "test.closed_set.txt").read_text().splitlines()
+    assert len(hyps) == 8 and set(hyps) <= train_texts
+    monkeypatch.setattr(speech, "MAX_CANDIDATES", len(train_texts) - 1)
+    assert run("evaluate", *common, "--set", "decoding.strategy=closed_set", "--force") == 1
+    assert f"{len(train_texts)} distinct transcripts" in capsys.readouterr().err
 
 
 def test_speed_perturbation_adds_training_copies(tmp_path):
