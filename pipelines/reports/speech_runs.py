@@ -32,8 +32,9 @@ SPACE_LABEL = "␣"  # and the word separator
 class SpeechRun:
     """What the pipeline wrote for one run.
 
-    ``hypotheses`` maps a decoding strategy (``beam_search``, ``greedy``) to its test
-    transcripts; ``main`` is the configured strategy, the one ``metrics.json`` reports first.
+    ``hypotheses`` maps a decoding strategy (``beam_search``, ``closed_set``, ``greedy``) to
+    its test transcripts; ``main`` is the configured strategy, the one ``metrics.json``
+    reports first.
     """
 
     root: Path
