@@ -45,6 +45,10 @@ class FeatureConfig:
     fmin: float = 20.0
     fmax: float | None = None  # None: half the sample rate
     normalization: str = "utterance"  # utterance | global | none
+    # Trim leading and trailing audio quieter than this many dB below the utterance's
+    # loudest frame (librosa.effects.trim), or None: keep it. Isolated-word recordings
+    # are cut inconsistently (FSDD: 0 to 0.5 s of silence around the word).
+    trim_db: float | None = None
 
     @property
     def num_features(self) -> int:
@@ -104,13 +108,19 @@ def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax) -> scipy.sparse.csr_matri
 
 
 def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Unnormalized features ``[frames, cfg.num_features]`` of mono samples.
+    """Unnormalized features ``[frames, cfg.num_features]`` of mono samples, after
+    trimming silent edges if ``cfg.trim_db`` is set.
 
     The same log-mel spectrogram as ``librosa.feature.melspectrogram`` (centered Hann
     windows), but the mel filterbank, which is about 95% zeros, is applied as a sparse
     matrix: librosa's dense product goes through multi-threaded BLAS, which takes
     milliseconds instead of microseconds per utterance when the cores are busy.
     """
+    if cfg.trim_db is not None:
+        trimmed, _ = librosa.effects.trim(audio, top_db=cfg.trim_db, frame_length=cfg.win_length,
+                                          hop_length=cfg.hop_length)
+        # All-silent audio trims to nothing; it is kept whole rather than lost.
+        audio = trimmed if trimmed.size else audio
     # The FFT size is the next power of two that holds the window.
     n_fft = 1 << (cfg.win_length - 1).bit_length()
     power = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=cfg.hop_length,

@@ -160,6 +160,8 @@ class SpeechConfig:
             raise ConfigError("features.sample_rate: must be at least 1000 Hz")
         if not 0 < f.hop_ms <= f.window_ms:
             raise ConfigError("features.hop_ms: must be positive and at most window_ms")
+        if f.trim_db is not None and not f.trim_db > 0:
+            raise ConfigError("features.trim_db: must be positive (dB below the peak), or null")
         if f.kind == "mfcc" and not 0 < f.n_mfcc <= f.n_mels:
             raise ConfigError("features.n_mfcc: must be in [1, n_mels]")
         s = self.strings

@@ -95,3 +95,15 @@ def test_parallel_extraction_keeps_order_and_reports_bad_files(tmp_path):
     (tmp_path / "bad.wav").write_bytes(b"not audio")
     with pytest.raises(AudioError, match="bad.wav"):
         extract_features([*paths, tmp_path / "bad.wav"], FeatureConfig(), workers=2)
+
+
+def test_trim_removes_silent_edges_only():
+    rate = 8000
+    word = tone(300, 0.3, rate)
+    padded = np.concatenate([np.zeros(rate // 5, np.float32), word, np.zeros(rate // 2, np.float32)])
+    cfg = FeatureConfig(trim_db=30)
+    # 0.2 s + 0.5 s of silence (70 frames) go; the tone stays, give or take a window per edge.
+    assert abs(len(compute_features(padded, cfg)) - len(compute_features(word, cfg))) <= 4
+    assert len(compute_features(padded, FeatureConfig())) == 101  # trimming is off by default
+    silence = np.zeros(rate // 2, np.float32)
+    assert len(compute_features(silence, cfg)) == len(compute_features(silence, FeatureConfig()))

@@ -48,6 +48,7 @@ def fsdd_dir(data_dir) -> Path:
     ("model.cell=transformer", "model.cell: must be one of"),
     ("data.speed_perturbation=[1.0,3.0]", "data.speed_perturbation: expected a list of distinct"),
     ("data.speed_perturbation=1.1", "data.speed_perturbation: expected a list"),
+    ("features.trim_db=-5", "features.trim_db: must be positive"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):

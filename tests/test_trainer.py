@@ -29,11 +29,11 @@ def val_mse(model):
     return {"val_mse": float(np.mean((model.predict(X, verbose=0) - Y) ** 2))}
 
 
-def run_train(root, epochs, validate=val_mse, fp="fp", x=X, **kw):
-    config = TrainingConfig(epochs=epochs, patience=kw.pop("patience", 10), seed=7,
-                            lr_schedule="constant", **kw)
+def run_train(root, epochs, validate=val_mse, fp="fp", x=X, higher_is_better=False, **kw):
+    kw = {"patience": 10, "lr_schedule": "constant", **kw}
+    config = TrainingConfig(epochs=epochs, seed=7, **kw)
     return train(RunDir(root), build, lambda e: dataset(e, x), None, validate,
-                 ValidationMetric("val_mse", higher_is_better=False), config, fp,
+                 ValidationMetric("val_mse", higher_is_better), config, fp,
                  log=lambda s: None)
 
 
@@ -59,6 +59,16 @@ def test_best_checkpoint_and_early_stopping(tmp_path):
     assert state["best"] == 3.0 and state["best_epoch"] == 2 and state["epoch"] == 5
     assert "early stopping" in state["stop_reason"]
     assert (tmp_path / "checkpoints" / "best.keras").is_file()
+
+
+def test_higher_is_better_metric_and_plateau_schedule(tmp_path):
+    # A BLEU-like score: epochs 3-4 stall, so with lr_patience=2 the rate halves once.
+    scores = iter([10.0, 20.0, 15.0, 20.0, 25.0, 5.0])
+    state = run_train(tmp_path, epochs=6, higher_is_better=True, lr_schedule="plateau",
+                      lr_patience=2, learning_rate=0.01, validate=lambda m: {"val_mse": next(scores)})
+    assert state["best"] == 25.0 and state["best_epoch"] == 5
+    rates = [h["learning_rate"] for h in state["history"]]
+    assert rates[:4] == pytest.approx([0.01] * 4) and rates[4:] == pytest.approx([0.005] * 2)
 
 
 def test_other_config_refuses_to_resume(tmp_path):

@@ -1,3 +1,4 @@
+import io
 import json
 import shutil
 from pathlib import Path
@@ -20,7 +21,8 @@ def run(*args) -> int:
 
 
 @pytest.mark.slow
-def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, capsys):
+def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, capsys,
+                                 monkeypatch):
     run_dir = tmp_path / "run"
     shutil.copytree(translation_smoke_run, run_dir)
     common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", multi30k_dir]
@@ -49,11 +51,20 @@ def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, 
     assert "[prepare] up to date" in out and "[train] up to date" in out
     assert "[evaluate] test BLEU" in out and (run_dir / "hyps" / "test.beam2.txt").is_file()
 
+    # --force reruns a stage that is up to date.
+    assert run("evaluate", *common, "--set", "decoding.beam_size=2", "--force") == 0
+    assert "[evaluate] test BLEU" in capsys.readouterr().out
+
     # translate: one line out per line in.
     source = tmp_path / "in.de"
     source.write_text("Ein Hund rennt im Park.\nZwei Männer spielen Fußball.\n\n")
     assert run("translate", *common, "--input", source) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    from_file = capsys.readouterr().out.splitlines()
+    assert len(from_file) == 3
+    # The same from standard input.
+    monkeypatch.setattr("sys.stdin", io.StringIO(source.read_text()))
+    assert run("translate", *common) == 0
+    assert capsys.readouterr().out.splitlines() == from_file
 
 
 @pytest.mark.slow
