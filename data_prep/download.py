@@ -19,7 +19,11 @@ DATA_DIR_ENV = "PIPELINES_DATA_DIR"
 CACHE_DIR_ENV = "PIPELINES_CACHE_DIR"
 
 
-class ChecksumError(RuntimeError):
+class DownloadError(RuntimeError):
+    """A dataset file could not be downloaded (network, HTTP or file-system failure)."""
+
+
+class ChecksumError(DownloadError):
     """A downloaded file does not have the expected sha256."""
 
 
@@ -46,15 +50,22 @@ def sha256_of(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
 
 
 def download(url: str, dest: Path, sha256: str | None) -> Path:
-    """Download ``url`` to ``dest`` atomically; raise ChecksumError on a mismatch.
+    """Download ``url`` to ``dest`` atomically; raise ChecksumError on a mismatch and
+    DownloadError when the transfer fails.
 
     The bytes go to a temporary file beside ``dest`` that is renamed only after the
     checksum matched, so an interrupted or corrupt download never leaves a partial file.
     """
     with atomic_file(dest) as tmp:
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                out.write(chunk)
+        try:
+            with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+        except OSError as e:  # URLError, HTTPError and timeouts are all OSErrors
+            raise DownloadError(
+                f"cannot download {url} to {dest}: {e}; put the file in the data directory "
+                f"(--data-dir or ${DATA_DIR_ENV}) in the upstream layout instead"
+            ) from e
         if sha256 is not None:
             actual = sha256_of(tmp)
             if actual != sha256:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import yaml
 
-from data_prep.download import ChecksumError
+from data_prep.download import DownloadError
 from data_prep.parallel_corpus import CorpusError
 from pipelines.config import ConfigError, load_config
 from pipelines.run_dir import RunDir, atomic_write_text
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
-USER_ERRORS = (ConfigError, CorpusError, ChecksumError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError)
 
 
 def quiet_tensorflow() -> None:

@@ -3,7 +3,7 @@ import gzip
 import pytest
 
 from data_prep import download, multi30k
-from data_prep.download import ChecksumError, sha256_of
+from data_prep.download import ChecksumError, DownloadError, sha256_of
 
 
 def test_data_dir_is_used_first(tmp_path, monkeypatch):
@@ -26,6 +26,15 @@ def test_download_verifies_checksum_and_leaves_nothing_on_mismatch(tmp_path, mon
     got = download.fetch("x/file.txt", source.as_uri(), sha256_of(source))
     assert got.read_bytes() == b"payload"
     assert got.parent == tmp_path / "cache" / "x"
+
+
+def test_failed_download_names_the_url_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.delenv(download.DATA_DIR_ENV, raising=False)
+    missing = (tmp_path / "upstream" / "gone.txt").as_uri()
+    with pytest.raises(DownloadError, match=f"cannot download {missing}.*data directory"):
+        download.fetch("x/gone.txt", missing, None)
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_multi30k_checksums_match_local_copy(multi30k_dir):
