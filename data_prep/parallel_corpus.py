@@ -16,25 +16,32 @@ class CorpusError(ValueError):
     """Malformed corpus input; the message names the file and line."""
 
 
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Read a UTF-8 text file (optionally gzip-compressed) into stripped lines."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+def decode_lines(raw: bytes, name) -> list[str]:
+    """Split UTF-8 bytes into lines at ``\n`` only (``\r\n`` too), unstripped.
+
+    Not ``str.splitlines``: it also breaks at U+2028, U+0085 and form feeds, which would
+    silently split one sentence in two and misalign a parallel corpus.
+    """
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     out = []
     for number, line in enumerate(lines, start=1):
         try:
-            text = line.decode("utf-8")
+            out.append(line.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as e:
-            raise CorpusError(f"{path}:{number}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
-        out.append(text.rstrip("\r").strip())
+            raise CorpusError(f"{name}:{number}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
     return out
+
+
+def read_lines(path: str | os.PathLike) -> list[str]:
+    """Lines of a UTF-8 text file (optionally gzip-compressed), unstripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CorpusError(f"{path}: file not found")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return decode_lines(f.read(), path)
 
 
 @dataclass
@@ -51,7 +58,8 @@ class ParallelCorpus:
 
 def read_parallel(source_path, target_path) -> ParallelCorpus:
     """Read two aligned files; their line counts must match."""
-    source, target = read_lines(source_path), read_lines(target_path)
+    source = [line.strip() for line in read_lines(source_path)]
+    target = [line.strip() for line in read_lines(target_path)]
     if len(source) != len(target):
         raise CorpusError(
             f"line counts differ: {source_path} has {len(source)} lines, "
@@ -64,7 +72,8 @@ def read_tsv(path) -> ParallelCorpus:
     """Read ``source<TAB>target`` lines; every line must have exactly one tab."""
     source, target = [], []
     for number, line in enumerate(read_lines(path), start=1):
-        parts = line.split("\t")
+        # A blank line is an empty pair (dropped and counted later), not a malformed one.
+        parts = line.split("\t") if line.strip() else ["", ""]
         if len(parts) != 2:
             raise CorpusError(
                 f"{path}:{number}: expected 2 tab-separated fields (source, target), "

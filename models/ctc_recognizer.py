@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 import keras
 from keras import ops
 
-from models.rnn_cells import make_cell
+from models.rnn_cells import bidirectional_rnn
 
 
 @dataclass
@@ -72,14 +72,8 @@ class CTCRecognizer(keras.Model):
         # Layer (not batch) normalization: batch statistics would include padding.
         self.conv_norms = [keras.layers.LayerNormalization(name=f"conv_norm_{i}")
                            for i in range(c.conv_layers)]
-        self.rnns = [
-            keras.layers.Bidirectional(
-                keras.layers.RNN(make_cell(c.cell, c.rnn_units, f"cell_{i}"),
-                                 return_sequences=True),
-                merge_mode="concat", name=f"birnn_{i}",
-            )
-            for i in range(c.rnn_layers)
-        ]
+        self.rnns = [bidirectional_rnn(c.cell, c.rnn_units, i, return_sequences=True)
+                     for i in range(c.rnn_layers)]
         self.drop = keras.layers.Dropout(c.dropout)
         self.output_layer = keras.layers.Dense(c.vocab_size, name="logits")
 

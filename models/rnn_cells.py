@@ -14,6 +14,23 @@ def make_cell(cell_type: str, units: int, name: str) -> keras.layers.Layer:
     return CELLS[cell_type](units, name=name)
 
 
+def bidirectional_rnn(cell_type: str, units: int, index: int, **rnn_kwargs
+                      ) -> keras.layers.Bidirectional:
+    """``Bidirectional(RNN(cell))`` named ``birnn_{index}`` (cell ``cell_{index}``), with
+    concatenated outputs; ``rnn_kwargs`` go to ``keras.layers.RNN``."""
+    template = keras.layers.RNN(make_cell(cell_type, units, f"cell_{index}"), **rnn_kwargs)
+    layer = keras.layers.Bidirectional(template, merge_mode="concat", name=f"birnn_{index}")
+    # Bidirectional builds both directions by serializing ``template`` and deserializing
+    # it. Inside ``load_model`` that happens in Keras' object-sharing scope, which keys
+    # objects by id(); once a template is garbage-collected, the next layer's template can
+    # get its id and be "deserialized" as the cell recorded under it ("'GRUCell' object
+    # has no attribute 'go_backwards'", seen loading a checkpoint after training). Keeping
+    # the template alive as long as the layer keeps its id unique; object.__setattr__
+    # because Keras would otherwise track it as a (never built) sublayer.
+    object.__setattr__(layer, "_template", template)
+    return layer
+
+
 def num_states(cell_type: str) -> int:
     """State tensors per layer: LSTM carries (h, c), GRU and SimpleRNN carry h."""
     return 2 if cell_type == "lstm" else 1

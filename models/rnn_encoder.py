@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from models.rnn_cells import make_cell, num_states
+from models.rnn_cells import bidirectional_rnn, num_states
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -32,15 +32,8 @@ class RNNEncoder(keras.layers.Layer):
         self.num_layers, self.cell, self.dropout = num_layers, cell, dropout
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
                                                 name="embedding")
-        self.layers_ = [
-            keras.layers.Bidirectional(
-                keras.layers.RNN(make_cell(cell, units, f"cell_{i}"), return_sequences=True,
-                                 return_state=True),
-                merge_mode="concat",
-                name=f"birnn_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.layers_ = [bidirectional_rnn(cell, units, i, return_sequences=True, return_state=True)
+                        for i in range(num_layers)]
         self.drop = keras.layers.Dropout(dropout)
 
     def build(self, source_shape):

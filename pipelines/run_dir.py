@@ -37,8 +37,14 @@ def write_lines(path, lines: list[str]) -> Path:
 
 
 def read_lines(path) -> list[str]:
-    """Lines of a file the pipeline wrote itself (so no validation beyond UTF-8)."""
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    """Lines of a file the pipeline wrote itself (so no validation beyond UTF-8).
+
+    Split at ``\n`` only, as ``write_lines`` wrote them: ``str.splitlines`` (and text
+    mode's universal newlines) would also split at a stray ``\r``, U+2028 or U+0085
+    inside a sentence and misalign source and target files.
+    """
+    text = Path(path).read_bytes().decode("utf-8")
+    return text.removesuffix("\n").split("\n") if text else []
 
 
 def fingerprint(*parts) -> str:
@@ -88,5 +94,7 @@ class RunDir:
     def mark_done(self, stage: str, fp: str, **info) -> None:
         atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(), **info})
 
-    def invalidate(self, stage: str) -> None:
-        self._record(stage).unlink(missing_ok=True)
+    def invalidate(self, *stages: str) -> None:
+        """Forget that ``stages`` ran: they rerun next time, and stages needing them stop."""
+        for stage in stages:
+            self._record(stage).unlink(missing_ok=True)

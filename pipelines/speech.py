@@ -288,7 +288,8 @@ def prepare(ctx: cli.Context) -> None:
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
-    run.invalidate("prepare")
+    # New data or features: what was trained on the old ones must not be reused.
+    run.invalidate("prepare", "train", "evaluate")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
     vocab = vocabulary(cfg)

@@ -30,6 +30,7 @@ from data_prep.download import sha256_of  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
     ParallelCorpus,
+    decode_lines,
     drop_empty,
     read_lines,
     read_parallel,
@@ -52,6 +53,7 @@ from pipelines.run_dir import (  # noqa: E402
 from pipelines.run_dir import read_lines as read_run_lines  # noqa: E402
 
 SPLITS = ("train", "val", "test")
+DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
 
 
 @dataclass
@@ -202,6 +204,8 @@ def prepare(ctx: cli.Context) -> None:
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
+    # New data or tokenizers: what was trained on the old ones must not be reused.
+    run.invalidate("prepare", *DOWNSTREAM_STAGES)
     train = drop_empty(corpora["train"])
     tok_dir = run.path("tokenizer")
     tok_dir.mkdir(parents=True, exist_ok=True)
@@ -317,9 +321,10 @@ def translate(ctx: cli.Context) -> None:
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     if ctx.input in (None, "-"):
-        texts = [line.rstrip("\n").strip() for line in sys.stdin]
+        lines = decode_lines(sys.stdin.buffer.read(), "<stdin>")
     else:
-        texts = read_lines(ctx.input)
+        lines = read_lines(ctx.input)
+    texts = [line.strip() for line in lines]
     for line in translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
                                 cfg.decoding.beam_size):
         print(line)

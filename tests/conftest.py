@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
+import itertools
 import os
+import weakref
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -115,3 +118,30 @@ def assert_keras_round_trip(obj, call, tmp_path, atol=0.0):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    atol=atol)
     return loaded
+
+
+class _RecyclingIds:
+    """``id()`` as CPython's allocator may hand it out, deterministically: the id of a
+    garbage-collected object goes to the next new object that asks for one."""
+
+    def __init__(self):
+        self.live, self.free, self.fresh = {}, [], itertools.count(1)
+
+    def __call__(self, obj):
+        entry = self.live.get(builtins.id(obj))
+        if entry is None or entry[0]() is not obj:
+            fake = self.free.pop() if self.free else next(self.fresh)
+            entry = (weakref.ref(obj, lambda _, fake=fake: self.free.append(fake)), fake)
+            self.live[builtins.id(obj)] = entry
+        return entry[1]
+
+
+@pytest.fixture
+def loading_scope(monkeypatch):
+    """Keras' object-sharing scope of ``load_model``, with ids reused as soon as possible,
+    so a layer whose construction depends on ids staying unique fails every time."""
+    from keras.src.saving import serialization_lib
+
+    monkeypatch.setattr(serialization_lib, "id", _RecyclingIds(), raising=False)
+    with serialization_lib.ObjectSharingScope():
+        yield

@@ -142,3 +142,18 @@ def test_loss_ignores_padding_and_matches_cross_entropy():
     np.testing.assert_allclose(float(MaskedLabelSmoothingLoss(0.1)(labels, garbage)),
                                float(MaskedLabelSmoothingLoss(0.1)(labels, logits)), rtol=1e-6)
     assert float(MaskedLabelSmoothingLoss(0.1)(labels, logits)) > float(plain) * 0.9
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_bidirectional_layers_build_inside_load_model(loading_scope, cell):
+    # Regression: loading a checkpoint after training failed with "'GRUCell' object has
+    # no attribute 'go_backwards'" once Python reused the id of a collected layer.
+    from models.ctc_recognizer import CTCRecognizer
+    from models.rnn_encoder import RNNEncoder
+
+    encoder = RNNEncoder(SRC_V, embedding_dim=8, units=4, num_layers=3, cell=cell)
+    recognizer = CTCRecognizer(num_features=8, vocab_size=5, rnn_layers=3, rnn_units=4, cell=cell)
+    for stack in (encoder.layers_, recognizer.rnns):
+        rnns = [layer.forward_layer for layer in stack] + [layer.backward_layer for layer in stack]
+        assert all(isinstance(r, keras.layers.RNN) for r in rnns)
+        assert len({id(r.cell) for r in rnns}) == len(rnns)  # no cell shared by two layers

@@ -3,7 +3,7 @@ import gzip
 import pytest
 
 from data_prep.multi30k import load_multi30k
-from data_prep.parallel_corpus import CorpusError, drop_empty, read_parallel, read_tsv
+from data_prep.parallel_corpus import CorpusError, decode_lines, drop_empty, read_parallel, read_tsv
 
 
 def test_line_count_mismatch_names_both_files(tmp_path):
@@ -56,3 +56,24 @@ def test_multi30k_real_splits(multi30k_dir):
     assert len(test) == 1000 and test.source[0] and test.target[0]
     with pytest.raises(CorpusError, match="unknown Multi30k language"):
         load_multi30k("val", "de", "xx", multi30k_dir)
+
+
+def test_only_newlines_split_lines(tmp_path):
+    # U+2028, U+0085, a form feed and a lone \r are characters of a sentence, not line
+    # breaks: splitting there would misalign the two sides.
+    (tmp_path / "s").write_bytes("a\u2028b\x85c\x0cd\re\r\nf\n".encode())
+    (tmp_path / "t").write_text("A\nF\n")
+    corpus = read_parallel(tmp_path / "s", tmp_path / "t")
+    assert corpus.source == ["a\u2028b\x85c\x0cd\re", "f"]
+
+
+def test_tsv_empty_fields_are_empty_pairs(tmp_path):
+    (tmp_path / "c.tsv").write_text("a\tb\nsrc\t\n\n\ttgt\n")
+    corpus = drop_empty(read_tsv(tmp_path / "c.tsv"))
+    assert corpus.source == ["a"] and corpus.dropped == {"empty": 3}
+
+
+def test_decode_lines_names_the_stream():
+    assert decode_lines(b"x\r\ny\n", "<stdin>") == ["x", "y"]
+    with pytest.raises(CorpusError, match=r"<stdin>:2: invalid UTF-8"):
+        decode_lines(b"ok\n\xff\n", "<stdin>")

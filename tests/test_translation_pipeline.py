@@ -62,9 +62,22 @@ def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, 
     from_file = capsys.readouterr().out.splitlines()
     assert len(from_file) == 3
     # The same from standard input.
-    monkeypatch.setattr("sys.stdin", io.StringIO(source.read_text()))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(source.read_bytes())))
     assert run("translate", *common) == 0
     assert capsys.readouterr().out.splitlines() == from_file
+    # Bad bytes on standard input are an error naming the line, not a traceback.
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Ein Hund.\n\xff\n")))
+    assert run("translate", *common) == 1
+    assert "<stdin>:2: invalid UTF-8" in capsys.readouterr().err
+
+    # A prepare rerun with another tokenizer forgets the model trained on the old one:
+    # evaluate and translate refuse to use it, and train refuses to resume it.
+    assert run("prepare", *common, "--set", "tokenizer.vocab_size=500") == 0
+    for stage in ("evaluate", "translate"):
+        assert run(stage, *common, "--set", "tokenizer.vocab_size=500") == 1
+        assert "stage 'train' has not run yet" in capsys.readouterr().err
+    assert run("train", *common, "--set", "tokenizer.vocab_size=500") == 1
+    assert "use --force" in capsys.readouterr().err
 
 
 @pytest.mark.slow
