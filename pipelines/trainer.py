@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipelines.config import ConfigError, choice
@@ -154,6 +155,7 @@ def train(
         if stop:
             break
         start = time.time()
+        _seed_random_layers(model, config.seed, epoch)
         result = model.fit(
             train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
             epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
@@ -203,6 +205,18 @@ def train(
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
         f"at epoch {state['best_epoch']}")
     return state
+
+
+def _seed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
+    """Set the state of every random layer (dropout) from (seed, epoch, layer position).
+
+    A ``.keras`` checkpoint does not keep the seed generators' states, so without this a
+    resumed run would draw other dropout masks than an uninterrupted one.
+    """
+    states = [v for v in model.variables if v.name == "seed_generator_state"]
+    for position, state in enumerate(states):
+        value = np.random.SeedSequence([seed, epoch, position]).generate_state(1, np.uint32)[0]
+        state.assign(np.array([value, 0], dtype=state.dtype))
 
 
 def _load_state(path) -> dict | None:

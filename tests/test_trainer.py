@@ -15,8 +15,9 @@ Y = (X @ np.array([1.0, -2.0, 0.5, 3.0], "float32"))[:, None]
 
 
 def build():
+    # Dropout: a resumed run must also draw the same dropout masks as an uninterrupted one.
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh"),
-                              keras.layers.Dense(1)])
+                              keras.layers.Dropout(0.3), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
     return model
 
@@ -31,7 +32,7 @@ def val_mse(model):
 
 def run_train(root, epochs, validate=val_mse, fp="fp", x=X, higher_is_better=False, **kw):
     kw = {"patience": 10, "lr_schedule": "constant", **kw}
-    config = TrainingConfig(epochs=epochs, seed=7, **kw)
+    config = TrainingConfig(epochs=epochs, **{"seed": 7, **kw})
     return train(RunDir(root), build, lambda e: dataset(e, x), None, validate,
                  ValidationMetric("val_mse", higher_is_better), config, fp,
                  log=lambda s: None)
@@ -51,6 +52,16 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tmp_path):
     history = json.loads((tmp_path / "resumed" / "logs" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[-1]["val_mse"] < history[0]["val_mse"]
+
+
+def test_same_seed_same_model_other_seed_other_model(tmp_path):
+    run_train(tmp_path / "a", epochs=2)
+    run_train(tmp_path / "b", epochs=2)
+    run_train(tmp_path / "c", epochs=2, seed=8)
+    a, b, c = (weights(tmp_path / name) for name in "abc")
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    assert any(not np.array_equal(x, z) for x, z in zip(a, c))
 
 
 def test_best_checkpoint_and_early_stopping(tmp_path):
