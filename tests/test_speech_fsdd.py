@@ -1,5 +1,6 @@
 import io
 import tarfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -123,6 +124,9 @@ def test_digit_strings_are_deterministic_single_speaker_and_from_given_takes(tmp
         n = len(sources)
         assert 0.2 * n + 0.05 * (n - 1) - 1e-3 <= item["duration"] <= 0.6 * n + 1e-3
     assert lengths <= set(range(1, 8)) and len(lengths) >= 5
+    per_speaker = Counter(item["speaker"] for item in a)
+    assert len(per_speaker) == len({r.speaker for r in test_takes})
+    assert max(per_speaker.values()) - min(per_speaker.values()) <= 1
 
 
 def test_noise_fills_the_gaps(tmp_path):

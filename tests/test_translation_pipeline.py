@@ -137,3 +137,20 @@ def test_small_model_memorizes_64_pairs(multi30k_dir):
     scores = translation.score(hyps, tgt)
     assert scores["bleu"] > 90, (scores, hyps[:3])
     assert sum(h == t for h, t in zip(hyps, tgt)) >= 58
+
+
+def test_prepare_separate_vocabularies_and_dropped_pairs(toy_corpus, tmp_path):
+    # One training pair is empty on the target side and one is too long: both are dropped
+    # and counted; separate vocabularies give each side its own SentencePiece model.
+    src, tgt = toy_corpus["train"]
+    with open(src, "a", encoding="utf-8") as s, open(tgt, "a", encoding="utf-8") as t:
+        s.write("ein satz ohne übersetzung .\n" + "hund " * 60 + "\n")
+        t.write("\n" + "dog " * 60 + "\n")
+    run_dir = tmp_path / "run"
+    assert run("prepare", "--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=files",
+               "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.joint=false",
+               "--set", "tokenizer.vocab_size=60", "--set", "data.max_length=40") == 0
+    report = json.loads((run_dir / "data" / "report.json").read_text())
+    assert report["train"] == {"pairs": 8, "dropped": {"empty": 1, "too_long": 1}}
+    assert (run_dir / "tokenizer" / "source.model").read_bytes() != \
+        (run_dir / "tokenizer" / "target.model").read_bytes()
