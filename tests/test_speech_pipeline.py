@@ -1,3 +1,4 @@
+import io
 import json
 import re
 import shutil
@@ -193,7 +194,7 @@ def test_leave_speakers_out_via_set(fsdd_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys):
+def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys, monkeypatch):
     run_dir = tmp_path / "run"
     shutil.copytree(speech_smoke_run, run_dir)
     common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", fsdd_dir]
@@ -225,7 +226,16 @@ def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys):
     listing = tmp_path / "paths.txt"
     listing.write_text("\n".join(test_audio[:3]) + "\n")
     assert run("transcribe", *common, "--input", listing) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    from_file = capsys.readouterr().out.splitlines()
+    assert len(from_file) == 3
+    monkeypatch.setattr("sys.stdin", io.StringIO(listing.read_text()))
+    assert run("transcribe", *common) == 0
+    assert capsys.readouterr().out.splitlines() == from_file
+
+    # New features: the model trained on the old ones is not used any more.
+    assert run("prepare", *common, "--set", "features.n_mels=20") == 0
+    assert run("evaluate", *common, "--set", "features.n_mels=20") == 1
+    assert "stage 'train' has not run yet" in capsys.readouterr().err
 
 
 @pytest.mark.slow
