@@ -4,7 +4,9 @@ Audio is read with librosa (soundfile for wav/flac/ogg/mp3, audioread as a fallb
 mixed down to mono and resampled to the configured rate. Features are
 ``[frames, features]`` float32 arrays; normalization is per utterance (each feature
 dimension to zero mean and unit variance over the utterance, which also removes channel
-and loudness differences) or global (statistics of the training set), or none.
+and loudness differences), per utterance over its speech frames only (``speech``: the
+frames within ``speech_db`` of the loudest, so leading and trailing silence do not shift
+the statistics), global (statistics of the training set), or none.
 """
 
 from __future__ import annotations
@@ -44,7 +46,10 @@ class FeatureConfig:
     n_mfcc: int = 13  # mfcc only: cepstral coefficients kept
     fmin: float = 20.0
     fmax: float | None = None  # None: half the sample rate
-    normalization: str = "utterance"  # utterance | global | none
+    normalization: str = "utterance"  # utterance | speech | global | none
+    # normalization=speech: per-utterance statistics of the frames at most this many dB
+    # below the loudest one, so that the amount of silence around a word does not move them.
+    speech_db: float = 30.0
     # Trim leading and trailing audio quieter than this many dB below the utterance's
     # loudest frame (librosa.effects.trim), or None: keep it. Isolated-word recordings
     # are cut inconsistently (FSDD: 0 to 0.5 s of silence around the word).
@@ -139,10 +144,27 @@ def global_stats(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return frames.mean(axis=0).astype(np.float32), frames.std(axis=0).astype(np.float32)
 
 
+def speech_frames(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """Boolean [frames]: the frames at most ``cfg.speech_db`` below the loudest one.
+
+    A frame's level is the mean of its mel bands in dB: the log-mel features scaled to
+    dB, or for MFCC the 0th coefficient, which the orthonormal DCT makes sqrt(n_mels)
+    times that mean. Everything is kept when fewer than two frames would be.
+    """
+    if cfg.kind == "mfcc":
+        level = features[:, 0] / np.sqrt(cfg.n_mels)
+    else:
+        level = features.mean(axis=1) * (10.0 / np.log(10.0))
+    loud = level >= level.max() - cfg.speech_db
+    return loud if loud.sum() >= 2 else np.ones_like(loud)
+
+
 def normalize(features: np.ndarray, cfg: FeatureConfig, stats=None) -> np.ndarray:
     """Apply ``cfg.normalization``; ``stats`` is the (mean, std) pair for ``global``."""
-    if cfg.normalization == "utterance":
-        mean, std = features.mean(axis=0), features.std(axis=0)
+    if cfg.normalization in ("utterance", "speech"):
+        frames = features[speech_frames(features, cfg)] if cfg.normalization == "speech" \
+            else features
+        mean, std = frames.mean(axis=0), frames.std(axis=0)
     elif cfg.normalization == "global":
         mean, std = stats
     else:

@@ -43,7 +43,8 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
 
     ``seed`` is anything ``numpy.random.default_rng`` takes (an int or a tuple of ints).
 
-    Each string uses one speaker's recordings only (drawn with replacement). Entries
+    Speakers take turns, so each has the same number of strings (give or take one);
+    each string uses one speaker's recordings only (drawn with replacement). Entries
     carry ``speaker``, ``digits`` (e.g. "730") and ``sources`` (the recordings' file
     names, so a split can be audited) besides the manifest fields.
     """
@@ -58,7 +59,7 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
     entries = []
     for i in tqdm(range(count), desc=f"strings {out_dir.name}", unit="string", file=sys.stderr,
                   disable=count < 100):
-        speaker = speakers[rng.integers(len(speakers))]
+        speaker = speakers[i % len(speakers)]  # every speaker gets the same share
         pool = by_speaker[speaker]
         picks = [pool[j] for j in rng.integers(len(pool), size=rng.integers(
             cfg.min_digits, cfg.max_digits + 1))]

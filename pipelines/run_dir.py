@@ -13,6 +13,8 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from data_prep.atomic_file import atomic_file
 from pipelines.config import ConfigError
 
@@ -30,6 +32,14 @@ def atomic_write_text(path, text: str) -> Path:
 
 def atomic_write_json(path, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def atomic_savez(path, **arrays) -> Path:
+    """``numpy.savez`` to ``path``, atomically (through a file object, so NumPy does not
+    append ``.npz`` to the temporary name)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return Path(path)
 
 
 def write_lines(path, lines: list[str]) -> Path:

@@ -65,7 +65,7 @@ from models.rnn_cells import CELLS  # noqa: E402
 from pipelines import cli, trainer  # noqa: E402
 from pipelines.config import ConfigError, choice  # noqa: E402
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
-from pipelines.run_dir import atomic_write_json, fingerprint, write_lines  # noqa: E402
+from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
@@ -155,7 +155,10 @@ class SpeechConfig:
             raise ConfigError("model.dropout: must be in [0, 1)")
         f = self.features
         choice(f.kind, ("log_mel", "mfcc"), "features.kind")
-        choice(f.normalization, ("utterance", "global", "none"), "features.normalization")
+        choice(f.normalization, ("utterance", "speech", "global", "none"),
+               "features.normalization")
+        if not f.speech_db > 0:
+            raise ConfigError("features.speech_db: must be positive (dB below the loudest frame)")
         if f.sample_rate < 1000:
             raise ConfigError("features.sample_rate: must be at least 1000 Hz")
         if not 0 < f.hop_ms <= f.window_ms:
@@ -322,10 +325,10 @@ def prepare(ctx: cli.Context) -> None:
     stats = None
     if cfg.features.normalization == "global":
         stats = global_stats(raw["train"])
-        np.savez(run.path("features", "stats.npz"), mean=stats[0], std=stats[1])
+        atomic_savez(run.path("features", "stats.npz"), mean=stats[0], std=stats[1])
     for split in TRAINING_SPLITS:
         features = [normalize(f, cfg.features, stats) for f in raw[split]]
-        np.savez(run.path("features", f"{split}.npz"), features=np.concatenate(features),
+        atomic_savez(run.path("features", f"{split}.npz"), features=np.concatenate(features),
                  lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
     run.mark_done("prepare", fp)

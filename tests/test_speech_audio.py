@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -10,6 +12,7 @@ from data_prep.audio_features import (
     global_stats,
     load_audio,
     normalize,
+    speech_frames,
 )
 
 
@@ -83,6 +86,25 @@ def test_normalizations():
                              for f in features])
     np.testing.assert_allclose(joined.mean(axis=0), 0, atol=1e-5)
     assert normalize(features[0], FeatureConfig(normalization="none")) is features[0]
+
+
+@pytest.mark.parametrize("kind", ["log_mel", "mfcc"])
+def test_speech_normalization_ignores_silence(kind):
+    # A tone with 0.1 s or 0.6 s of near-silence after it: per-utterance statistics move
+    # with the amount of silence, speech-frame statistics do not.
+    cfg = FeatureConfig(kind=kind)
+    quiet = np.random.default_rng(0).normal(0, 1e-4, 8000).astype(np.float32)
+    word = tone(300, 0.3, 8000)
+    short, long = (compute_features(np.concatenate([word, quiet[:n]]), cfg) for n in (800, 4800))
+    frames = len(compute_features(word, cfg)) - 2  # away from the tone's end
+
+    def moved(normalization):
+        c = dataclasses.replace(cfg, normalization=normalization)
+        return np.abs(normalize(short, c)[:frames] - normalize(long, c)[:frames]).max()
+
+    assert moved("speech") < 0.05 < 0.5 < moved("utterance")
+    loud = speech_frames(long, cfg)
+    assert loud[:frames].all() and not loud[-30:].any()
 
 
 def test_parallel_extraction_keeps_order_and_reports_bad_files(tmp_path):
