@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The main job: train, evaluate and score the default translation model (about 14 minutes),
-# then the default speech model (isolated digits, about 4 minutes); each prints its scores.
+# then the default speech model (isolated digits, about 5 minutes); each prints its scores.
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.translation all --config pipelines/configs/translation_demo.yaml
 	$(BIN)/python -m pipelines.speech all --config pipelines/configs/speech_demo.yaml
