@@ -161,10 +161,11 @@ def speech_frames(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 def normalize(features: np.ndarray, cfg: FeatureConfig, stats=None) -> np.ndarray:
     """Apply ``cfg.normalization``; ``stats`` is the (mean, std) pair for ``global``."""
-    if cfg.normalization in ("utterance", "speech"):
-        frames = features[speech_frames(features, cfg)] if cfg.normalization == "speech" \
-            else features
-        mean, std = frames.mean(axis=0), frames.std(axis=0)
+    if cfg.normalization == "utterance":
+        mean, std = features.mean(axis=0), features.std(axis=0)
+    elif cfg.normalization == "speech":
+        speech = features[speech_frames(features, cfg)]
+        mean, std = speech.mean(axis=0), speech.std(axis=0)
     elif cfg.normalization == "global":
         mean, std = stats
     else:

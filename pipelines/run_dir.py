@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.atomic_file import atomic_file
+from data_prep.parallel_corpus import decode_lines
 from pipelines.config import ConfigError
 
 
@@ -47,14 +48,9 @@ def write_lines(path, lines: list[str]) -> Path:
 
 
 def read_lines(path) -> list[str]:
-    """Lines of a file the pipeline wrote itself (so no validation beyond UTF-8).
-
-    Split at ``\n`` only, as ``write_lines`` wrote them: ``str.splitlines`` (and text
-    mode's universal newlines) would also split at a stray ``\r``, U+2028 or U+0085
-    inside a sentence and misalign source and target files.
-    """
-    text = Path(path).read_bytes().decode("utf-8")
-    return text.removesuffix("\n").split("\n") if text else []
+    """Lines of a file the pipeline wrote itself, split at ``\n`` only as ``write_lines``
+    wrote them (``decode_lines``: a U+2028 inside a sentence must not split it)."""
+    return decode_lines(Path(path).read_bytes(), path)
 
 
 def fingerprint(*parts) -> str:

@@ -321,7 +321,6 @@ def prepare(ctx: cli.Context) -> None:
         raw["train"] += extract_features(paths("train"), cfg.features, speed=speed,
                                          desc=f"features train (speed {speed})")
     report["train"]["speed_perturbation"] = cfg.data.speed_perturbation
-    run.path("features").mkdir(exist_ok=True)
     stats = None
     if cfg.features.normalization == "global":
         stats = global_stats(raw["train"])
@@ -329,7 +328,7 @@ def prepare(ctx: cli.Context) -> None:
     for split in TRAINING_SPLITS:
         features = [normalize(f, cfg.features, stats) for f in raw[split]]
         atomic_savez(run.path("features", f"{split}.npz"), features=np.concatenate(features),
-                 lengths=np.array([len(f) for f in features]))
+                     lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
     run.mark_done("prepare", fp)
     print("[prepare] " + ", ".join(
