@@ -1,11 +1,12 @@
-"""Attention over encoder states: Bahdanau (additive) and Luong (dot, general) scoring."""
+"""Attention over encoder states: Bahdanau (additive), Luong (dot, general) and scaled
+dot-product scoring."""
 
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-SCORES = ("additive", "dot", "general")
+SCORES = ("additive", "dot", "general", "scaled_dot")
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -17,8 +18,11 @@ class Attention(keras.layers.Layer):
 
     Args:
         score: ``"additive"`` (Bahdanau: ``v^T tanh(W_q q + W_k m)``), ``"dot"``
-            (Luong: ``q^T m``, needs equal sizes) or ``"general"`` (Luong: ``q^T W m``).
-        units: hidden size of the additive scorer (ignored by the others).
+            (Luong: ``q^T m``, needs equal sizes), ``"general"`` (Luong: ``q^T W m``) or
+            ``"scaled_dot"`` (one head of Vaswani et al.'s attention:
+            ``(W_q q + b_q)^T (W_k m + b_k) / sqrt(units)``, the scorer of the TensorFlow
+            NMT tutorial's ``MultiHeadAttention``).
+        units: hidden size of the additive and scaled-dot scorers (ignored by the others).
     """
 
     def __init__(self, score: str = "general", units: int = 256, **kwargs):
@@ -38,6 +42,11 @@ class Attention(keras.layers.Layer):
         if self.score == "general":
             self.key_proj = keras.layers.Dense(query_dim, use_bias=False, name="key_proj")
             self.key_proj.build(memory_shape)
+        elif self.score == "scaled_dot":
+            self.key_proj = keras.layers.Dense(self.units, name="key_proj")
+            self.key_proj.build(memory_shape)
+            self.query_proj = keras.layers.Dense(self.units, name="query_proj")
+            self.query_proj.build(query_shape)
         elif self.score == "additive":
             self.key_proj = keras.layers.Dense(self.units, use_bias=False, name="key_proj")
             self.key_proj.build(memory_shape)
@@ -61,6 +70,11 @@ class Attention(keras.layers.Layer):
         if self.score == "additive":
             hidden = ops.tanh(ops.expand_dims(self.query_proj(query), 2) + ops.expand_dims(keys, 1))
             scores = ops.squeeze(self.energy(hidden), -1)
+        elif self.score == "scaled_dot":
+            # The 1/sqrt(units) keeps the scores' variance near 1 at initialization, so
+            # the softmax starts spread out and its gradient is not vanishingly small.
+            query = self.query_proj(query) / (self.units ** 0.5)
+            scores = ops.einsum("btd,bsd->bts", query, keys)
         else:
             scores = ops.einsum("btd,bsd->bts", query, keys)
         # Padding gets a large negative score, so its softmax weight is exactly 0 in float32.

@@ -8,17 +8,22 @@ from keras import ops
 from models.attention import Attention
 from models.rnn_cells import make_cell, num_states
 
+INITS = ("bridge", "zeros")
+ATTENTION_OUTPUTS = ("tanh", "residual_norm")
+
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
 class AttentionDecoder(keras.layers.Layer):
     """Stacked RNN decoder attending over encoder memory (Luong et al., 2015).
 
     Each step runs the RNN stack, attends from the top hidden state ``h`` to the encoder
-    memory, and forms the attentional vector ``a = tanh(W_c [context; h])`` that is
-    projected to vocabulary logits. With ``input_feeding`` the previous ``a`` is joined
-    to the next input embedding, so earlier alignment decisions inform the next one;
-    without it the RNN runs over the whole target at once and attention is computed for
-    all steps in parallel, which trains faster.
+    memory, and forms the attentional vector ``a`` that is projected to vocabulary
+    logits: Luong's ``a = tanh(W_c [context; h])``, or ``a = LayerNorm(h + W_c context)``
+    (the residual form of the TensorFlow NMT tutorial's cross-attention block). With
+    ``input_feeding`` the previous ``a`` is joined to the next input embedding, so
+    earlier alignment decisions inform the next one; without it the RNN runs over the
+    whole target at once and attention is computed for all steps in parallel, which
+    trains faster.
 
     Args:
         vocab_size: target vocabulary size.
@@ -33,17 +38,34 @@ class AttentionDecoder(keras.layers.Layer):
         input_feeding: feed the previous attentional vector into the next step.
         tie_embeddings: share the target embedding matrix with the output projection.
         dropout: dropout on embeddings and on ``a`` before the projection.
+        init: ``"bridge"`` starts the RNN states from ``tanh(W final)`` of the encoder's
+            final states; ``"zeros"`` starts them at zero, so attention is the decoder's
+            only way to see the source.
+        attention_output: ``"tanh"`` (Luong) or ``"residual_norm"``; the residual form
+            needs ``attentional_dim == units``.
     """
 
     def __init__(self, vocab_size, embedding_dim=256, units=512, num_layers=1, cell="gru",
-                 attention="general", attention_units=256, attentional_dim=256,
-                 input_feeding=True, tie_embeddings=True, dropout=0.0, **kwargs):
+                 attention="scaled_dot", attention_units=256, attentional_dim=512,
+                 input_feeding=False, tie_embeddings=False, dropout=0.0, init="zeros",
+                 attention_output="residual_norm", **kwargs):
         super().__init__(**kwargs)
         if tie_embeddings and attentional_dim != embedding_dim:
             raise ValueError(
                 f"model.tie_embeddings needs model.attentional_dim ({attentional_dim}) equal "
                 f"to model.embedding_dim ({embedding_dim})"
             )
+        if init not in INITS:
+            raise ValueError(f"model.decoder_init must be one of {INITS}, got {init!r}")
+        if attention_output not in ATTENTION_OUTPUTS:
+            raise ValueError(f"model.attention_output must be one of {ATTENTION_OUTPUTS}, "
+                             f"got {attention_output!r}")
+        if attention_output == "residual_norm" and attentional_dim != units:
+            raise ValueError(
+                f"model.attention_output=residual_norm needs model.attentional_dim "
+                f"({attentional_dim}) equal to model.decoder_units ({units})"
+            )
+        self.init, self.attention_output = init, attention_output
         self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
         self.num_layers, self.cell, self.attention_score = num_layers, cell, attention
         self.attention_units, self.attentional_dim = attention_units, attentional_dim
@@ -51,16 +73,21 @@ class AttentionDecoder(keras.layers.Layer):
         self.states_per_layer = num_states(cell)
 
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
-        self.bridge = keras.layers.Dense(units * num_layers * self.states_per_layer,
-                                         activation="tanh", name="bridge")
+        if init == "bridge":
+            self.bridge = keras.layers.Dense(units * num_layers * self.states_per_layer,
+                                             activation="tanh", name="bridge")
         self.rnns = [
             keras.layers.RNN(make_cell(cell, units, f"cell_{i}"), return_sequences=True,
                              name=f"rnn_{i}")
             for i in range(num_layers)
         ]
         self.attention = Attention(attention, attention_units, name="attention")
-        self.combine = keras.layers.Dense(attentional_dim, activation="tanh", use_bias=False,
-                                          name="combine")
+        if attention_output == "tanh":
+            self.combine = keras.layers.Dense(attentional_dim, activation="tanh",
+                                              use_bias=False, name="combine")
+        else:
+            self.combine = keras.layers.Dense(attentional_dim, name="combine")
+            self.norm = keras.layers.LayerNormalization(name="norm")
         self.drop = keras.layers.Dropout(dropout)
         if not tie_embeddings:
             self.projection = keras.layers.Dense(vocab_size, name="projection")
@@ -68,13 +95,18 @@ class AttentionDecoder(keras.layers.Layer):
     def build(self, target_in_shape, memory_shape, memory_mask_shape=None, final_shape=None):
         batch, memory_dim = memory_shape[0], memory_shape[-1]
         self.embedding.build(target_in_shape)
-        self.bridge.build((batch, memory_dim))
+        if self.init == "bridge":
+            self.bridge.build((batch, memory_dim))
         rnn_in = self.embedding_dim + (self.attentional_dim if self.input_feeding else 0)
         for rnn in self.rnns:
             rnn.build((batch, None, rnn_in))
             rnn_in = self.units
         self.attention.build((batch, None, self.units), memory_shape)
-        self.combine.build((batch, None, memory_dim + self.units))
+        if self.attention_output == "tanh":
+            self.combine.build((batch, None, memory_dim + self.units))
+        else:
+            self.combine.build((batch, None, memory_dim))
+            self.norm.build((batch, None, self.units))
         if self.tie_embeddings:
             self.output_bias = self.add_weight(shape=(self.vocab_size,), initializer="zeros",
                                                name="output_bias")
@@ -89,8 +121,11 @@ class AttentionDecoder(keras.layers.Layer):
         Returns ``(states, attentional)``; ``states`` is a list per layer of the cell's
         state tensors ([h] or [h, c]).
         """
-        flat = ops.split(self.bridge(final), self.num_layers * self.states_per_layer, axis=-1)
-        k = self.states_per_layer
+        n, k = self.num_layers * self.states_per_layer, self.states_per_layer
+        if self.init == "bridge":
+            flat = ops.split(self.bridge(final), n, axis=-1)
+        else:
+            flat = [ops.zeros((ops.shape(final)[0], self.units), final.dtype)] * n
         states = [flat[i * k:(i + 1) * k] for i in range(self.num_layers)]
         attentional = ops.zeros((ops.shape(final)[0], self.attentional_dim), final.dtype)
         return states, attentional
@@ -103,7 +138,9 @@ class AttentionDecoder(keras.layers.Layer):
 
     def _attend(self, hidden, memory, keys, memory_mask):
         context, weights = self.attention(hidden, memory, memory_mask, keys=keys)
-        return self.combine(ops.concatenate([context, hidden], axis=-1)), weights
+        if self.attention_output == "tanh":
+            return self.combine(ops.concatenate([context, hidden], axis=-1)), weights
+        return self.norm(hidden + self.combine(context)), weights
 
     def _cells_step(self, x, states, training):
         """One time step through the RNN stack: ``(top output, new states per layer)``."""
@@ -163,5 +200,6 @@ class AttentionDecoder(keras.layers.Layer):
             "units": self.units, "num_layers": self.num_layers, "cell": self.cell,
             "attention": self.attention_score, "attention_units": self.attention_units,
             "attentional_dim": self.attentional_dim, "input_feeding": self.input_feeding,
-            "tie_embeddings": self.tie_embeddings, "dropout": self.dropout,
+            "tie_embeddings": self.tie_embeddings, "dropout": self.dropout, "init": self.init,
+            "attention_output": self.attention_output,
         }

@@ -23,10 +23,12 @@ class Seq2SeqConfig:
     encoder_units: int = 256  # per direction
     decoder_layers: int = 1
     decoder_units: int = 512
-    attention: str = "general"  # additive (Bahdanau) | dot | general (Luong)
-    attention_units: int = 256  # additive scorer only
-    attentional_dim: int = 512  # must equal embedding_dim when tie_embeddings
-    input_feeding: bool = True
+    attention: str = "scaled_dot"  # additive (Bahdanau) | dot | general (Luong) | scaled_dot
+    attention_units: int = 256  # additive and scaled_dot scorers only
+    attentional_dim: int = 512  # = decoder_units for residual_norm; = embedding_dim if tied
+    attention_output: str = "residual_norm"  # residual_norm | tanh (Luong)
+    decoder_init: str = "zeros"  # zeros | bridge (from the encoder's final states)
+    input_feeding: bool = False
     tie_embeddings: bool = False
     dropout: float = 0.3
 
@@ -55,7 +57,7 @@ class Seq2SeqTranslator(keras.Model):
         self.decoder = AttentionDecoder(
             c.target_vocab_size, c.embedding_dim, c.decoder_units, c.decoder_layers, c.cell,
             c.attention, c.attention_units, c.attentional_dim, c.input_feeding,
-            c.tie_embeddings, c.dropout, name="decoder",
+            c.tie_embeddings, c.dropout, c.decoder_init, c.attention_output, name="decoder",
         )
 
     def build(self, input_shape=None):

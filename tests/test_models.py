@@ -1,9 +1,12 @@
+import itertools
+
 import keras
 import numpy as np
 import pytest
 from keras import ops
 
-from models.attention import Attention
+from models.attention import SCORES, Attention
+from models.attention_decoder import ATTENTION_OUTPUTS, INITS
 from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
 from tests.conftest import assert_keras_round_trip
@@ -12,8 +15,8 @@ SRC_V, TGT_V = 40, 50
 
 
 def tiny(**overrides):
-    config = dict(source_vocab_size=SRC_V, target_vocab_size=TGT_V, embedding_dim=16,
-                  encoder_units=12, decoder_units=24, attention_units=8, attentional_dim=16,
+    config = dict(source_vocab_size=SRC_V, target_vocab_size=TGT_V, embedding_dim=24,
+                  encoder_units=12, decoder_units=24, attention_units=8, attentional_dim=24,
                   dropout=0.0)
     config.update(overrides)
     keras.utils.set_random_seed(0)
@@ -30,9 +33,12 @@ def batch(seed=0, batch_size=3, src_len=7, tgt_len=5):
     return {"source": src, "target_in": tgt}
 
 
+# Every cell x score x input feeding, each paired with one of the output/init choices in
+# turn (all four pairings appear with every cell).
 VARIANTS = [
-    dict(cell=c, attention=a, input_feeding=f)
-    for c in ("gru", "lstm", "rnn") for a in ("general", "additive", "dot") for f in (True, False)
+    dict(cell=c, attention=a, input_feeding=f, attention_output=o, decoder_init=i)
+    for (c, a, f), (o, i) in zip(itertools.product(("gru", "lstm", "rnn"), SCORES, (True, False)),
+                                 itertools.cycle(itertools.product(ATTENTION_OUTPUTS, INITS)))
 ]
 
 
@@ -68,7 +74,7 @@ def test_encoder_padding_never_changes_real_positions():
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("score", ["general", "additive", "dot"])
+@pytest.mark.parametrize("score", SCORES)
 def test_attention_ignores_padding(score):
     layer = Attention(score, units=8)
     rng = np.random.default_rng(1)
@@ -86,7 +92,20 @@ def test_attention_ignores_padding(score):
 
 def test_dot_attention_size_mismatch_is_explained():
     with pytest.raises(ValueError, match="dot attention needs equal"):
-        tiny(attention="dot", decoder_units=30)
+        tiny(attention="dot", decoder_units=30, attentional_dim=30)
+
+
+def test_residual_output_needs_decoder_sized_attentional_vector():
+    with pytest.raises(ValueError, match="residual_norm needs model.attentional_dim"):
+        tiny(attention_output="residual_norm", attentional_dim=16)
+
+
+def test_zero_init_decoder_sees_the_source_only_through_attention():
+    """With decoder_init=zeros the first step's state ignores the encoder summary."""
+    model = tiny(decoder_init="zeros")
+    memory, keys, mask, states, _ = model.encode(batch()["source"])
+    assert not np.any(ops.convert_to_numpy(states[0][0]))
+    assert not any("bridge" in w.path for w in model.weights)
 
 
 def test_tied_embeddings_need_matching_sizes():
@@ -96,12 +115,14 @@ def test_tied_embeddings_need_matching_sizes():
 
 def test_tied_output_uses_embedding_matrix():
     tied, untied = tiny(tie_embeddings=True), tiny(tie_embeddings=False)
-    assert untied.count_params() - tied.count_params() == 16 * TGT_V
+    assert untied.count_params() - tied.count_params() == 24 * TGT_V
 
 
 @pytest.mark.parametrize("variant", [dict(cell="gru", input_feeding=True),
-                                     dict(cell="lstm", attention="additive", input_feeding=False,
-                                          encoder_layers=2, decoder_layers=2, tie_embeddings=False)])
+                                     dict(cell="gru", attention="additive", decoder_init="bridge",
+                                          attention_output="tanh"),
+                                     dict(cell="lstm", attention="general", input_feeding=False,
+                                          encoder_layers=2, decoder_layers=2, tie_embeddings=True)])
 def test_keras_round_trip(tmp_path, variant):
     model = tiny(**variant)
     inputs = batch()
@@ -115,10 +136,12 @@ def test_round_trip_keeps_compiled_loss(tmp_path):
     assert loaded.loss.label_smoothing == 0.2
 
 
-def test_step_matches_teacher_forcing():
+@pytest.mark.parametrize("output,init", itertools.product(ATTENTION_OUTPUTS, INITS))
+def test_step_matches_teacher_forcing(output, init):
     """Step-wise decoding (used by search) computes the same logits as the full pass."""
     for feeding in (True, False):
-        model = tiny(input_feeding=feeding, cell="lstm", decoder_layers=2)
+        model = tiny(input_feeding=feeding, cell="lstm", decoder_layers=2, attention_output=output,
+                     decoder_init=init)
         inputs = batch()
         full = ops.convert_to_numpy(model(inputs))
         memory, keys, mask, states, attentional = model.encode(inputs["source"])
