@@ -609,6 +609,7 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
         entries = sp.load_entries(cfg, RunDir(tmp), data_dir)
         train, test = entries["train"][:utterances], entries["test"][:test_utterances]
         audio = sum(e["duration"] for e in train)
+        extract_features([train[0]["audio_filepath"]], cfg.features)  # first-call set-up
         start = time.perf_counter()
         raw = extract_features([e["audio_filepath"] for e in train], cfg.features)
         seconds = time.perf_counter() - start
@@ -724,6 +725,7 @@ def parse_args(argv):
     p.add_argument("--data-dir", help="dataset directory (default: $PIPELINES_DATA_DIR)")
     p.add_argument("--out", help="write the results as JSON to this file")
     p.add_argument("--matmul-size", type=int, default=4096)
+    p.add_argument("--matmul-seconds", type=float, default=3.0, help="timed matmul seconds")
     p.add_argument("--warmup-steps", type=int, default=20, help="untimed training steps")
     p.add_argument("--train-steps", type=int, default=100, help="timed training steps")
     p.add_argument("--decode-sentences", type=int, default=None,
@@ -732,17 +734,21 @@ def parse_args(argv):
                    help="sentences for the textbook greedy loop")
     p.add_argument("--limit-train", type=int, default=None,
                    help="use only the first N translation training pairs")
+    p.add_argument("--limit-val", type=int, default=None,
+                   help="use only the first N validation pairs (train_epoch's BLEU)")
     p.add_argument("--speech-utterances", type=int, default=None,
                    help="training utterances for feature and training speed (default: all)")
     p.add_argument("--speech-test-utterances", type=int, default=None,
                    help="test utterances for the real-time factor (default: all)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes for a smoke run: 2 warm-up + 3 timed steps, 500 training "
-                   "pairs, 40 test sentences, 5 for the loop, a 1024 matmul, 64 + 16 utterances")
+                   "and 100 validation pairs, 40 test sentences, 5 for the loop, a 1024 matmul "
+                   "for 0.5 s, 64 + 16 utterances")
     args = p.parse_args(argv)
     if args.quick:
-        args.matmul_size, args.warmup_steps, args.train_steps = 1024, 2, 3
+        args.matmul_size, args.matmul_seconds, args.warmup_steps, args.train_steps = 1024, 0.5, 2, 3
         args.limit_train = args.limit_train or 500
+        args.limit_val = args.limit_val or 100
         args.decode_sentences = args.decode_sentences or 40
         args.reference_sentences = min(args.reference_sentences, 5)
         args.speech_utterances = args.speech_utterances or 64
@@ -764,7 +770,7 @@ def run(args) -> dict:
                "parts": args.parts,
                "settings": {k: v for k, v in vars(args).items() if k not in ("parts",)}}
     if "matmul" in args.parts:
-        results["matmul"] = matmul_peak(args.matmul_size)
+        results["matmul"] = matmul_peak(args.matmul_size, args.matmul_seconds)
         print(f"[benchmark] matmul: {results['matmul']['gflops']} GFLOP/s", file=sys.stderr)
     if {"train", "train_epoch", "decode"} & set(args.parts):
         config = args.config
@@ -774,6 +780,8 @@ def run(args) -> dict:
         overrides = list(args.overrides)
         if args.limit_train:
             overrides.append(f"data.limit_train={args.limit_train}")
+        if args.limit_val:
+            overrides.append(f"data.limit_val={args.limit_val}")
         cfg = load_config(translation.TranslationConfig, config, overrides)
         data = load_translation_data(cfg, args.run_dir, data_dir)
         src, tgt = encode_pairs(data, data.train)
