@@ -53,6 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -764,14 +765,25 @@ def parse_args(argv):
 
 def run(args) -> dict:
     data_dir = args.data_dir or os.environ.get("PIPELINES_DATA_DIR")
+    # Bucketed datasets have unknown length, so Keras warns at the end of every epoch.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    clock = {"start": time.perf_counter()}
+
+    def lap(name):
+        now = time.perf_counter()
+        results["part_seconds"][name] = round(now - clock["start"], 1)
+        clock["start"] = now
+        print(f"[benchmark] {name} done ({results['part_seconds'][name]} s)", file=sys.stderr)
+
     results = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                            "cpu_count": os.cpu_count(), "python": platform.python_version(),
                            "tensorflow": tf.__version__, "keras": keras.__version__},
                "parts": args.parts,
-               "settings": {k: v for k, v in vars(args).items() if k not in ("parts",)}}
+               "settings": {k: v for k, v in vars(args).items() if k not in ("parts",)},
+               "part_seconds": {}}
     if "matmul" in args.parts:
         results["matmul"] = matmul_peak(args.matmul_size, args.matmul_seconds)
-        print(f"[benchmark] matmul: {results['matmul']['gflops']} GFLOP/s", file=sys.stderr)
+        lap("matmul")
     if {"train", "train_epoch", "decode"} & set(args.parts):
         config = args.config
         if config is None:
@@ -798,12 +810,9 @@ def run(args) -> dict:
         results["model"] = {"parameters": params, "architecture": dataclasses.asdict(model_cfg),
                             "token_stats": dataclasses.asdict(stats),
                             "flops_per_target_token": flops_per_target_token(model_cfg, stats)}
-        print(f"[benchmark] translation data: {len(data.train)} training pairs, model "
-              f"{params:,} parameters", file=sys.stderr)
+        lap("translation_data")
         if "train" in args.parts:
             ours, _ = train_ours(data, args.warmup_steps, args.train_steps)
-            print(f"[benchmark] train ours: {ours['target_tokens_per_second']} tokens/s",
-                  file=sys.stderr)
             reference = train_reference(data, params, args.warmup_steps, args.train_steps)
             flops = results["model"]["flops_per_target_token"]["training"]
             ours["model_gflops"] = round(ours["target_tokens_per_second"] * flops / 1e9, 2)
@@ -814,18 +823,20 @@ def run(args) -> dict:
                 "ours": ours, "reference": reference,
                 "speedup": round(ours["target_tokens_per_second"]
                                  / reference["target_tokens_per_second"], 2)}
-            print(f"[benchmark] train reference: {reference['target_tokens_per_second']} "
-                  "tokens/s", file=sys.stderr)
+            lap("train")
         if "train_epoch" in args.parts:
             results["train_epoch"] = train_epoch(data, params)
+            lap("train_epoch")
         if "decode" in args.parts:
             model, model_from = load_decode_model(data, args.run_dir)
             results["decode"] = decode(data, model, model_from, args.decode_sentences,
                                        args.reference_sentences)
+            lap("decode")
     if "speech" in args.parts:
         results["speech"] = speech(args.speech_config, args.speech_overrides, data_dir,
                                    args.speech_utterances, args.speech_test_utterances,
                                    args.warmup_steps, args.train_steps)
+        lap("speech")
     return results
 
 

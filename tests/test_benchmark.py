@@ -114,6 +114,18 @@ def test_fixed_length_arrays():
     assert target_out.tolist() == [[8, 3], [3, 0]]
 
 
+TINY_RUN = [
+    "--quick", "--matmul-size", "256", "--matmul-seconds", "0.1", "--warmup-steps", "1",
+    "--train-steps", "1", "--limit-train", "150", "--limit-val", "8", "--decode-sentences", "8",
+    "--reference-sentences", "3", "--speech-utterances", "16", "--speech-test-utterances", "4",
+    "--set", "tokenizer.vocab_size=120", "--set", "model.embedding_dim=8",
+    "--set", "model.encoder_units=8", "--set", "model.decoder_units=16",
+    "--set", "model.attention_units=8", "--set", "model.attentional_dim=16",
+    "--speech-set", "model.rnn_layers=1", "--speech-set", "model.rnn_units=8",
+    "--speech-set", "model.conv_channels=8",
+]
+
+
 @pytest.mark.slow
 def test_harness_end_to_end(multi30k_dir, tmp_path, capsys):
     from data_prep import fsdd
@@ -121,27 +133,16 @@ def test_harness_end_to_end(multi30k_dir, tmp_path, capsys):
     if not (multi30k_dir / fsdd.RECORDINGS).is_dir():
         pytest.skip("FSDD not found in the data directory")
     out = tmp_path / "bench.json"
-    code = benchmark.main([
-        "--quick", "--parts", "matmul,train,train_epoch,decode,speech", "--data-dir",
-        str(multi30k_dir), "--out", str(out), "--matmul-size", "256", "--matmul-seconds", "0.1",
-        "--warmup-steps", "1", "--train-steps", "1", "--limit-train", "150", "--limit-val", "8",
-        "--decode-sentences", "8", "--reference-sentences", "3",
-        "--speech-utterances", "16", "--speech-test-utterances", "4",
-        "--set", "tokenizer.vocab_size=120", "--set", "model.embedding_dim=8",
-        "--set", "model.encoder_units=8", "--set", "model.decoder_units=16",
-        "--set", "model.attention_units=8", "--set", "model.attentional_dim=16",
-        "--speech-set", "model.rnn_layers=1", "--speech-set", "model.rnn_units=8",
-        "--speech-set", "model.conv_channels=8",
-    ])
-    assert code == 0
+    assert benchmark.main([*TINY_RUN, "--data-dir", str(multi30k_dir), "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert {"machine", "matmul", "model", "train", "train_epoch", "decode", "speech"} <= set(results)
+    assert {"machine", "matmul", "model", "train", "decode", "speech"} <= set(results)
+    assert set(results["part_seconds"]) == {"matmul", "translation_data", "train", "decode",
+                                            "speech"}
     assert results["matmul"]["gflops"] > 0
     assert results["model"]["flops_per_target_token"]["training"] > 0
     for side in ("ours", "reference"):
         assert results["train"][side]["target_tokens_per_second"] > 0
         assert results["train"][side]["parameters"] > 0
-        assert "val_bleu" in results["train_epoch"][side]
     assert results["train"]["speedup"] > 0
     assert 0 < results["train"]["ours"]["fraction_of_peak"]
     decode = results["decode"]
@@ -153,3 +154,17 @@ def test_harness_end_to_end(multi30k_dir, tmp_path, capsys):
     assert speech["train"]["frames_per_second"] > 0
     assert speech["inference"]["rtf"] > 0
     assert "textbook greedy loop" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_harness_train_epoch_part(multi30k_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    code = benchmark.main([*TINY_RUN, "--parts", "train_epoch", "--data-dir", str(multi30k_dir),
+                           "--out", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert "train" not in results and "matmul" not in results
+    for side in ("ours", "reference"):
+        assert results["train_epoch"][side]["seconds"] > 0
+        assert results["train_epoch"][side]["val_bleu"] >= 0
+    assert results["train_epoch"]["val_sentences"] == 8
