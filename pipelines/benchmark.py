@@ -552,10 +552,11 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
         ids, seconds = batched_decode(translator, texts, data.source_tok, d.batch_tokens)
         if data.target_tok.decode(ids) != hyps:
             raise RuntimeError(f"{name}: the traced translator disagrees with translate_texts")
+        tokens = sum(len(until_eos(x)) for x in ids)
         result[name] = {"beam_size": beam, "seconds": round(seconds, 3),
                         "sentences_per_second": round(len(texts) / seconds, 2),
-                        "seconds_with_tracing": round(cold, 3),
-                        "output_tokens": sum(len(until_eos(x)) for x in ids)}
+                        "seconds_with_tracing": round(cold, 3), "output_tokens": tokens,
+                        "output_tokens_per_second": round(tokens / seconds, 1)}
         if beam == 1:
             greedy_ids = ids
     subset = texts[:reference_sentences]
@@ -576,6 +577,7 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
         "sentences": len(subset), "seconds": round(seconds, 3),
         "sentences_per_second": round(len(subset) / seconds, 3),
         "output_tokens": sum(map(len, loop_ids)),
+        "output_tokens_per_second": round(sum(map(len, loop_ids)) / seconds, 1),
         "mismatches_vs_batched_greedy": mismatches}
     ref_rate = result["textbook_greedy"]["sentences_per_second"]
     result["greedy_speedup"] = round(result["greedy"]["sentences_per_second"] / ref_rate, 2)

@@ -168,3 +168,20 @@ def test_harness_train_epoch_part(multi30k_dir, tmp_path):
         assert results["train_epoch"][side]["seconds"] > 0
         assert results["train_epoch"][side]["val_bleu"] >= 0
     assert results["train_epoch"]["val_sentences"] == 8
+
+
+@pytest.mark.slow
+def test_harness_decodes_a_trained_run(translation_smoke_run, multi30k_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    code = benchmark.main(["--parts", "decode", "--run-dir", str(translation_smoke_run),
+                           "--data-dir", str(multi30k_dir), "--decode-sentences", "20",
+                           "--reference-sentences", "4", "--out", str(out)])
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert results["translation"]["config"] == str(translation_smoke_run / "config.yaml")
+    assert results["translation"]["tokenizer"] == str(translation_smoke_run / "tokenizer")
+    decode = results["decode"]
+    assert decode["model"].startswith("trained checkpoint")
+    assert decode["sentences"] == 20
+    assert {"greedy", "beam3", "textbook_greedy"} <= set(decode)  # the smoke config's beam
+    assert decode["textbook_greedy"]["mismatches_vs_batched_greedy"] == 0
