@@ -1,6 +1,6 @@
 """Speed benchmark harness: machine peak, translation training and decoding, speech.
 
-    PIPELINES_DATA_DIR=../shared/data python -m pipelines.benchmark --out bench.json
+    PIPELINES_DATA_DIR=../shared/data python -m pipelines.benchmark   # -> runs/benchmark.json
     python -m pipelines.benchmark --parts matmul,train --train-steps 50     # a subset
     python -m pipelines.benchmark --quick --out /tmp/bench.json            # minutes, tiny
 
@@ -736,7 +736,8 @@ def parse_args(argv):
     p.add_argument("--run-dir", help="a trained translation run: its tokenizers, and its "
                    "checkpoints/best.keras for the decode part (default: a fresh model)")
     p.add_argument("--data-dir", help="dataset directory (default: $PIPELINES_DATA_DIR)")
-    p.add_argument("--out", help="write the results as JSON to this file")
+    p.add_argument("--out", default="runs/benchmark.json",
+                   help="write the results as JSON to this file (default: %(default)s)")
     p.add_argument("--matmul-size", type=int, default=4096)
     p.add_argument("--matmul-seconds", type=float, default=3.0, help="timed matmul seconds")
     p.add_argument("--warmup-steps", type=int, default=20, help="untimed training steps")
