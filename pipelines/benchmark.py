@@ -537,7 +537,7 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
     texts = data.test.source[:sentences] if sentences else data.test.source
     result = {"model": model_from, "sentences": len(texts), "batch_tokens": d.batch_tokens}
     greedy_ids = None
-    for beam in (1, d.beam_size):
+    for beam in dict.fromkeys((1, d.beam_size)):
         name = "greedy" if beam == 1 else f"beam{beam}"
         # As the pipeline does it (evaluate): translate_texts, one graph traced per call.
         start = time.perf_counter()
@@ -582,8 +582,9 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
         "mismatches_vs_batched_greedy": mismatches}
     ref_rate = result["textbook_greedy"]["sentences_per_second"]
     result["greedy_speedup"] = round(result["greedy"]["sentences_per_second"] / ref_rate, 2)
-    beam_name = f"beam{d.beam_size}"
-    result["beam_speedup"] = round(result[beam_name]["sentences_per_second"] / ref_rate, 2)
+    if d.beam_size > 1:
+        beam_name = f"beam{d.beam_size}"
+        result["beam_speedup"] = round(result[beam_name]["sentences_per_second"] / ref_rate, 2)
     return result
 
 
@@ -701,13 +702,15 @@ def table(results: dict) -> str:
             add("train_epoch", f"{side}: val BLEU (greedy)", te[side]["val_bleu"])
     if "decode" in results:
         de = results["decode"]
-        beam = next(k for k in de if k.startswith("beam") and k != "beam_speedup")
+        beam = next((k for k in de if k.startswith("beam") and k != "beam_speedup"), None)
         add("decode", "ours, greedy", de["greedy"]["sentences_per_second"], "sentences/s")
-        add("decode", f"ours, {beam}", de[beam]["sentences_per_second"], "sentences/s")
+        if beam:
+            add("decode", f"ours, {beam}", de[beam]["sentences_per_second"], "sentences/s")
         tb = de["textbook_greedy"]
         add("decode", "textbook greedy loop", tb["sentences_per_second"], "sentences/s")
         add("decode", "greedy speedup", de["greedy_speedup"], "x")
-        add("decode", f"{beam} speedup", de["beam_speedup"], "x")
+        if beam:
+            add("decode", f"{beam} speedup", de["beam_speedup"], "x")
         add("decode", "greedy mismatches", f"{tb['mismatches_vs_batched_greedy']} of "
             f"{tb['sentences']}")
         add("decode", "model", de["model"])

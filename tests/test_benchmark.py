@@ -114,6 +114,15 @@ def test_fixed_length_arrays():
     assert target_out.tolist() == [[8, 3], [3, 0]]
 
 
+def test_table_without_beam_search_or_other_parts():
+    decode = {"greedy": {"sentences_per_second": 50.0}, "greedy_speedup": 25.0, "model": "m",
+              "textbook_greedy": {"sentences_per_second": 2.0, "sentences": 3,
+                                  "mismatches_vs_batched_greedy": 0}}
+    lines = benchmark.table({"decode": decode}).splitlines()
+    assert len(lines) == 5 and all(line.startswith("decode") for line in lines)
+    assert "0 of 3" in lines[3]
+
+
 TINY_RUN = [
     "--quick", "--matmul-size", "256", "--matmul-seconds", "0.1", "--warmup-steps", "1",
     "--train-steps", "1", "--limit-train", "150", "--limit-val", "8", "--decode-sentences", "8",
