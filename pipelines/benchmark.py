@@ -140,21 +140,24 @@ def flops_per_target_token(c: Seq2SeqConfig, stats: TokenStats) -> dict:
     """Analytic FLOPs of ``Seq2SeqTranslator`` per real target token.
 
     Counts the multiply-adds (2 FLOPs each) of the matrix products only; embedding
-    lookups, biases, activations, softmax, the loss and the optimizer update are left out
-    (they are O(units) per token against O(units^2) for the products). With E =
-    embedding_dim, H_e = encoder_units, H_d = decoder_units, M = 2 H_e (encoder output
-    size), A = attention_units, D = attentional_dim, V = target vocabulary, g = 3 (GRU),
-    4 (LSTM), 1 (RNN), and rnn(I, H) = 2 g H (I + H), the forward pass costs
+    lookups, biases, activations, layer normalization, softmax, the loss and the optimizer
+    update are left out (they are O(units) per token against O(units^2) for the
+    products). With E = embedding_dim, H_e = encoder_units, H_d = decoder_units, M = 2 H_e
+    (encoder output size), A = attention_units, D = attentional_dim, V = target vocabulary,
+    g = 3 (GRU), 4 (LSTM), 1 (RNN), and rnn(I, H) = 2 g H (I + H), the forward pass costs
 
     - encoder, per source token: sum over layers of 2 directions x rnn(I_l, H_e) with
       I_0 = E, I_l = M;
-    - bridge, per sentence: 2 M (H_d L_d s), s = 1 (2 for LSTM);
+    - bridge (``decoder_init: bridge``), per sentence: 2 M (H_d L_d s), s = 1 (2 for LSTM);
     - decoder RNN, per target token: rnn(E + D if input_feeding else E, H_d) for the first
       layer, rnn(H_d, H_d) for the others;
-    - attention keys, per source token: 2 M A (additive), 2 M H_d (general), 0 (dot);
-      query 2 H_d A per target token (additive); per (target, source) pair the score
-      (2 A additive, 2 H_d dot/general) and the context 2 M;
-    - combine 2 (M + H_d) D and output projection 2 D V per target token.
+    - attention keys, per source token: 2 M A (additive, scaled_dot), 2 M H_d (general),
+      0 (dot); query 2 H_d A per target token (additive, scaled_dot); per (target, source)
+      pair the score (2 A additive and scaled_dot, 2 H_d dot and general) and the
+      context 2 M;
+    - combine, per target token: 2 (M + H_d) D (``attention_output: tanh``, Luong's
+      W_c [context; h]) or 2 M D (``residual_norm``: h + W_c context);
+    - output projection 2 D V per target token.
 
     Per-source-token and per-sentence terms are divided over target tokens with
     ``stats``. Training costs ``3 x`` forward (the backward pass is about twice the
@@ -167,25 +170,30 @@ def flops_per_target_token(c: Seq2SeqConfig, stats: TokenStats) -> dict:
         encoder += 2 * rnn_flops(c.cell, inputs, c.encoder_units)
         inputs = M
     states = 2 if c.cell == "lstm" else 1
-    bridge = 2 * M * c.decoder_units * c.decoder_layers * states
+    # Fields a model without these options lacks take the behaviour it has.
+    bridged = getattr(c, "decoder_init", "bridge") == "bridge"
+    bridge = 2 * M * c.decoder_units * c.decoder_layers * states if bridged else 0
     decoder_rnn = 0
     inputs = c.embedding_dim + (c.attentional_dim if c.input_feeding else 0)
     for _ in range(c.decoder_layers):
         decoder_rnn += rnn_flops(c.cell, inputs, c.decoder_units)
         inputs = c.decoder_units
-    if c.attention == "additive":
-        keys, query, score = 2 * M * c.attention_units, 2 * c.decoder_units * c.attention_units, \
-            2 * c.attention_units
+    if c.attention in ("additive", "scaled_dot"):
+        keys, query = 2 * M * c.attention_units, 2 * c.decoder_units * c.attention_units
+        score = 2 * c.attention_units
     else:
         keys = 2 * M * c.decoder_units if c.attention == "general" else 0
         query, score = 0, 2 * c.decoder_units
+    combine_inputs = M + c.decoder_units
+    if getattr(c, "attention_output", "tanh") == "residual_norm":
+        combine_inputs = M
     parts = {
         "encoder": encoder * stats.source_per_target,
         "bridge": bridge * stats.sentences_per_target,
         "decoder_rnn": decoder_rnn,
         "attention": keys * stats.source_per_target + query
                      + (score + 2 * M) * stats.attended_per_target,
-        "combine": 2 * (M + c.decoder_units) * c.attentional_dim,
+        "combine": 2 * combine_inputs * c.attentional_dim,
         "projection": 2 * c.attentional_dim * c.target_vocab_size,
     }
     forward = sum(parts.values())

@@ -14,8 +14,11 @@ from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator
 from pipelines import benchmark
 from tests.conftest import TOY_PAIRS
 
+FIELDS = Seq2SeqConfig.__dataclass_fields__
 TINY = dict(embedding_dim=4, encoder_units=3, decoder_units=5, attention="additive",
             attention_units=2, attentional_dim=5, input_feeding=True, tie_embeddings=False)
+if "attention_output" in FIELDS and "decoder_init" in FIELDS:
+    TINY.update(attention_output="tanh", decoder_init="bridge")  # Luong's form, as counted below
 ONE = benchmark.TokenStats(1.0, 1.0, 1.0)
 
 
@@ -38,7 +41,8 @@ def test_flops_by_hand_for_a_one_layer_gru():
 
 def _flops_from_weights(model, stats, memory_dim, score_dim):
     """Independent count: 2 FLOPs per kernel weight, per use of the kernel, plus the
-    attention score and context products, which have no weights."""
+    attention score (without an ``energy`` kernel) and context products, which have no
+    weights."""
     uses = {"source": 0, "target": 0, "pair": 0, "sentence": 0}
     for v in model.trainable_variables:
         if not v.path.endswith("kernel"):  # kernel and recurrent_kernel; not biases, embeddings
@@ -57,17 +61,26 @@ def _flops_from_weights(model, stats, memory_dim, score_dim):
             + pair * stats.attended_per_target + 2 * uses["sentence"] * stats.sentences_per_target)
 
 
+NEW_OPTIONS = pytest.mark.skipif("attention_output" not in FIELDS or "decoder_init" not in FIELDS,
+                                 reason="the model has no attention_output/decoder_init options")
+
+
 @pytest.mark.parametrize("overrides", [
     {},
     {"attention": "general", "cell": "lstm", "encoder_layers": 2, "decoder_layers": 2},
     {"attention": "dot", "decoder_units": 6, "input_feeding": False},
+    pytest.param({"attention": "scaled_dot", "attention_output": "residual_norm",
+                  "decoder_init": "zeros", "input_feeding": False}, marks=NEW_OPTIONS),
+    pytest.param({"attention": "scaled_dot", "attention_output": "tanh", "decoder_init": "bridge",
+                  "cell": "lstm"}, marks=NEW_OPTIONS),
 ])
 def test_flops_match_the_models_weights(overrides):
     c = Seq2SeqConfig(source_vocab_size=11, target_vocab_size=13, **{**TINY, **overrides})
     model = Seq2SeqTranslator(**vars(c))
     model.build()
     stats = benchmark.TokenStats.from_lengths([5, 9, 3], [6, 7, 4])
-    expected = _flops_from_weights(model, stats, 2 * c.encoder_units, c.decoder_units)
+    score_dim = c.attention_units if c.attention == "scaled_dot" else c.decoder_units
+    expected = _flops_from_weights(model, stats, 2 * c.encoder_units, score_dim)
     assert benchmark.flops_per_target_token(c, stats)["forward"] == pytest.approx(expected, abs=4)
 
 
