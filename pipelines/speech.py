@@ -63,7 +63,7 @@ from models.ctc_recognizer import (  # noqa: E402
 )
 from models.rnn_cells import CELLS  # noqa: E402
 from pipelines import cli, trainer  # noqa: E402
-from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines.config import ConfigError, at_least, choice, fraction, positive  # noqa: E402
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
 
@@ -102,8 +102,7 @@ class DataConfig:
                                       "for corpus=manifest")
         elif self.test_speakers is None and self.test_takes < 1:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
-        if self.val_takes < 1:
-            raise ConfigError(f"{where}.val_takes: must be at least 1")
+        at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
         speeds = self.speed_perturbation
         if (not isinstance(speeds, list) or not speeds or len(set(speeds)) != len(speeds)
                 or not all(isinstance(x, (int, float)) and 0.5 <= x <= 2.0 for x in speeds)):
@@ -148,17 +147,22 @@ class SpeechConfig:
                 raise ConfigError(f"model.{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
         choice(self.model.cell, tuple(CELLS), "model.cell")
-        _at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
+        at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
                   "rnn_layers", "rnn_units")
-        _at_least(self.model, "model", 0, "conv_layers")
-        if not 0.0 <= self.model.dropout < 1.0:
-            raise ConfigError("model.dropout: must be in [0, 1)")
+        at_least(self.model, "model", 0, "conv_layers")
+        fraction(self.model.dropout, "model.dropout")
         f = self.features
         choice(f.kind, ("log_mel", "mfcc"), "features.kind")
         choice(f.normalization, ("utterance", "speech", "global", "none"),
                "features.normalization")
         if not f.speech_db > 0:
             raise ConfigError("features.speech_db: must be positive (dB below the loudest frame)")
+        at_least(f, "features", 1, "n_mels")
+        at_least(f, "features", 0, "fmin")
+        positive(f, "features", "window_ms")
+        if f.fmax is not None and not f.fmin < f.fmax <= f.sample_rate / 2:
+            raise ConfigError("features.fmax: must be above fmin and at most half the "
+                              "sample rate, or null")
         if f.sample_rate < 1000:
             raise ConfigError("features.sample_rate: must be at least 1000 Hz")
         if not 0 < f.hop_ms <= f.window_ms:
@@ -168,13 +172,15 @@ class SpeechConfig:
         if f.kind == "mfcc" and not 0 < f.n_mfcc <= f.n_mels:
             raise ConfigError("features.n_mfcc: must be in [1, n_mels]")
         s = self.strings
-        _at_least(s, "strings", 1, "train_count", "val_count", "test_count", "min_digits")
+        at_least(s, "strings", 1, "train_count", "val_count", "test_count", "min_digits")
         if s.max_digits < s.min_digits:
             raise ConfigError("strings.max_digits: must be at least min_digits")
         if not 0.0 <= s.min_gap <= s.max_gap or s.max_edge < 0:
             raise ConfigError("strings: need 0 <= min_gap <= max_gap and max_edge >= 0")
-        _at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
+        at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
                   "time_mask_width")
+        if not 0.0 <= self.augment.time_mask_fraction <= 1.0:
+            raise ConfigError("augment.time_mask_fraction: must be in [0, 1]")
         stretch = self.augment.time_stretch
         if stretch is not None and not (
                 isinstance(stretch, list) and len(stretch) == 2
@@ -182,12 +188,6 @@ class SpeechConfig:
                 and 0.5 <= stretch[0] <= stretch[1] <= 2.0):
             raise ConfigError(f"augment.time_stretch: expected [low, high] with "
                               f"0.5 <= low <= high <= 2, or null; got {stretch!r}")
-
-
-def _at_least(section, where, minimum, *names):
-    for name in names:
-        if getattr(section, name) < minimum:
-            raise ConfigError(f"{where}.{name}: must be at least {minimum}")
 
 
 # -- data -------------------------------------------------------------------------------

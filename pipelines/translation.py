@@ -38,11 +38,19 @@ from data_prep.parallel_corpus import (  # noqa: E402
 )
 from data_prep.subword_tokenizer import EOS_ID, SubwordTokenizer, train_sentencepiece  # noqa: E402
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
+from models.attention import SCORES  # noqa: E402
 from models.decoding import Translator  # noqa: E402
 from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
+from models.rnn_cells import CELLS  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator  # noqa: E402
 from pipelines import cli, trainer  # noqa: E402
-from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines.config import (  # noqa: E402
+    ConfigError,
+    at_least,
+    choice,
+    fraction,
+    positive,
+)
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import (  # noqa: E402
     atomic_write_bytes,
@@ -70,6 +78,7 @@ class DataConfig:
 
     def validate(self, where):
         choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
+        at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test")
         if self.corpus != "multi30k":
             paths = self.paths or {}
             for split in SPLITS:
@@ -91,6 +100,11 @@ class TokenizerConfig:
 
     def validate(self, where):
         choice(self.model_type, ("unigram", "bpe"), f"{where}.model_type")
+        # SentencePiece reserves 4 ids (pad, unk, bos, eos) and needs room for pieces.
+        at_least(self, where, 8, "vocab_size")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(f"{where}.character_coverage: must be in (0, 1], "
+                              f"got {self.character_coverage!r}")
 
 
 @dataclass
@@ -100,6 +114,11 @@ class DecodingConfig:
     batch_tokens: int = 6000  # source tokens per decoding batch
     max_length_ratio: float = 1.5  # output budget: ratio * source length + offset
     max_length_offset: int = 10
+
+    def validate(self, where):
+        at_least(self, where, 1, "beam_size", "batch_tokens")
+        at_least(self, where, 0, "length_penalty", "max_length_offset")
+        positive(self, where, "max_length_ratio")
 
 
 @dataclass
@@ -116,6 +135,17 @@ class TranslationConfig:
             if getattr(self.model, f"{side}_vocab_size"):
                 raise ConfigError(f"model.{side}_vocab_size: set from the trained tokenizer; "
                                   "configure tokenizer.vocab_size instead")
+        # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
+        m = self.model
+        choice(m.cell, tuple(CELLS), "model.cell")
+        choice(m.attention, SCORES, "model.attention")
+        at_least(m, "model", 1, "embedding_dim", "encoder_layers", "encoder_units",
+                 "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
+        fraction(m.dropout, "model.dropout")
+        if m.tie_embeddings and m.attentional_dim != m.embedding_dim:
+            raise ConfigError(f"model.tie_embeddings: needs model.attentional_dim "
+                              f"({m.attentional_dim}) equal to model.embedding_dim "
+                              f"({m.embedding_dim})")
 
 
 # -- data -------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from pipelines.config import ConfigError, apply_overrides, load_config
 from pipelines.translation import TranslationConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 
 
 def write(tmp_path, text):
@@ -38,3 +42,34 @@ def test_malformed_override():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(TranslationConfig, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.cell=transformer", "model.cell"),
+    ("model.attention=bahdanau", "model.attention"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("model.decoder_units=0", "model.decoder_units"),
+    ("decoding.beam_size=0", "decoding.beam_size"),
+    ("decoding.batch_tokens=0", "decoding.batch_tokens"),
+    ("training.learning_rate=-1", "training.learning_rate"),
+    ("training.clip_norm=0", "training.clip_norm"),
+    ("tokenizer.vocab_size=-5", "tokenizer.vocab_size"),
+    ("data.limit_train=-10", "data.limit_train"),
+    ("data.max_length=0", "data.max_length"),
+])
+def test_out_of_range_values_are_named(tmp_path, override, field):
+    with pytest.raises(ConfigError, match=rf"^{field}: must be"):
+        load_config(TranslationConfig, write(tmp_path, "name: x\n"), [override])
+
+
+def test_attention_choices_come_from_the_model(tmp_path):
+    # The valid values are the model's own list, so a new scorer needs no config change.
+    from models.attention import SCORES
+
+    for score in SCORES:
+        load_config(TranslationConfig, write(tmp_path, "name: x\n"), [f"model.attention={score}"])
+
+
+def test_every_translation_config_is_valid():
+    for name in ("translation_smoke", "translation_demo", "multi30k_de_en", "multi30k_en_de"):
+        assert load_config(TranslationConfig, CONFIGS / f"{name}.yaml").name == name

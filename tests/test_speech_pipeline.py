@@ -50,6 +50,10 @@ def fsdd_dir(data_dir) -> Path:
     ("data.speed_perturbation=[1.0,3.0]", "data.speed_perturbation: expected a list of distinct"),
     ("data.speed_perturbation=1.1", "data.speed_perturbation: expected a list"),
     ("features.trim_db=-5", "features.trim_db: must be positive"),
+    ("data.limit_train=-10", "data.limit_train: must be at least 1"),
+    ("model.dropout=1.5", "model.dropout: must be in [0, 1)"),
+    ("training.learning_rate=-1", "training.learning_rate: must be positive"),
+    ("features.fmax=9000", "features.fmax: must be above fmin"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
