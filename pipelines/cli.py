@@ -12,12 +12,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
-
 from data_prep.download import DownloadError
 from data_prep.parallel_corpus import CorpusError
 from pipelines.config import ConfigError, load_config
-from pipelines.run_dir import RunDir, atomic_write_text
+from pipelines.run_dir import RunDir
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError)
@@ -53,15 +51,20 @@ class Context:
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
-                 input: str | None = None):
+                 input: str | None = None, pipeline: str = ""):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
-        self.input = input
+        self.input, self.pipeline = input, pipeline
+
+    def begin(self) -> None:
+        """Called by a stage that is about to change the run (not when it is up to date)."""
+        self.run.record(self.pipeline, self.config)
 
 
-def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeline: list[str],
-         user_errors: tuple = ()) -> int:
+def main(argv, name: str, description: str, config_cls, stages: dict[str, Callable],
+         pipeline: list[str], user_errors: tuple = ()) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
+    ``name``: the pipeline, recorded in the run directories it makes.
     ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
     """
     args = parser(description, [*stages, "all"]).parse_args(argv)
@@ -71,14 +74,15 @@ def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeli
         print(f"error: {args.config}: {e}", file=sys.stderr)
         return 2
     run = RunDir(args.run_dir or Path("runs") / config.name)
-    # The resolved config (file + overrides + defaults) is what this invocation ran with.
-    atomic_write_text(run.path("config.yaml"),
-                      yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    ctx = Context(config, run, args.data_dir, args.force, args.input)
+    existed = run.root.exists()
+    ctx = Context(config, run, args.data_dir, args.force, args.input, name)
     try:
+        run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
         for stage in pipeline if args.stage == "all" else [args.stage]:
             stages[stage](ctx)
     except USER_ERRORS + tuple(user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
+        if not existed:
+            run.discard_if_unfinished()
         return 1
     return 0

@@ -291,6 +291,7 @@ def prepare(ctx: cli.Context) -> None:
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
+    ctx.begin()
     # New data or features: what was trained on the old ones must not be reused.
     run.invalidate("prepare", "train", "evaluate")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
@@ -391,6 +392,7 @@ def train(ctx: cli.Context) -> None:
     if run.is_current("train", fp) and not ctx.force:
         print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
         return
+    ctx.begin()
     if ctx.force:
         shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
         run.path("train_state.json").unlink(missing_ok=True)
@@ -460,6 +462,7 @@ def evaluate(ctx: cli.Context) -> None:
     if run.is_current("evaluate", fp) and not ctx.force:
         print(f"[evaluate] up to date ({run.path('metrics.json')})")
         return
+    ctx.begin()
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
     paths = [e["audio_filepath"] for e in entries]
@@ -522,7 +525,7 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe"
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "Train and evaluate CTC speech recognition models.", SpeechConfig,
+        argv, "speech", "Train and evaluate CTC speech recognition models.", SpeechConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
     )

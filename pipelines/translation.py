@@ -234,6 +234,7 @@ def prepare(ctx: cli.Context) -> None:
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
+    ctx.begin()
     # New data or tokenizers: what was trained on the old ones must not be reused.
     run.invalidate("prepare", *DOWNSTREAM_STAGES)
     train = drop_empty(corpora["train"])
@@ -289,6 +290,7 @@ def train(ctx: cli.Context) -> None:
     if run.is_current("train", fp) and not ctx.force:
         print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
         return
+    ctx.begin()
     if ctx.force:
         shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
         run.path("train_state.json").unlink(missing_ok=True)
@@ -323,6 +325,7 @@ def evaluate(ctx: cli.Context) -> None:
     if run.is_current("evaluate", fp) and not ctx.force:
         print(f"[evaluate] up to date ({run.path('metrics.json')})")
         return
+    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     test_src, test_tgt = load_prepared(run, "test")
@@ -391,6 +394,7 @@ def export(ctx: cli.Context) -> None:
     if run.is_current("export", fp) and not ctx.force:
         print(f"[export] up to date ({target})")
         return
+    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     staging = run.path(".export.tmp")
@@ -413,7 +417,7 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate":
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "Train and evaluate RNN attention translation models.", TranslationConfig,
+        argv, "translation", "Train and evaluate RNN attention translation models.", TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         user_errors=(ReportError,),
     )

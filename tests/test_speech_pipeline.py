@@ -181,6 +181,7 @@ def test_bad_input_exits_with_a_message_naming_the_file(tmp_path, capsys, proble
     assert code == 1
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing half-made is left behind
 
 
 def test_leave_speakers_out_via_set(fsdd_dir, tmp_path):

@@ -154,3 +154,53 @@ def test_prepare_separate_vocabularies_and_dropped_pairs(toy_corpus, tmp_path):
     assert report["train"] == {"pairs": 8, "dropped": {"empty": 1, "too_long": 1}}
     assert (run_dir / "tokenizer" / "source.model").read_bytes() != \
         (run_dir / "tokenizer" / "target.model").read_bytes()
+
+
+def toy_prepare_args(toy_corpus, run_dir) -> list:
+    return ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=files",
+            "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.vocab_size=60"]
+
+
+def test_config_yaml_is_written_only_by_a_stage_that_runs(toy_corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = toy_prepare_args(toy_corpus, run_dir)
+    assert run("prepare", *common) == 0
+    assert json.loads((run_dir / "run.json").read_text()) == {"pipeline": "translation"}
+    written = (run_dir / "config.yaml").read_bytes()
+    # Up to date (training settings are not prepare's inputs): nothing is rewritten.
+    assert run("prepare", *common, "--set", "training.epochs=7") == 0
+    assert "[prepare] up to date" in capsys.readouterr().out
+    # A failing stage leaves the recorded config alone.
+    assert run("evaluate", *common, "--set", "decoding.beam_size=2") == 1
+    assert "stage 'train' has not run yet" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_bytes() == written
+
+
+def test_a_failed_command_leaves_no_run_directory(tmp_path, capsys):
+    assert run("train", "--config", SMOKE, "--run-dir", tmp_path / "new") == 1
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_other_pipelines_run_directory_is_refused(tmp_path, capsys):
+    from pipelines import speech
+
+    speech_smoke = SMOKE.parent / "speech_smoke.yaml"
+    owned = tmp_path / "speech_run"
+    owned.mkdir()
+    (owned / "run.json").write_text('{"pipeline": "speech"}')
+    (owned / "config.yaml").write_text("name: s\n")
+    assert run("evaluate", "--config", SMOKE, "--run-dir", owned) == 1
+    err = capsys.readouterr().err
+    assert "a speech run, not a translation one" in err and "Traceback" not in err
+    assert (owned / "config.yaml").read_text() == "name: s\n"
+    # A run from before run.json existed is recognized by its config's sections.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("name: t\ntokenizer:\n  vocab_size: 100\n")
+    assert speech.main(["evaluate", "--config", str(speech_smoke), "--run-dir", str(legacy)]) == 1
+    assert "not a speech run" in capsys.readouterr().err
+    # A file given as the run directory.
+    (tmp_path / "file").write_text("x")
+    assert run("train", "--config", SMOKE, "--run-dir", tmp_path / "file") == 1
+    assert "the run directory is a file" in capsys.readouterr().err
