@@ -506,11 +506,16 @@ def transcribe(ctx: cli.Context) -> None:
     else:
         with open(ctx.input, encoding="utf-8") as f:
             lines = f.read().splitlines()
-    paths = [line.strip() for line in lines if line.strip()]
+    paths = [line.strip() for line in lines]
+    # One output line per input line: a blank line gives a blank transcript.
+    todo = [i for i, path in enumerate(paths) if path]
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
-    texts, _ = transcribe_files(decoder, vocabulary(cfg), paths, cfg,
+    texts, _ = transcribe_files(decoder, vocabulary(cfg), [paths[i] for i in todo], cfg,
                                 load_stats(run, cfg.features))
-    for text in texts:
+    result = [""] * len(paths)
+    for i, text in zip(todo, texts, strict=True):
+        result[i] = text
+    for text in result:
         print(text)
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm  # noqa: E402
 from data_prep.download import sha256_of  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
+    CorpusError,
     ParallelCorpus,
     decode_lines,
     drop_empty,
@@ -36,7 +37,12 @@ from data_prep.parallel_corpus import (  # noqa: E402
     read_parallel,
     read_tsv,
 )
-from data_prep.subword_tokenizer import EOS_ID, SubwordTokenizer, train_sentencepiece  # noqa: E402
+from data_prep.subword_tokenizer import (  # noqa: E402
+    EOS_ID,
+    SubwordTokenizer,
+    TokenizerError,
+    train_sentencepiece,
+)
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
 from models.attention import SCORES  # noqa: E402
 from models.decoding import Translator  # noqa: E402
@@ -196,17 +202,25 @@ def load_prepared(run, split) -> tuple[list[str], list[str]]:
 
 def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConfig,
                     beam_size: int, progress: bool = True) -> list[str]:
-    """Translate ``texts`` in length-sorted, token-sized batches; output in input order."""
+    """Translate ``texts`` in length-sorted, token-sized batches; output in input order.
+
+    An empty (or blank) text translates to an empty string: the model, given only EOS,
+    would still write its likeliest sentence.
+    """
+    result = [""] * len(texts)
+    todo = [i for i, text in enumerate(texts) if text.strip()]
+    if not todo:
+        return result
     translator = Translator(model, beam_size, decoding.length_penalty,
                             decoding.max_length_ratio, decoding.max_length_offset)
-    dataset, order = make_source_batches(texts, source_tok, decoding.batch_tokens)
+    dataset, order = make_source_batches([texts[i] for i in todo], source_tok,
+                                         decoding.batch_tokens)
     outputs = []
     for batch in tqdm(dataset, desc=f"translate (beam {beam_size})", unit="batch",
                       disable=not progress, file=sys.stderr):
         outputs.extend(translator(batch).numpy())
-    result = [""] * len(texts)
     for position, text in zip(order, target_tok.decode(outputs)):
-        result[position] = text
+        result[todo[position]] = text
     return result
 
 
@@ -229,6 +243,9 @@ def prepare(ctx: cli.Context) -> None:
     corpora, files = {}, []
     for split in SPLITS:
         corpora[split], split_files = load_split(cfg.data, split, ctx.data_dir)
+        if not len(corpora[split]):
+            raise CorpusError(f"{' and '.join(map(str, split_files))}: the {split} split "
+                              "has no lines")
         files += [str(f) for f in split_files]
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
     if run.is_current("prepare", fp) and not ctx.force:
@@ -238,6 +255,9 @@ def prepare(ctx: cli.Context) -> None:
     # New data or tokenizers: what was trained on the old ones must not be reused.
     run.invalidate("prepare", *DOWNSTREAM_STAGES)
     train = drop_empty(corpora["train"])
+    if not len(train):
+        raise CorpusError(f"every one of the {len(corpora['train'])} training pairs has an "
+                          "empty source or target side")
     tok_dir = run.path("tokenizer")
     tok_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tokenizer.joint:
@@ -253,6 +273,10 @@ def prepare(ctx: cli.Context) -> None:
         atomic_write_bytes(tok_dir / f"{side}.model", proto)
     source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
     corpora["train"] = drop_long(train, source_tok, target_tok, cfg.data.max_length)
+    if not len(corpora["train"]):
+        raise CorpusError(f"every one of the {len(train)} non-empty training pairs is longer "
+                          f"than data.max_length={cfg.data.max_length} subwords on some side; "
+                          "raise data.max_length")
     report = {"files": files, "source_vocab_size": source_tok.vocab_size,
               "target_vocab_size": target_tok.vocab_size}
     for split, corpus in corpora.items():
@@ -378,7 +402,10 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
         output = translator(tf.concat([ids, eos], axis=1).to_tensor())
         # Keep the tokens before each row's first EOS (padding follows it).
         before_eos = tf.equal(tf.cumsum(tf.cast(output == EOS_ID, tf.int32), axis=1), 0)
-        return target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
+        translations = target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
+        # As translate_texts: a blank source gets an empty translation.
+        blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+        return tf.where(blank, tf.constant(""), translations)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -419,7 +446,7 @@ def main(argv=None) -> int:
     return cli.main(
         argv, "translation", "Train and evaluate RNN attention translation models.", TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
-        user_errors=(ReportError,),
+        user_errors=(ReportError, TokenizerError),
     )
 
 

@@ -129,7 +129,8 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     listing.write_text(f"{tmp_path / 'corpus' / 'test' / '0.wav'}\n\n"
                        f"{tmp_path / 'corpus' / 'test' / '1.wav'}\n")
     assert run("transcribe", *common, "--input", listing) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[1] == ""  # the blank line stays, so lines match up
 
     # closed_set: every hypothesis is one of the training transcripts.
     assert run("evaluate", *common, "--set", "decoding.strategy=closed_set") == 0
