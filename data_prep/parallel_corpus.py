@@ -37,6 +37,8 @@ def decode_lines(raw: bytes, name) -> list[str]:
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Lines of a UTF-8 text file (optionally gzip-compressed), unstripped."""
     path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a directory, not a text file")
     if not path.is_file():
         raise CorpusError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open

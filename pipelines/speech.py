@@ -50,6 +50,7 @@ from data_prep.char_vocabulary import (  # noqa: E402
 from data_prep.digit_strings import DigitStringConfig, make_digit_strings  # noqa: E402
 from data_prep.download import sha256_of  # noqa: E402
 from data_prep.manifest import ManifestError, entry, read_manifest, write_manifest  # noqa: E402
+from data_prep.parallel_corpus import decode_lines, read_lines  # noqa: E402
 from data_prep.speech_dataset import (  # noqa: E402
     SpecAugmentConfig,
     make_inference_batches,
@@ -502,10 +503,9 @@ def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     run.require("train", "transcribe")
     if ctx.input in (None, "-"):
-        lines = sys.stdin.read().splitlines()
+        lines = decode_lines(sys.stdin.buffer.read(), "<stdin>")
     else:
-        with open(ctx.input, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = read_lines(ctx.input)
     paths = [line.strip() for line in lines]
     # One output line per input line: a blank line gives a blank transcript.
     todo = [i for i, path in enumerate(paths) if path]

@@ -73,3 +73,8 @@ def test_attention_choices_come_from_the_model(tmp_path):
 def test_every_translation_config_is_valid():
     for name in ("translation_smoke", "translation_demo", "multi30k_de_en", "multi30k_en_de"):
         assert load_config(TranslationConfig, CONFIGS / f"{name}.yaml").name == name
+
+
+def test_config_path_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(TranslationConfig, tmp_path)

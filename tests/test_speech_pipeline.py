@@ -234,7 +234,7 @@ def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys, m
     assert run("transcribe", *common, "--input", listing) == 0
     from_file = capsys.readouterr().out.splitlines()
     assert len(from_file) == 3
-    monkeypatch.setattr("sys.stdin", io.StringIO(listing.read_text()))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(listing.read_bytes())))
     assert run("transcribe", *common) == 0
     assert capsys.readouterr().out.splitlines() == from_file
 
