@@ -14,7 +14,8 @@ from pathlib import Path
 
 from data_prep.download import DownloadError
 from data_prep.parallel_corpus import CorpusError
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
+from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import RunDir
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
@@ -22,8 +23,27 @@ USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError)
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (must run before importing it)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow without its C++ logging: the start-up chatter (absl, oneDNN) and
+    the CUDA probing of a CPU-only machine. Must run before anything imports it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with native_stderr_silenced():  # what is logged before absl is initialized
+        import tensorflow  # noqa: F401
+        import tensorflow_text  # noqa: F401
+
+
+def preflight(description: str, stages: list[str]) -> None:
+    """What ``python -m pipelines.<task>`` does before importing TensorFlow, which takes
+    seconds: answer --help, reject bad arguments and an unreadable config file or
+    ``--set`` at once, and keep TensorFlow quiet unless --verbose. (The fields are
+    validated by ``main``: their dataclasses live next to the Keras models.)"""
+    args = parser(description, [*stages, "all"]).parse_args()
+    try:
+        apply_overrides(load_yaml(args.config), args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if not args.verbose:
+        quiet_tensorflow()
 
 
 def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
@@ -36,6 +56,8 @@ def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset directory (default: $PIPELINES_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="rerun the stage even if up to date")
     p.add_argument("--input", help="translate/transcribe: input file (default: stdin)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's own start-up and device logging")
     return p
 
 
@@ -71,7 +93,7 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:
-        print(f"error: {args.config}: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     run = RunDir(args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()

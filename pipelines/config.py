@@ -120,8 +120,27 @@ def build(cls, data, where: str = ""):
 
 
 def load_config(cls, path, overrides: list[str] | None = None):
-    """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``."""
-    return build(cls, apply_overrides(load_yaml(path), overrides or []))
+    """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``.
+
+    An invalid field is blamed on where its value came from: the ``--set`` that gave
+    it (or its section), else the file.
+    """
+    overrides = overrides or []
+    data = apply_overrides(load_yaml(path), overrides)
+    try:
+        return build(cls, data)
+    except ConfigError as e:
+        field = str(e).split(":", 1)[0]
+        culprit = next((o for o in reversed(overrides) if _related(field, o.split("=", 1)[0])),
+                       None)
+        source = f"--set {culprit}" if culprit else str(path)
+        raise ConfigError(f"{e} (from {source})") from None
+
+
+def _related(field: str, key: str) -> bool:
+    """Whether ``field`` and an override's ``key`` name the same field or one holds the other."""
+    key = key.strip()
+    return field == key or field.startswith(key + ".") or key.startswith(field + ".")
 
 
 def choice(value, options, where: str):

@@ -25,9 +25,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pipelines.cli import quiet_tensorflow
+from pipelines import cli
 
-quiet_tensorflow()
+DESCRIPTION = "Train and evaluate CTC speech recognition models."
+STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
+
+if __name__ == "__main__":
+    cli.preflight(DESCRIPTION, STAGE_NAMES)
+else:
+    cli.quiet_tensorflow()
 
 import jiwer  # noqa: E402
 import keras  # noqa: E402
@@ -63,7 +69,7 @@ from models.ctc_recognizer import (  # noqa: E402
     subsampled_length,
 )
 from models.rnn_cells import CELLS  # noqa: E402
-from pipelines import cli, trainer  # noqa: E402
+from pipelines import trainer  # noqa: E402
 from pipelines.config import ConfigError, at_least, choice, fraction, positive  # noqa: E402
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
@@ -530,7 +536,7 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe"
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "speech", "Train and evaluate CTC speech recognition models.", SpeechConfig,
+        argv, "speech", DESCRIPTION, SpeechConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
     )

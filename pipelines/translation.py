@@ -17,9 +17,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.cli import quiet_tensorflow
+from pipelines import cli
 
-quiet_tensorflow()
+DESCRIPTION = "Train and evaluate RNN attention translation models."
+STAGE_NAMES = ("prepare", "train", "evaluate", "translate", "export", "report")
+
+if __name__ == "__main__":
+    cli.preflight(DESCRIPTION, STAGE_NAMES)
+else:
+    cli.quiet_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -49,7 +55,7 @@ from models.decoding import Translator  # noqa: E402
 from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
 from models.rnn_cells import CELLS  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator  # noqa: E402
-from pipelines import cli, trainer  # noqa: E402
+from pipelines import trainer  # noqa: E402
 from pipelines.config import (  # noqa: E402
     ConfigError,
     at_least,
@@ -444,7 +450,7 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate":
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "translation", "Train and evaluate RNN attention translation models.", TranslationConfig,
+        argv, "translation", DESCRIPTION, TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         user_errors=(ReportError, TokenizerError),
     )

@@ -78,3 +78,19 @@ def test_every_translation_config_is_valid():
 def test_config_path_that_is_a_directory(tmp_path):
     with pytest.raises(ConfigError, match="is a directory, not a config file"):
         load_config(TranslationConfig, tmp_path)
+
+
+def test_errors_are_blamed_on_their_source(tmp_path):
+    path = write(tmp_path, "model:\n  dropout: 2.0\n")
+    with pytest.raises(ConfigError, match=rf"^model\.dropout: .* \(from {path}\)$"):
+        load_config(TranslationConfig, path)
+    with pytest.raises(ConfigError, match=r"^model\.cell: .* \(from --set model\.cell=cnn\)$"):
+        load_config(TranslationConfig, path, ["model.dropout=0.1", "model.cell=cnn"])
+
+
+def test_cli_names_a_missing_config_once(tmp_path, capsys):
+    from pipelines import translation
+
+    missing = tmp_path / "nope.yaml"
+    assert translation.main(["prepare", "--config", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: config file not found\n"
