@@ -217,8 +217,13 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
     TensorFlow's thread pools running.
     """
     workers = workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(workers) as pool:
+    pool = ThreadPoolExecutor(workers)
+    try:
         results = pool.map(lambda p: compute_features(load_audio(p, cfg.sample_rate, speed), cfg),
                            paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
                          disable=len(paths) < 100))
+    finally:
+        # After a bad file or Ctrl-C, drop the files still queued instead of reading them
+        # all first (``with ThreadPoolExecutor`` would).
+        pool.shutdown(cancel_futures=True)

@@ -98,13 +98,32 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
     run = RunDir(args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()
     ctx = Context(config, run, args.data_dir, args.force, args.input, name)
+    stage = None
     try:
         run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
         for stage in pipeline if args.stage == "all" else [args.stage]:
             stages[stage](ctx)
-    except USER_ERRORS + tuple(user_errors) as e:
+    except (*USER_ERRORS, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
-        if not existed:
-            run.discard_if_unfinished()
-        return 1
-    return 0
+        code = 1
+    except KeyboardInterrupt as e:
+        # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
+        print(str(e) or f"interrupted during {stage}; rerun the same command to finish it",
+              file=sys.stderr)
+        code = 130
+    else:
+        return 0
+    if not existed:
+        run.discard_if_unfinished()
+    return code
+
+
+def exit(code: int) -> None:
+    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C at once, without
+    waiting for TensorFlow's threads, which can keep the process alive for half a minute
+    (everything worth keeping is already written: files are written atomically)."""
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

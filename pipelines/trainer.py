@@ -81,6 +81,33 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where, and what is kept."""
+
+
+class _StepCounter(keras.callbacks.Callback):
+    """The training steps done in the current epoch, to report where an interrupt hit."""
+
+    step = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.step = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step = batch + 1
+
+
+def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, turning Ctrl-C into a TrainingInterrupted saying what was
+    interrupted (``doing()``, evaluated then) and what the next run resumes from."""
+    try:
+        return call(*args, **kwargs)
+    except KeyboardInterrupt:
+        kept = (f"the last checkpoint is epoch {epoch}; rerun the same command to resume"
+                if epoch else "no epoch had finished; rerun the same command to start again")
+        raise TrainingInterrupted(f"interrupted {doing()} of epoch {epoch + 1}; {kept}") from None
+
+
 @dataclass
 class ValidationMetric:
     """The metric that selects checkpoints: its name, and whether higher is better."""
@@ -145,7 +172,8 @@ def train(
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
                  "stop_reason": None, "history": []}
         model = build_model()
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard")))]
+    steps = _StepCounter()
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))), steps]
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     verbose = 1 if sys.stdout.isatty() else 2
@@ -159,7 +187,8 @@ def train(
             break
         start = time.time()
         _seed_random_layers(model, config.seed, epoch)
-        result = model.fit(
+        result = _interruptible(
+            lambda: f"after step {steps.step}", epoch, model.fit,
             train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
             epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
         )
@@ -169,7 +198,7 @@ def train(
                 f"epoch {epoch + 1}: non-finite training values {logs}; the last good "
                 f"checkpoint is {last_path}. Lower training.learning_rate or check the data."
             )
-        scores = validate(model)
+        scores = _interruptible(lambda: "during the validation", epoch, validate, model)
         seconds = time.time() - start  # the budget counts validation too
         value = float(scores[metric.name])
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))

@@ -1,6 +1,8 @@
 """The command line as a user's shell sees it: separate processes, real stderr."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
 
 
-def run_module(*args, tmp_path) -> subprocess.CompletedProcess:
+def user_env(**extra) -> dict:
     # Without the test session's TF_CPP_MIN_LOG_LEVEL: what a user's shell has.
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True,
+    return {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, **extra}
+
+
+def run_module(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=user_env(), capture_output=True,
                           text=True, timeout=300)
 
 
@@ -24,9 +29,8 @@ def run_module(*args, tmp_path) -> subprocess.CompletedProcess:
     (["prepare", "--config", "missing.yaml"], 2),
     (["prepare", "--config", str(SMOKE), "--set", "model.cell"], 2),
 ])
-def test_help_and_unreadable_config_answer_before_importing_tensorflow(tmp_path, args, code):
-    result = run_module("-X", "importtime", "-m", "pipelines.translation", *args,
-                        tmp_path=tmp_path)
+def test_help_and_unreadable_config_answer_before_importing_tensorflow(args, code):
+    result = run_module("-X", "importtime", "-m", "pipelines.translation", *args)
     assert result.returncode == code
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")]
@@ -38,7 +42,7 @@ def test_help_and_unreadable_config_answer_before_importing_tensorflow(tmp_path,
 
 def test_a_failing_command_prints_one_line_and_no_tensorflow_logging(tmp_path):
     result = run_module("-m", "pipelines.translation", "train", "--config", SMOKE,
-                        "--run-dir", tmp_path / "new", tmp_path=tmp_path)
+                        "--run-dir", tmp_path / "new")
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: {tmp_path / 'new'}: stage 'prepare' has not run yet; run it before 'train'"]
@@ -49,3 +53,27 @@ def test_stage_names_known_before_import_match_the_stages():
 
     for module in (translation, speech):
         assert tuple(module.STAGES) == module.STAGE_NAMES
+
+
+def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_corpus, tmp_path):
+    from pipelines import translation
+
+    run_dir = tmp_path / "run"
+    common = ["--config", str(SMOKE), "--run-dir", str(run_dir), "--set", "data.corpus=files",
+              "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.vocab_size=60",
+              "--set", "training.epochs=100000", "--set", "training.patience=100000",
+              "--set", "training.batch_tokens=20"]
+    assert translation.main(["prepare", *common]) == 0
+    env = user_env(PYTHONUNBUFFERED="1")
+    with subprocess.Popen([sys.executable, "-m", "pipelines.translation", "train", *common],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        for line in proc.stdout:  # into the second epoch: the first one is checkpointed
+            if line.startswith("Epoch 2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted ")
+    assert "rerun the same command" in err
+    assert (run_dir / "checkpoints" / "last.keras").is_file()
