@@ -9,11 +9,11 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_prep.download import DownloadError
-from data_prep.parallel_corpus import CorpusError
+from data_prep.parallel_corpus import CorpusError, decode_lines, read_lines
 from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
 from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import RunDir
@@ -59,6 +59,27 @@ def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true",
                    help="show TensorFlow's own start-up and device logging")
     return p
+
+
+def input_batches(path: str | None, chunk: int = 1 << 16) -> Iterator[list[str]]:
+    """The lines of ``path`` (one batch), or of standard input as they arrive.
+
+    From stdin, each batch holds the complete lines one read returned: a line typed at a
+    terminal, or up to ``chunk`` bytes from a pipe or file. So a caller can answer each
+    batch before waiting for more input.
+    """
+    if path not in (None, "-"):
+        yield read_lines(path)
+        return
+    stream, pending, first = sys.stdin.buffer, b"", 1
+    while data := stream.read1(chunk):  # read1: whatever is there, waiting only for some
+        head, newline, pending = (pending + data).rpartition(b"\n")
+        if newline:
+            lines = decode_lines(head + newline, "<stdin>", first)
+            first += len(lines)
+            yield lines
+    if pending:  # a last line without a newline
+        yield decode_lines(pending, "<stdin>", first)
 
 
 class Context:

@@ -56,7 +56,6 @@ from data_prep.char_vocabulary import (  # noqa: E402
 from data_prep.digit_strings import DigitStringConfig, make_digit_strings  # noqa: E402
 from data_prep.download import sha256_of  # noqa: E402
 from data_prep.manifest import ManifestError, entry, read_manifest, write_manifest  # noqa: E402
-from data_prep.parallel_corpus import decode_lines, read_lines  # noqa: E402
 from data_prep.speech_dataset import (  # noqa: E402
     SpecAugmentConfig,
     make_inference_batches,
@@ -508,21 +507,19 @@ def evaluate(ctx: cli.Context) -> None:
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     run.require("train", "transcribe")
-    if ctx.input in (None, "-"):
-        lines = decode_lines(sys.stdin.buffer.read(), "<stdin>")
-    else:
-        lines = read_lines(ctx.input)
-    paths = [line.strip() for line in lines]
-    # One output line per input line: a blank line gives a blank transcript.
-    todo = [i for i, path in enumerate(paths) if path]
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
-    texts, _ = transcribe_files(decoder, vocabulary(cfg), [paths[i] for i in todo], cfg,
-                                load_stats(run, cfg.features))
-    result = [""] * len(paths)
-    for i, text in zip(todo, texts, strict=True):
-        result[i] = text
-    for text in result:
-        print(text)
+    vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
+    for lines in cli.input_batches(ctx.input):
+        paths = [line.strip() for line in lines]
+        # One output line per input line: a blank line gives a blank transcript.
+        todo = [i for i, path in enumerate(paths) if path]
+        texts, _ = transcribe_files(decoder, vocab, [paths[i] for i in todo], cfg, stats)
+        result = [""] * len(paths)
+        for i, text in zip(todo, texts, strict=True):
+            result[i] = text
+        for text in result:
+            print(text)
+        sys.stdout.flush()  # typed input: each transcript as soon as it is ready
 
 
 def report(ctx: cli.Context) -> None:

@@ -37,9 +37,7 @@ from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
     CorpusError,
     ParallelCorpus,
-    decode_lines,
     drop_empty,
-    read_lines,
     read_parallel,
     read_tsv,
 )
@@ -206,9 +204,21 @@ def load_prepared(run, split) -> tuple[list[str], list[str]]:
             read_run_lines(run.path("data", f"{split}.tgt")))
 
 
+def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:
+    return Translator(model, beam_size, decoding.length_penalty, decoding.max_length_ratio,
+                      decoding.max_length_offset)
+
+
 def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConfig,
                     beam_size: int, progress: bool = True) -> list[str]:
-    """Translate ``texts`` in length-sorted, token-sized batches; output in input order.
+    """Translate ``texts`` in length-sorted, token-sized batches; output in input order."""
+    return translate_with(make_translator(model, decoding, beam_size), source_tok, target_tok,
+                          texts, decoding.batch_tokens, progress)
+
+
+def translate_with(translator: Translator, source_tok, target_tok, texts, batch_tokens: int,
+                   progress: bool = True) -> list[str]:
+    """``translate_texts`` with a given translator (its compiled search is reused).
 
     An empty (or blank) text translates to an empty string: the model, given only EOS,
     would still write its likeliest sentence.
@@ -217,12 +227,9 @@ def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConf
     todo = [i for i, text in enumerate(texts) if text.strip()]
     if not todo:
         return result
-    translator = Translator(model, beam_size, decoding.length_penalty,
-                            decoding.max_length_ratio, decoding.max_length_offset)
-    dataset, order = make_source_batches([texts[i] for i in todo], source_tok,
-                                         decoding.batch_tokens)
+    dataset, order = make_source_batches([texts[i] for i in todo], source_tok, batch_tokens)
     outputs = []
-    for batch in tqdm(dataset, desc=f"translate (beam {beam_size})", unit="batch",
+    for batch in tqdm(dataset, desc=f"translate (beam {translator.beam_size})", unit="batch",
                       disable=not progress, file=sys.stderr):
         outputs.extend(translator(batch).numpy())
     for position, text in zip(order, target_tok.decode(outputs)):
@@ -383,14 +390,14 @@ def translate(ctx: cli.Context) -> None:
     run.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
-    if ctx.input in (None, "-"):
-        lines = decode_lines(sys.stdin.buffer.read(), "<stdin>")
-    else:
-        lines = read_lines(ctx.input)
-    texts = [line.strip() for line in lines]
-    for line in translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
-                                cfg.decoding.beam_size):
-        print(line)
+    translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
+    from_file = ctx.input not in (None, "-")
+    for lines in cli.input_batches(ctx.input):
+        texts = [line.strip() for line in lines]
+        for line in translate_with(translator, source_tok, target_tok, texts,
+                                   cfg.decoding.batch_tokens, progress=from_file):
+            print(line)
+        sys.stdout.flush()  # typed input: each translation as soon as it is ready
 
 
 def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, path) -> None:
@@ -399,8 +406,7 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     Tokenization (tensorflow-text SentencePiece), decoding and detokenization all run in
     the graph, so serving needs only TensorFlow and tensorflow-text, not this package.
     """
-    translator = Translator(model, decoding.beam_size, decoding.length_penalty,
-                            decoding.max_length_ratio, decoding.max_length_offset)
+    translator = make_translator(model, decoding, decoding.beam_size)
 
     def translate_strings(texts):
         ids = source_tok.tokenize(texts)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -77,3 +78,41 @@ def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_co
     assert len(err.splitlines()) == 1 and err.startswith("interrupted ")
     assert "rerun the same command" in err
     assert (run_dir / "checkpoints" / "last.keras").is_file()
+
+
+class Typed:
+    """Standard input typed at a terminal: each read returns the next line, and records
+    what had been printed by then."""
+
+    def __init__(self, lines: list[bytes], capsys):
+        self.lines, self.capsys, self.printed = list(lines), capsys, []
+
+    def read1(self, size):
+        self.printed.append(self.capsys.readouterr().out)
+        return self.lines.pop(0) if self.lines else b""
+
+
+def test_typed_lines_are_translated_as_they_arrive(toy_translation_run, capsys, monkeypatch):
+    from pipelines import translation
+
+    typed = Typed([b"ein hund .\n", b"\n", b"eine katze"], capsys)
+    monkeypatch.setattr("sys.stdin", SimpleNamespace(buffer=typed))
+    assert translation.main(["translate", *toy_translation_run]) == 0
+    # Each complete line's translation was out before the next read; the last line,
+    # without a newline, is translated at the end of the input.
+    assert [p.count("\n") for p in typed.printed] == [0, 1, 1, 0]
+    assert typed.printed[2] == "\n"  # the blank line's
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
+    from data_prep.parallel_corpus import CorpusError
+    from pipelines.cli import input_batches
+
+    reads = iter([b"a\nb\nc", b"d\n\n", b"e\n", b"\xff\n", b""])
+    monkeypatch.setattr("sys.stdin", SimpleNamespace(buffer=SimpleNamespace(
+        read1=lambda size: next(reads))))
+    batches = input_batches(None)
+    assert [next(batches) for _ in range(3)] == [["a", "b"], ["cd", ""], ["e"]]
+    with pytest.raises(CorpusError, match="<stdin>:6: invalid UTF-8"):
+        next(batches)
