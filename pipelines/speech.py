@@ -253,6 +253,8 @@ def load_features(run, split) -> list[np.ndarray]:
 def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
                         batch_size: int) -> list[str]:
     """Transcripts of normalized features, in input order."""
+    if not features:  # e.g. a batch of blank input lines
+        return []
     dataset, order = make_inference_batches(features, batch_size)
     outputs = []
     for batch in dataset:

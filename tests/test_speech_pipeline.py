@@ -131,6 +131,9 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     assert run("transcribe", *common, "--input", listing) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[1] == ""  # the blank line stays, so lines match up
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))
+    assert run("transcribe", *common) == 0
+    assert capsys.readouterr().out == "\n\n"
 
     # closed_set: every hypothesis is one of the training transcripts.
     assert run("evaluate", *common, "--set", "decoding.strategy=closed_set") == 0
