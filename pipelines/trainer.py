@@ -85,16 +85,33 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says where, and what is kept."""
 
 
-class _StepCounter(keras.callbacks.Callback):
-    """The training steps done in the current epoch, to report where an interrupt hit."""
+# Without a terminal (no progress bar), a line every this many training steps.
+LOG_EVERY_STEPS = 200
 
-    step = 0
+
+class _Progress(keras.callbacks.ProgbarLogger):
+    """Keras' progress output, with the run's epoch count: ``fit`` runs one epoch at a
+    time, so Keras alone would print "Epoch 3/3". Without a terminal (``verbose=2``: one
+    line per epoch), also a line every ``LOG_EVERY_STEPS`` steps. ``seen``: the steps done
+    in the current epoch."""
+
+    def __init__(self, epochs: int, log: Callable[[str], None]):
+        super().__init__()
+        self.total_epochs, self.log, self.epoch = epochs, log, 0
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.step = 0
+        super().on_epoch_begin(epoch, logs)
+        self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        self.step = batch + 1
+        super().on_train_batch_end(batch, logs)
+        if self.verbose == 2 and self.seen % LOG_EVERY_STEPS == 0:
+            self.log(f"[train] epoch {self.epoch + 1} step {self.seen}: " + ", ".join(
+                f"{k}={float(v):.4g}" for k, v in (logs or {}).items()))
 
 
 def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
@@ -172,8 +189,9 @@ def train(
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
                  "stop_reason": None, "history": []}
         model = build_model()
-    steps = _StepCounter()
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))), steps]
+    progress = _Progress(config.epochs, log)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))),
+                 progress]
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     verbose = 1 if sys.stdout.isatty() else 2
@@ -188,7 +206,7 @@ def train(
         start = time.time()
         _seed_random_layers(model, config.seed, epoch)
         result = _interruptible(
-            lambda: f"after step {steps.step}", epoch, model.fit,
+            lambda: f"after step {progress.seen}", epoch, model.fit,
             train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
             epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
         )
