@@ -53,8 +53,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _check_type(value, annotation, where: str):
-    """Validate (and lightly coerce: int -> float) one value against a type annotation."""
+def _check_type(value, annotation, where: str, hidden=()):
+    """Validate (and lightly coerce: int -> float) one value against a type annotation
+    (``hidden``: see ``build``)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -65,7 +66,7 @@ def _check_type(value, annotation, where: str):
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, where)
+                return _check_type(value, option, where, hidden)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
@@ -73,9 +74,9 @@ def _check_type(value, annotation, where: str):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_type,) = typing.get_args(annotation) or (typing.Any,)
-        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_check_type(v, item_type, f"{where}[{i}]", hidden) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(annotation):
-        return build(annotation, value, where)
+        return build(annotation, value, where, hidden)
     if annotation is typing.Any:
         return value
     if annotation is float and not isinstance(value, bool) and isinstance(value, (int, str)):
@@ -93,23 +94,27 @@ def _check_type(value, annotation, where: str):
     return value
 
 
-def build(cls, data, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types."""
+def build(cls, data, where: str = "", hidden=()):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types.
+
+    ``hidden``: dotted fields the pipeline sets itself, left out of the known fields an
+    error offers; a class lists its own in ``SET_BY_PIPELINE``.
+    """
+    hidden = getattr(cls, "SET_BY_PIPELINE", hidden)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
     unknown = sorted(set(data) - names)
     if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(sorted(names))}"
-        )
+        known = sorted(n for n in names if prefix + n not in hidden)
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(known)}")
     kwargs = {}
     for name in names & set(data):
-        kwargs[name] = _check_type(data[name], hints[name], f"{where}.{name}" if where else name)
+        kwargs[name] = _check_type(data[name], hints[name], prefix + name, hidden)
     try:
         obj = cls(**kwargs)
     except TypeError as e:

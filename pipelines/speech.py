@@ -145,12 +145,14 @@ class SpeechConfig:
     training: trainer.TrainingConfig = field(default_factory=trainer.TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
+    SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
+
     def validate(self, where):
         # The data_prep and models dataclasses stay free of pipeline code; their
         # values are checked here.
-        for name in ("num_features", "vocab_size", "blank_index"):
-            if getattr(self.model, name):
-                raise ConfigError(f"model.{name}: set by the pipeline from the features and "
+        for name in self.SET_BY_PIPELINE:
+            if getattr(self.model, name.split(".")[1]):
+                raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
         choice(self.model.cell, tuple(CELLS), "model.cell")
         at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",

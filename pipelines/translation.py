@@ -140,11 +140,13 @@ class TranslationConfig:
     training: trainer.TrainingConfig = field(default_factory=trainer.TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
+    SET_BY_PIPELINE = ("model.source_vocab_size", "model.target_vocab_size")
+
     def validate(self, where):
-        for side in ("source", "target"):
-            if getattr(self.model, f"{side}_vocab_size"):
-                raise ConfigError(f"model.{side}_vocab_size: set from the trained tokenizer; "
-                                  "configure tokenizer.vocab_size instead")
+        for name in self.SET_BY_PIPELINE:
+            if getattr(self.model, name.split(".")[1]):
+                raise ConfigError(f"{name}: set from the trained tokenizer; configure "
+                                  "tokenizer.vocab_size instead")
         # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
         m = self.model
         choice(m.cell, tuple(CELLS), "model.cell")

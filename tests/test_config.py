@@ -94,3 +94,9 @@ def test_cli_names_a_missing_config_once(tmp_path, capsys):
     missing = tmp_path / "nope.yaml"
     assert translation.main(["prepare", "--config", str(missing)]) == 2
     assert capsys.readouterr().err == f"error: {missing}: config file not found\n"
+
+
+def test_known_fields_leave_out_what_the_pipeline_sets(tmp_path):
+    with pytest.raises(ConfigError, match="model.vocab: unknown field") as error:
+        load_config(TranslationConfig, write(tmp_path, "model:\n  vocab: 5\n"))
+    assert "embedding_dim" in str(error.value) and "vocab_size" not in str(error.value)
