@@ -185,6 +185,9 @@ class SpeechConfig:
             raise ConfigError("strings.max_digits: must be at least min_digits")
         if not 0.0 <= s.min_gap <= s.max_gap or s.max_edge < 0:
             raise ConfigError("strings: need 0 <= min_gap <= max_gap and max_edge >= 0")
+        if s.noise_dbfs is not None and not s.noise_dbfs < 0:
+            raise ConfigError("strings.noise_dbfs: must be negative (dB below full scale), "
+                              "or null for no noise")
         at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
                   "time_mask_width")
         if not 0.0 <= self.augment.time_mask_fraction <= 1.0:

@@ -33,6 +33,7 @@ from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
     CorpusError,
@@ -89,6 +90,12 @@ class DataConfig:
     def validate(self, where):
         choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
         at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test")
+        if self.corpus == "multi30k":
+            choice(self.source_lang, MULTI30K_LANGUAGES, f"{where}.source_lang")
+            choice(self.target_lang, MULTI30K_LANGUAGES, f"{where}.target_lang")
+            if self.source_lang == self.target_lang:
+                raise ConfigError(f"{where}.target_lang: must differ from source_lang "
+                                  f"({self.source_lang!r})")
         if self.corpus != "multi30k":
             paths = self.paths or {}
             for split in SPLITS:

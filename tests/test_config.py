@@ -56,6 +56,8 @@ def test_missing_config_file(tmp_path):
     ("tokenizer.vocab_size=-5", "tokenizer.vocab_size"),
     ("data.limit_train=-10", "data.limit_train"),
     ("data.max_length=0", "data.max_length"),
+    ("data.source_lang=xx", "data.source_lang"),
+    ("data.target_lang=de", "data.target_lang"),
 ])
 def test_out_of_range_values_are_named(tmp_path, override, field):
     with pytest.raises(ConfigError, match=rf"^{field}: must be"):

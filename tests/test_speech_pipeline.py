@@ -54,6 +54,7 @@ def fsdd_dir(data_dir) -> Path:
     ("model.dropout=1.5", "model.dropout: must be in [0, 1)"),
     ("training.learning_rate=-1", "training.learning_rate: must be positive"),
     ("features.fmax=9000", "features.fmax: must be above fmin"),
+    ("strings.noise_dbfs=3", "strings.noise_dbfs: must be negative"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
