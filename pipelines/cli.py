@@ -91,6 +91,7 @@ class Context:
         data_dir: explicit dataset directory or None.
         force: rerun stages even when their inputs are unchanged.
         input: input file of the translate/transcribe stage (None: stdin).
+        pipeline: the pipeline's name, recorded in the run directory.
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
@@ -129,8 +130,7 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
         code = 1
     except KeyboardInterrupt as e:
         # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
-        print(str(e) or f"interrupted during {stage}; rerun the same command to finish it",
-              file=sys.stderr)
+        print(str(e) or f"interrupted during the {stage} stage", file=sys.stderr)
         code = 130
     else:
         return 0
@@ -139,7 +139,7 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
     return code
 
 
-def exit(code: int) -> None:
+def exit_with(code: int) -> None:
     """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C at once, without
     waiting for TensorFlow's threads, which can keep the process alive for half a minute
     (everything worth keeping is already written: files are written atomically)."""

@@ -547,4 +547,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.exit(main())
+    cli.exit_with(main())

@@ -472,4 +472,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    cli.exit(main())
+    cli.exit_with(main())
