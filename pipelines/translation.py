@@ -96,7 +96,7 @@ class DataConfig:
             if self.source_lang == self.target_lang:
                 raise ConfigError(f"{where}.target_lang: must differ from source_lang "
                                   f"({self.source_lang!r})")
-        if self.corpus != "multi30k":
+        else:
             paths = self.paths or {}
             for split in SPLITS:
                 value = paths.get(split)
