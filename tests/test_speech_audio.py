@@ -146,3 +146,18 @@ def test_trim_removes_silent_edges_only():
     assert len(compute_features(padded, FeatureConfig())) == 101  # trimming is off by default
     silence = np.zeros(rate // 2, np.float32)
     assert len(compute_features(silence, cfg)) == len(compute_features(silence, FeatureConfig()))
+
+
+def test_a_bad_file_stops_extraction_without_reading_the_rest(tmp_path, monkeypatch):
+    from data_prep import audio_features
+
+    read = []
+
+    def load(path, sample_rate, speed=1.0):
+        read.append(path)
+        raise AudioError(f"{path}: broken")
+
+    monkeypatch.setattr(audio_features, "load_audio", load)
+    with pytest.raises(AudioError, match="0.wav: broken"):
+        extract_features([f"{i}.wav" for i in range(500)], FeatureConfig(), workers=1)
+    assert len(read) < 500  # the queued files were dropped (as after Ctrl-C)
