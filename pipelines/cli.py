@@ -31,12 +31,12 @@ def quiet_tensorflow() -> None:
         import tensorflow_text  # noqa: F401
 
 
-def preflight(description: str, stages: list[str]) -> None:
+def preflight(name: str, description: str, stages: list[str]) -> None:
     """What ``python -m pipelines.<task>`` does before importing TensorFlow, which takes
     seconds: answer --help, reject bad arguments and an unreadable config file or
     ``--set`` at once, and keep TensorFlow quiet unless --verbose. (The fields are
     validated by ``main``: their dataclasses live next to the Keras models.)"""
-    args = parser(description, [*stages, "all"]).parse_args()
+    args = parser(name, description, [*stages, "all"]).parse_args()
     try:
         apply_overrides(load_yaml(args.config), args.overrides)
     except ConfigError as e:
@@ -46,8 +46,8 @@ def preflight(description: str, stages: list[str]) -> None:
         quiet_tensorflow()
 
 
-def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m pipelines.{name}", description=description)
     p.add_argument("stage", choices=stages)
     p.add_argument("--config", required=True, help="experiment YAML (pipelines/configs/...)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -111,7 +111,7 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
     ``name``: the pipeline, recorded in the run directories it makes.
     ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
     """
-    args = parser(description, [*stages, "all"]).parse_args(argv)
+    args = parser(name, description, [*stages, "all"]).parse_args(argv)
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:

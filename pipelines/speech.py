@@ -31,7 +31,7 @@ DESCRIPTION = "Train and evaluate CTC speech recognition models."
 STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
 
 if __name__ == "__main__":
-    cli.preflight(DESCRIPTION, STAGE_NAMES)
+    cli.preflight("speech", DESCRIPTION, STAGE_NAMES)
 else:
     cli.quiet_tensorflow()
 

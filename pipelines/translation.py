@@ -23,7 +23,7 @@ DESCRIPTION = "Train and evaluate RNN attention translation models."
 STAGE_NAMES = ("prepare", "train", "evaluate", "translate", "export", "report")
 
 if __name__ == "__main__":
-    cli.preflight(DESCRIPTION, STAGE_NAMES)
+    cli.preflight("translation", DESCRIPTION, STAGE_NAMES)
 else:
     cli.quiet_tensorflow()
 
