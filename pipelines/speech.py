@@ -156,7 +156,7 @@ class SpeechConfig:
                                   "data sections; do not set it")
         choice(self.model.cell, tuple(CELLS), "model.cell")
         at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
-                  "rnn_layers", "rnn_units")
+                 "rnn_layers", "rnn_units")
         at_least(self.model, "model", 0, "conv_layers")
         fraction(self.model.dropout, "model.dropout")
         f = self.features
@@ -189,7 +189,7 @@ class SpeechConfig:
             raise ConfigError("strings.noise_dbfs: must be negative (dB below full scale), "
                               "or null for no noise")
         at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
-                  "time_mask_width")
+                 "time_mask_width")
         if not 0.0 <= self.augment.time_mask_fraction <= 1.0:
             raise ConfigError("augment.time_mask_fraction: must be in [0, 1]")
         stretch = self.augment.time_stretch
