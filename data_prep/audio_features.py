@@ -222,7 +222,8 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
         results = pool.map(lambda p: compute_features(load_audio(p, cfg.sample_rate, speed), cfg),
                            paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
-                         disable=len(paths) < 100))
+                         # None: on a terminal only (a log file gets no bar updates)
+                         disable=True if len(paths) < 100 else None))
     finally:
         # After a bad file or Ctrl-C, drop the files still queued instead of reading them
         # all first (``with ThreadPoolExecutor`` would).

@@ -239,7 +239,7 @@ def translate_with(translator: Translator, source_tok, target_tok, texts, batch_
     dataset, order = make_source_batches([texts[i] for i in todo], source_tok, batch_tokens)
     outputs = []
     for batch in tqdm(dataset, desc=f"translate (beam {translator.beam_size})", unit="batch",
-                      disable=not progress, file=sys.stderr):
+                      disable=None if progress else True, file=sys.stderr):  # None: on a tty
         outputs.extend(translator(batch).numpy())
     for position, text in zip(order, target_tok.decode(outputs)):
         result[todo[position]] = text

@@ -161,3 +161,10 @@ def test_a_bad_file_stops_extraction_without_reading_the_rest(tmp_path, monkeypa
     with pytest.raises(AudioError, match="0.wav: broken"):
         extract_features([f"{i}.wav" for i in range(500)], FeatureConfig(), workers=1)
     assert len(read) < 500  # the queued files were dropped (as after Ctrl-C)
+
+
+def test_no_progress_bar_without_a_terminal(tmp_path, capsys):
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(300, 0.1, 8000), 8000)
+    assert len(extract_features([path] * 120, FeatureConfig())) == 120
+    assert capsys.readouterr().err == ""  # a log file would fill with bar updates
