@@ -329,6 +329,10 @@ def prepare(ctx: cli.Context) -> None:
     def paths(split):
         return [e["audio_filepath"] for e in entries[split]]
 
+    copies = len(cfg.data.speed_perturbation)
+    print(f"[prepare] computing the features of {len(paths('train'))} train utterances"
+          + (f" x {copies} speeds" if copies > 1 else "") + f" and {len(paths('val'))} val",
+          flush=True)  # minutes for a large corpus, and no progress bar in a log file
     raw = {"val": extract_features(paths("val"), cfg.features, desc="features val"), "train": []}
     # Copy-major order: load_labelled repeats the manifest once per factor to match.
     for speed in cfg.data.speed_perturbation:

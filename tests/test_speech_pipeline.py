@@ -146,13 +146,14 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     assert f"{len(train_texts)} distinct transcripts" in capsys.readouterr().err
 
 
-def test_speed_perturbation_adds_training_copies(tmp_path):
+def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
     manifests = tone_corpus(tmp_path / "corpus")
     config = ["--config", SMOKE, "--set", "data.corpus=manifest",
               "--set", f"data.manifests={json.dumps(manifests)}"]
     assert run("prepare", *config, "--run-dir", tmp_path / "plain") == 0
     assert run("prepare", *config, "--run-dir", tmp_path / "fast",
                "--set", "data.speed_perturbation=[1.0,1.25]") == 0
+    assert "features of 9 train utterances x 2 speeds and 8 val" in capsys.readouterr().out
     cfg = load_config(speech.SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
     vocab = speech.vocabulary(cfg)
     plain = speech.load_features(RunDir(tmp_path / "plain"), "train")
