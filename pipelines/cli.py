@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -36,6 +37,10 @@ def preflight(name: str, description: str, stages: list[str]) -> None:
     seconds: answer --help, reject bad arguments and an unreadable config file or
     ``--set`` at once, and keep TensorFlow quiet unless --verbose. (The fields are
     validated by ``main``: their dataclasses live next to the Keras models.)"""
+    # Until main runs a stage, Ctrl-C (say, during the imports) just ends the process.
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # the real stderr, also while quiet_tensorflow silences fd 2
+    signal.signal(signal.SIGINT, _interrupted_before_start)
     args = parser(name, description, [*stages, "all"]).parse_args()
     try:
         apply_overrides(load_yaml(args.config), args.overrides)
@@ -44,6 +49,14 @@ def preflight(name: str, description: str, stages: list[str]) -> None:
         sys.exit(2)
     if not args.verbose:
         quiet_tensorflow()
+
+
+_stderr_fd = 2
+
+
+def _interrupted_before_start(signum, frame):
+    os.write(_stderr_fd, b"interrupted\n")
+    os._exit(130)
 
 
 def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentParser:
@@ -112,6 +125,8 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
     ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
     """
     args = parser(name, description, [*stages, "all"]).parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is _interrupted_before_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:

@@ -116,3 +116,21 @@ def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
     assert [next(batches) for _ in range(3)] == [["a", "b"], ["cd", ""], ["e"]]
     with pytest.raises(CorpusError, match="<stdin>:6: invalid UTF-8"):
         next(batches)
+
+
+def test_ctrl_c_before_a_stage_starts_just_ends_the_process(monkeypatch, capsys):
+    from pipelines import cli, translation
+
+    monkeypatch.setattr(cli, "quiet_tensorflow", lambda: None)  # already imported here
+    monkeypatch.setattr(sys, "argv", ["x", "train", "--config", str(SMOKE)])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        cli.preflight("translation", translation.DESCRIPTION, translation.STAGE_NAMES)
+        # During the imports that follow, Ctrl-C prints one word and exits: no traceback.
+        assert signal.getsignal(signal.SIGINT) is cli._interrupted_before_start
+        translation.main(["train", "--config", str(SMOKE), "--run-dir", "/nonexistent/run"])
+        # Once a stage runs, Ctrl-C is a KeyboardInterrupt its stage turns into one line.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
