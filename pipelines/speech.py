@@ -69,7 +69,14 @@ from models.ctc_recognizer import (  # noqa: E402
 )
 from models.rnn_cells import CELLS  # noqa: E402
 from pipelines import trainer  # noqa: E402
-from pipelines.config import ConfigError, at_least, choice, fraction, positive  # noqa: E402
+from pipelines.config import (  # noqa: E402
+    ConfigError,
+    at_least,
+    check_training,
+    choice,
+    fraction,
+    positive,
+)
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
 
@@ -154,6 +161,7 @@ class SpeechConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
+        check_training(self.training)
         choice(self.model.cell, tuple(CELLS), "model.cell")
         at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
                  "rnn_layers", "rnn_units")
