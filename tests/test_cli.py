@@ -74,8 +74,8 @@ def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_co
                 break
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130
-    assert len(err.splitlines()) == 1 and err.startswith("interrupted ")
+    assert proc.returncode == 130, err
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted "), err
     assert "rerun the same command" in err
     assert (run_dir / "checkpoints" / "last.keras").is_file()
 
