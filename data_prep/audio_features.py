@@ -217,14 +217,9 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
     TensorFlow's thread pools running.
     """
     workers = workers or os.cpu_count() or 1
-    pool = ThreadPoolExecutor(workers)
-    try:
+    with ThreadPoolExecutor(workers) as pool:
         results = pool.map(lambda p: compute_features(load_audio(p, cfg.sample_rate, speed), cfg),
                            paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
                          # None: on a terminal only (a log file gets no bar updates)
                          disable=True if len(paths) < 100 else None))
-    finally:
-        # After a bad file or Ctrl-C, drop the files still queued instead of reading them
-        # all first (``with ThreadPoolExecutor`` would).
-        pool.shutdown(cancel_futures=True)
