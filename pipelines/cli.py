@@ -111,10 +111,12 @@ class Context:
                  input: str | None = None, pipeline: str = ""):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
         self.input, self.pipeline = input, pipeline
+        self.changing = False  # a stage has begun changing the run
 
     def begin(self) -> None:
         """Called by a stage that is about to change the run (not when it is up to date)."""
         self.run.record(self.pipeline, self.config)
+        self.changing = True
 
 
 def main(argv, name: str, description: str, config_cls, stages: dict[str, Callable],
@@ -145,7 +147,8 @@ def main(argv, name: str, description: str, config_cls, stages: dict[str, Callab
         code = 1
     except KeyboardInterrupt as e:
         # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
-        print(str(e) or f"interrupted during the {stage} stage", file=sys.stderr)
+        hint = "; rerun the same command to finish it" if ctx.changing else ""
+        print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
         code = 130
     else:
         return 0

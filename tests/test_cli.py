@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -75,6 +76,8 @@ def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_co
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err
+    # Usually "interrupted after step N of epoch 2; the last checkpoint is epoch 1; ...";
+    # between epochs (saving checkpoints) the stage's more general line.
     assert len(err.splitlines()) == 1 and err.startswith("interrupted "), err
     assert "rerun the same command" in err
     assert (run_dir / "checkpoints" / "last.keras").is_file()
@@ -134,3 +137,27 @@ def test_ctrl_c_before_a_stage_starts_just_ends_the_process(monkeypatch, capsys)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+
+
+@dataclass
+class TinyConfig:
+    name: str = "tiny"
+
+
+@pytest.mark.parametrize("changes_the_run, message", [
+    (True, "interrupted during the work stage; rerun the same command to finish it\n"),
+    (False, "interrupted during the work stage\n"),
+])
+def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, changes_the_run, message):
+    from pipelines import cli
+
+    def work(ctx):
+        if changes_the_run:
+            ctx.begin()
+        raise KeyboardInterrupt
+
+    (tmp_path / "c.yaml").write_text("name: tiny\n")
+    code = cli.main(["work", "--config", str(tmp_path / "c.yaml"), "--run-dir",
+                     str(tmp_path / "run")], "tiny", "", TinyConfig, {"work": work}, ["work"])
+    assert code == 130 and capsys.readouterr().err == message
+    assert not (tmp_path / "run").exists()  # a new run with no finished stage is not kept
