@@ -18,10 +18,22 @@ def atomic_file(dest: str | Path):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    os.close(fd)
+    try:
+        # mkstemp makes the file private (0600); give it the mode open() would.
+        os.fchmod(fd, 0o666 & ~_umask())
+    finally:
+        os.close(fd)
     try:
         yield Path(tmp)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    """The process umask. It can only be read by setting it: the stand-in is the most
+    restrictive mask, so a file another thread creates meanwhile is private, not public."""
+    mask = os.umask(0o777)
+    os.umask(mask)
+    return mask

@@ -68,18 +68,52 @@ class FeatureConfig:
         return round(self.sample_rate * self.window_ms / 1000)
 
 
+# What the decoders' message-less exceptions mean when librosa reads a file.
+SILENT_ERRORS = {"NoBackendError": "not an audio format soundfile or audioread can decode",
+                 "EOFError": "the file ends before its audio does"}
+
+
 def _read(path, reader):
     """``reader(path)`` with any failure of the audio libraries as an AudioError."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise AudioError(f"{path}: is a directory, not an audio file")
     if not os.path.isfile(path):
         raise AudioError(f"{path}: audio file not found")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    shortfall = _wav_shortfall(path)
+    if shortfall:
+        # libsndfile silently reads what is there; a cut-off file is a broken copy.
+        raise AudioError(f"{path}: truncated wav: its header announces {shortfall[0]} bytes "
+                         f"of audio, the file holds {shortfall[1]}")
     try:
         with warnings.catch_warnings():
             # librosa warns before falling back to audioread; a failure still raises below.
             warnings.simplefilter("ignore")
             return reader(path)
     except Exception as e:  # soundfile, audioread and decoders raise many unrelated types
-        raise AudioError(f"{path}: cannot read audio ({type(e).__name__}: {e})") from e
+        detail = str(e) or SILENT_ERRORS.get(type(e).__name__, "no details")
+        raise AudioError(f"{path}: cannot read audio ({type(e).__name__}: {detail})") from e
+
+
+def _wav_shortfall(path) -> tuple[int, int] | None:
+    """(announced, present) bytes of a RIFF/WAVE file's audio when the file is cut short
+    before the end its ``data`` chunk announces; None otherwise (or not a wav)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        while len(chunk := f.read(8)) == 8:
+            size = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                present = os.fstat(f.fileno()).st_size - f.tell()
+                # 0 and 0xFFFFFFFF: a streaming writer that never filled the size in.
+                if size in (0, 0xFFFFFFFF) or present >= size:
+                    return None
+                return size, present
+            f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to even sizes
+    return None
 
 
 def audio_duration(path) -> float:
@@ -187,4 +221,5 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
         results = pool.map(lambda p: compute_features(load_audio(p, cfg.sample_rate, speed), cfg),
                            paths)
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
-                         disable=len(paths) < 100))
+                         # None: on a terminal only (a log file gets no bar updates)
+                         disable=True if len(paths) < 100 else None))

@@ -58,7 +58,7 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
     noise_rms = None if cfg.noise_dbfs is None else 10.0 ** (cfg.noise_dbfs / 20.0)
     entries = []
     for i in tqdm(range(count), desc=f"strings {out_dir.name}", unit="string", file=sys.stderr,
-                  disable=count < 100):
+                  disable=True if count < 100 else None):  # None: on a terminal only
         speaker = speakers[i % len(speakers)]  # every speaker gets the same share
         pool = by_speaker[speaker]
         picks = [pool[j] for j in rng.integers(len(pool), size=rng.integers(

@@ -16,17 +16,18 @@ class CorpusError(ValueError):
     """Malformed corpus input; the message names the file and line."""
 
 
-def decode_lines(raw: bytes, name) -> list[str]:
+def decode_lines(raw: bytes, name, first: int = 1) -> list[str]:
     """Split UTF-8 bytes into lines at ``\n`` only (``\r\n`` too), unstripped.
 
     Not ``str.splitlines``: it also breaks at U+2028, U+0085 and form feeds, which would
-    silently split one sentence in two and misalign a parallel corpus.
+    silently split one sentence in two and misalign a parallel corpus. ``first``: the
+    line number of the first line, for error messages.
     """
     lines = raw.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     out = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first):
         try:
             out.append(line.decode("utf-8").removesuffix("\r"))
         except UnicodeDecodeError as e:
@@ -37,6 +38,8 @@ def decode_lines(raw: bytes, name) -> list[str]:
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Lines of a UTF-8 text file (optionally gzip-compressed), unstripped."""
     path = Path(path)
+    if path.is_dir():
+        raise CorpusError(f"{path}: is a directory, not a text file")
     if not path.is_file():
         raise CorpusError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open

@@ -8,6 +8,7 @@ pipelines and exported graphs, with no Python in the loop.
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import sentencepiece as spm
@@ -19,6 +20,10 @@ import tensorflow_text as tf_text
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
+class TokenizerError(ValueError):
+    """The tokenizer cannot be trained with these settings on this text."""
+
+
 def train_sentencepiece(
     sentences: list[str],
     vocab_size: int,
@@ -28,23 +33,35 @@ def train_sentencepiece(
     """Train a SentencePiece model on ``sentences`` and return its serialized proto."""
     if model_type not in ("unigram", "bpe"):
         raise ValueError(f"tokenizer.model_type must be 'unigram' or 'bpe', got {model_type!r}")
+    if not any(s.strip() for s in sentences):
+        raise TokenizerError("no text to train the tokenizer on")
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(sentences),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type=model_type,
-        character_coverage=character_coverage,
-        pad_id=PAD_ID,
-        unk_id=UNK_ID,
-        bos_id=BOS_ID,
-        eos_id=EOS_ID,
-        # A soft limit: tiny corpora (tests, toy data) cannot fill a large vocabulary.
-        hard_vocab_limit=False,
-        # One thread and a fixed input order make training deterministic.
-        num_threads=1,
-        minloglevel=2,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
+            # A soft limit: tiny corpora (tests, toy data) cannot fill a large vocabulary.
+            hard_vocab_limit=False,
+            # One thread and a fixed input order make training deterministic.
+            num_threads=1,
+            minloglevel=2,
+        )
+    except RuntimeError as e:
+        # SentencePiece needs a piece for every kept character besides the special ids.
+        needed = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+        if needed is None:
+            raise
+        raise TokenizerError(
+            f"tokenizer.vocab_size={vocab_size} is too small: the training text needs at "
+            f"least {needed.group(1)} pieces (its characters and 4 special ids); raise it or "
+            "lower tokenizer.character_coverage") from None
     return model.getvalue()
 
 

@@ -8,28 +8,59 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import yaml
-
 from data_prep.download import DownloadError
-from data_prep.parallel_corpus import CorpusError
-from pipelines.config import ConfigError, load_config
-from pipelines.run_dir import RunDir, atomic_write_text
+from data_prep.parallel_corpus import CorpusError, decode_lines, read_lines
+from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
+from pipelines.reports.notebooks import native_stderr_silenced
+from pipelines.run_dir import RunDir
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError)
 
 
 def quiet_tensorflow() -> None:
-    """Silence TensorFlow's C++ start-up chatter (must run before importing it)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow without its C++ logging: the start-up chatter (absl, oneDNN) and
+    the CUDA probing of a CPU-only machine. Must run before anything imports it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    with native_stderr_silenced():  # what is logged before absl is initialized
+        import tensorflow  # noqa: F401
+        import tensorflow_text  # noqa: F401
 
 
-def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def preflight(name: str, description: str, stages: list[str]) -> None:
+    """What ``python -m pipelines.<task>`` does before importing TensorFlow, which takes
+    seconds: answer --help, reject bad arguments and an unreadable config file or
+    ``--set`` at once, and keep TensorFlow quiet unless --verbose. (The fields are
+    validated by ``main``: their dataclasses live next to the Keras models.)"""
+    # Until main runs a stage, Ctrl-C (say, during the imports) just ends the process.
+    global _stderr_fd
+    _stderr_fd = os.dup(2)  # the real stderr, also while quiet_tensorflow silences fd 2
+    signal.signal(signal.SIGINT, _interrupted_before_start)
+    args = parser(name, description, [*stages, "all"]).parse_args()
+    try:
+        apply_overrides(load_yaml(args.config), args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if not args.verbose:
+        quiet_tensorflow()
+
+
+_stderr_fd = 2
+
+
+def _interrupted_before_start(signum, frame):
+    os.write(_stderr_fd, b"interrupted\n")
+    os._exit(130)
+
+
+def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m pipelines.{name}", description=description)
     p.add_argument("stage", choices=stages)
     p.add_argument("--config", required=True, help="experiment YAML (pipelines/configs/...)")
     p.add_argument("--set", dest="overrides", action="append", default=[],
@@ -38,7 +69,30 @@ def parser(description: str, stages: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="dataset directory (default: $PIPELINES_DATA_DIR)")
     p.add_argument("--force", action="store_true", help="rerun the stage even if up to date")
     p.add_argument("--input", help="translate/transcribe: input file (default: stdin)")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's own start-up and device logging")
     return p
+
+
+def input_batches(path: str | None, chunk: int = 1 << 16) -> Iterator[list[str]]:
+    """The lines of ``path`` (one batch), or of standard input as they arrive.
+
+    From stdin, each batch holds the complete lines one read returned: a line typed at a
+    terminal, or up to ``chunk`` bytes from a pipe or file. So a caller can answer each
+    batch before waiting for more input.
+    """
+    if path not in (None, "-"):
+        yield read_lines(path)
+        return
+    stream, pending, first = sys.stdin.buffer, b"", 1
+    while data := stream.read1(chunk):  # read1: whatever is there, waiting only for some
+        head, newline, pending = (pending + data).rpartition(b"\n")
+        if newline:
+            lines = decode_lines(head + newline, "<stdin>", first)
+            first += len(lines)
+            yield lines
+    if pending:  # a last line without a newline
+        yield decode_lines(pending, "<stdin>", first)
 
 
 class Context:
@@ -50,35 +104,65 @@ class Context:
         data_dir: explicit dataset directory or None.
         force: rerun stages even when their inputs are unchanged.
         input: input file of the translate/transcribe stage (None: stdin).
+        pipeline: the pipeline's name, recorded in the run directory.
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
-                 input: str | None = None):
+                 input: str | None = None, pipeline: str = ""):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
-        self.input = input
+        self.input, self.pipeline = input, pipeline
+        self.changing = False  # a stage has begun changing the run
+
+    def begin(self) -> None:
+        """Called by a stage that is about to change the run (not when it is up to date)."""
+        self.run.record(self.pipeline, self.config)
+        self.changing = True
 
 
-def main(argv, description: str, config_cls, stages: dict[str, Callable], pipeline: list[str],
-         user_errors: tuple = ()) -> int:
+def main(argv, name: str, description: str, config_cls, stages: dict[str, Callable],
+         pipeline: list[str], user_errors: tuple = ()) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
+    ``name``: the pipeline, recorded in the run directories it makes.
     ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
     """
-    args = parser(description, [*stages, "all"]).parse_args(argv)
+    args = parser(name, description, [*stages, "all"]).parse_args(argv)
+    if signal.getsignal(signal.SIGINT) is _interrupted_before_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:
-        print(f"error: {args.config}: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)
         return 2
     run = RunDir(args.run_dir or Path("runs") / config.name)
-    # The resolved config (file + overrides + defaults) is what this invocation ran with.
-    atomic_write_text(run.path("config.yaml"),
-                      yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
-    ctx = Context(config, run, args.data_dir, args.force, args.input)
+    existed = run.root.exists()
+    ctx = Context(config, run, args.data_dir, args.force, args.input, name)
+    stage = None
     try:
+        run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
         for stage in pipeline if args.stage == "all" else [args.stage]:
             stages[stage](ctx)
-    except USER_ERRORS + tuple(user_errors) as e:
+    except (*USER_ERRORS, *user_errors) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+        code = 1
+    except KeyboardInterrupt as e:
+        # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
+        hint = "; rerun the same command to finish it" if ctx.changing else ""
+        print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
+        code = 130
+    else:
+        return 0
+    if not existed:
+        run.discard_if_unfinished()
+    return code
+
+
+def exit_with(code: int) -> None:
+    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C at once, without
+    waiting for TensorFlow's threads, which can keep the process alive for half a minute
+    (everything worth keeping is already written: files are written atomically)."""
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -21,6 +21,8 @@ class ConfigError(ValueError):
 
 def load_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
@@ -51,8 +53,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _check_type(value, annotation, where: str):
-    """Validate (and lightly coerce: int -> float) one value against a type annotation."""
+def _check_type(value, annotation, where: str, hidden=()):
+    """Validate (and lightly coerce: int -> float) one value against a type annotation
+    (``hidden``: see ``build``)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -63,7 +66,7 @@ def _check_type(value, annotation, where: str):
             if option is type(None):
                 continue
             try:
-                return _check_type(value, option, where)
+                return _check_type(value, option, where, hidden)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
@@ -71,9 +74,9 @@ def _check_type(value, annotation, where: str):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_type,) = typing.get_args(annotation) or (typing.Any,)
-        return [_check_type(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_check_type(v, item_type, f"{where}[{i}]", hidden) for i, v in enumerate(value)]
     if dataclasses.is_dataclass(annotation):
-        return build(annotation, value, where)
+        return build(annotation, value, where, hidden)
     if annotation is typing.Any:
         return value
     if annotation is float and not isinstance(value, bool) and isinstance(value, (int, str)):
@@ -91,23 +94,27 @@ def _check_type(value, annotation, where: str):
     return value
 
 
-def build(cls, data, where: str = ""):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types."""
+def build(cls, data, where: str = "", hidden=()):
+    """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types.
+
+    ``hidden``: dotted fields the pipeline sets itself, left out of the known fields an
+    error offers; a class lists its own in ``SET_BY_PIPELINE``.
+    """
+    hidden = getattr(cls, "SET_BY_PIPELINE", hidden)
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    prefix = f"{where}." if where else ""
     unknown = sorted(set(data) - names)
     if unknown:
-        prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(sorted(names))}"
-        )
+        known = sorted(n for n in names if prefix + n not in hidden)
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(known)}")
     kwargs = {}
     for name in names & set(data):
-        kwargs[name] = _check_type(data[name], hints[name], f"{where}.{name}" if where else name)
+        kwargs[name] = _check_type(data[name], hints[name], prefix + name, hidden)
     try:
         obj = cls(**kwargs)
     except TypeError as e:
@@ -118,11 +125,63 @@ def build(cls, data, where: str = ""):
 
 
 def load_config(cls, path, overrides: list[str] | None = None):
-    """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``."""
-    return build(cls, apply_overrides(load_yaml(path), overrides or []))
+    """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``.
+
+    An invalid field is blamed on where its value came from: the ``--set`` that gave
+    it (or its section), else the file.
+    """
+    overrides = overrides or []
+    data = apply_overrides(load_yaml(path), overrides)
+    try:
+        return build(cls, data)
+    except ConfigError as e:
+        field = str(e).split(":", 1)[0]
+        culprit = next((o for o in reversed(overrides) if _related(field, o.split("=", 1)[0])),
+                       None)
+        source = f"--set {culprit}" if culprit else str(path)
+        raise ConfigError(f"{e} (from {source})") from None
+
+
+def _related(field: str, key: str) -> bool:
+    """Whether ``field`` and an override's ``key`` name the same field or one holds the other."""
+    key = key.strip()
+    return field == key or field.startswith(key + ".") or key.startswith(field + ".")
 
 
 def choice(value, options, where: str):
     """Raise ConfigError unless ``value`` is one of ``options``."""
     if value not in options:
         raise ConfigError(f"{where}: must be one of {list(options)}, got {value!r}")
+
+
+def at_least(section, where: str, minimum, *names: str) -> None:
+    """Raise ConfigError unless each field ``names`` of ``section`` is None or >= minimum."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{where}.{name}: must be at least {minimum}, got {value!r}")
+
+
+def positive(section, where: str, *names: str) -> None:
+    """Raise ConfigError unless each field ``names`` of ``section`` is None or > 0."""
+    for name in names:
+        value = getattr(section, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{where}.{name}: must be positive, got {value!r}")
+
+
+def fraction(value, where: str) -> None:
+    """Raise ConfigError unless 0 <= value < 1 (dropout rates, label smoothing)."""
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{where}: must be in [0, 1), got {value!r}")
+
+
+def check_training(training, where: str = "training") -> None:
+    """The ``training:`` fields that ``TrainingConfig.validate`` (pipelines/trainer.py)
+    leaves unchecked: rates, clipping and schedule values that must be positive."""
+    at_least(training, where, 1, "lr_patience")
+    at_least(training, where, 0, "min_learning_rate")
+    positive(training, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon")
+    if not 0.0 < training.lr_decay_factor <= 1.0:
+        raise ConfigError(f"{where}.lr_decay_factor: must be in (0, 1], "
+                          f"got {training.lr_decay_factor!r}")

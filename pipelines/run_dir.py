@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from data_prep.atomic_file import atomic_file
 from data_prep.parallel_corpus import decode_lines
@@ -66,15 +68,47 @@ class RunDir:
     """Paths and stage bookkeeping for one run.
 
     Args:
-        root: the run directory (created if missing).
+        root: the run directory; created by the first file a stage writes into it.
     """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
 
     def path(self, *parts) -> Path:
         return self.root.joinpath(*parts)
+
+    def check_pipeline(self, pipeline: str, sections) -> None:
+        """ConfigError unless the run is new or was made by ``pipeline``.
+
+        ``run.json`` names the pipeline; a run from before it existed is judged by its
+        ``config.yaml``, whose sections must be among ``sections`` (the config's fields).
+        """
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.root}: the run directory is a file, not a directory")
+        info, config = self.path("run.json"), self.path("config.yaml")
+        if info.is_file():
+            owner = json.loads(info.read_text())["pipeline"]
+            if owner != pipeline:
+                raise ConfigError(f"{self.root}: a {owner} run, not a {pipeline} one; use "
+                                  f"python -m pipelines.{owner}, or another --run-dir")
+        elif config.is_file():
+            foreign = set(yaml.safe_load(config.read_text()) or {}) - set(sections)
+            if foreign:
+                raise ConfigError(f"{self.root}: not a {pipeline} run (its config.yaml has "
+                                  f"sections {sorted(foreign)}); use another --run-dir")
+
+    def record(self, pipeline: str, config) -> None:
+        """Before a stage changes the run: note the pipeline that owns it and the resolved
+        config (file + overrides + defaults) the stage runs with."""
+        atomic_write_json(self.path("run.json"), {"pipeline": pipeline})
+        atomic_write_text(self.path("config.yaml"),
+                          yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+    def discard_if_unfinished(self) -> None:
+        """Remove the run directory unless some stage finished in it: for a new run whose
+        first command failed, so that no half-made run is left behind."""
+        if self.root.is_dir() and not any(self.path("stages").glob("*.json")):
+            shutil.rmtree(self.root)
 
     def _record(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")

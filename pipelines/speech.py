@@ -25,9 +25,15 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from pipelines.cli import quiet_tensorflow
+from pipelines import cli
 
-quiet_tensorflow()
+DESCRIPTION = "Train and evaluate CTC speech recognition models."
+STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
+
+if __name__ == "__main__":
+    cli.preflight("speech", DESCRIPTION, STAGE_NAMES)
+else:
+    cli.quiet_tensorflow()
 
 import jiwer  # noqa: E402
 import keras  # noqa: E402
@@ -62,8 +68,15 @@ from models.ctc_recognizer import (  # noqa: E402
     subsampled_length,
 )
 from models.rnn_cells import CELLS  # noqa: E402
-from pipelines import cli, trainer  # noqa: E402
-from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines import trainer  # noqa: E402
+from pipelines.config import (  # noqa: E402
+    ConfigError,
+    at_least,
+    check_training,
+    choice,
+    fraction,
+    positive,
+)
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
 
@@ -102,8 +115,7 @@ class DataConfig:
                                       "for corpus=manifest")
         elif self.test_speakers is None and self.test_takes < 1:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
-        if self.val_takes < 1:
-            raise ConfigError(f"{where}.val_takes: must be at least 1")
+        at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
         speeds = self.speed_perturbation
         if (not isinstance(speeds, list) or not speeds or len(set(speeds)) != len(speeds)
                 or not all(isinstance(x, (int, float)) and 0.5 <= x <= 2.0 for x in speeds)):
@@ -140,25 +152,33 @@ class SpeechConfig:
     training: trainer.TrainingConfig = field(default_factory=trainer.TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
+    SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
+
     def validate(self, where):
         # The data_prep and models dataclasses stay free of pipeline code; their
         # values are checked here.
-        for name in ("num_features", "vocab_size", "blank_index"):
-            if getattr(self.model, name):
-                raise ConfigError(f"model.{name}: set by the pipeline from the features and "
+        for name in self.SET_BY_PIPELINE:
+            if getattr(self.model, name.split(".")[1]):
+                raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
+        check_training(self.training)
         choice(self.model.cell, tuple(CELLS), "model.cell")
-        _at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
-                  "rnn_layers", "rnn_units")
-        _at_least(self.model, "model", 0, "conv_layers")
-        if not 0.0 <= self.model.dropout < 1.0:
-            raise ConfigError("model.dropout: must be in [0, 1)")
+        at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
+                 "rnn_layers", "rnn_units")
+        at_least(self.model, "model", 0, "conv_layers")
+        fraction(self.model.dropout, "model.dropout")
         f = self.features
         choice(f.kind, ("log_mel", "mfcc"), "features.kind")
         choice(f.normalization, ("utterance", "speech", "global", "none"),
                "features.normalization")
         if not f.speech_db > 0:
             raise ConfigError("features.speech_db: must be positive (dB below the loudest frame)")
+        at_least(f, "features", 1, "n_mels")
+        at_least(f, "features", 0, "fmin")
+        positive(f, "features", "window_ms")
+        if f.fmax is not None and not f.fmin < f.fmax <= f.sample_rate / 2:
+            raise ConfigError("features.fmax: must be above fmin and at most half the "
+                              "sample rate, or null")
         if f.sample_rate < 1000:
             raise ConfigError("features.sample_rate: must be at least 1000 Hz")
         if not 0 < f.hop_ms <= f.window_ms:
@@ -168,13 +188,18 @@ class SpeechConfig:
         if f.kind == "mfcc" and not 0 < f.n_mfcc <= f.n_mels:
             raise ConfigError("features.n_mfcc: must be in [1, n_mels]")
         s = self.strings
-        _at_least(s, "strings", 1, "train_count", "val_count", "test_count", "min_digits")
+        at_least(s, "strings", 1, "train_count", "val_count", "test_count", "min_digits")
         if s.max_digits < s.min_digits:
             raise ConfigError("strings.max_digits: must be at least min_digits")
         if not 0.0 <= s.min_gap <= s.max_gap or s.max_edge < 0:
             raise ConfigError("strings: need 0 <= min_gap <= max_gap and max_edge >= 0")
-        _at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
-                  "time_mask_width")
+        if s.noise_dbfs is not None and not s.noise_dbfs < 0:
+            raise ConfigError("strings.noise_dbfs: must be negative (dB below full scale), "
+                              "or null for no noise")
+        at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
+                 "time_mask_width")
+        if not 0.0 <= self.augment.time_mask_fraction <= 1.0:
+            raise ConfigError("augment.time_mask_fraction: must be in [0, 1]")
         stretch = self.augment.time_stretch
         if stretch is not None and not (
                 isinstance(stretch, list) and len(stretch) == 2
@@ -182,12 +207,6 @@ class SpeechConfig:
                 and 0.5 <= stretch[0] <= stretch[1] <= 2.0):
             raise ConfigError(f"augment.time_stretch: expected [low, high] with "
                               f"0.5 <= low <= high <= 2, or null; got {stretch!r}")
-
-
-def _at_least(section, where, minimum, *names):
-    for name in names:
-        if getattr(section, name) < minimum:
-            raise ConfigError(f"{where}.{name}: must be at least {minimum}")
 
 
 # -- data -------------------------------------------------------------------------------
@@ -247,6 +266,8 @@ def load_features(run, split) -> list[np.ndarray]:
 def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
                         batch_size: int) -> list[str]:
     """Transcripts of normalized features, in input order."""
+    if not features:  # e.g. a batch of blank input lines
+        return []
     dataset, order = make_inference_batches(features, batch_size)
     outputs = []
     for batch in dataset:
@@ -291,6 +312,7 @@ def prepare(ctx: cli.Context) -> None:
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
+    ctx.begin()
     # New data or features: what was trained on the old ones must not be reused.
     run.invalidate("prepare", "train", "evaluate")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
@@ -315,6 +337,10 @@ def prepare(ctx: cli.Context) -> None:
     def paths(split):
         return [e["audio_filepath"] for e in entries[split]]
 
+    copies = len(cfg.data.speed_perturbation)
+    print(f"[prepare] computing the features of {len(paths('train'))} train utterances"
+          + (f" x {copies} speeds" if copies > 1 else "") + f" and {len(paths('val'))} val",
+          flush=True)  # minutes for a large corpus, and no progress bar in a log file
     raw = {"val": extract_features(paths("val"), cfg.features, desc="features val"), "train": []}
     # Copy-major order: load_labelled repeats the manifest once per factor to match.
     for speed in cfg.data.speed_perturbation:
@@ -391,6 +417,7 @@ def train(ctx: cli.Context) -> None:
     if run.is_current("train", fp) and not ctx.force:
         print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
         return
+    ctx.begin()
     if ctx.force:
         shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
         run.path("train_state.json").unlink(missing_ok=True)
@@ -460,6 +487,7 @@ def evaluate(ctx: cli.Context) -> None:
     if run.is_current("evaluate", fp) and not ctx.force:
         print(f"[evaluate] up to date ({run.path('metrics.json')})")
         return
+    ctx.begin()
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
     paths = [e["audio_filepath"] for e in entries]
@@ -498,17 +526,19 @@ def evaluate(ctx: cli.Context) -> None:
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     run.require("train", "transcribe")
-    if ctx.input in (None, "-"):
-        lines = sys.stdin.read().splitlines()
-    else:
-        with open(ctx.input, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    paths = [line.strip() for line in lines if line.strip()]
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
-    texts, _ = transcribe_files(decoder, vocabulary(cfg), paths, cfg,
-                                load_stats(run, cfg.features))
-    for text in texts:
-        print(text)
+    vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
+    for lines in cli.input_batches(ctx.input):
+        paths = [line.strip() for line in lines]
+        # One output line per input line: a blank line gives a blank transcript.
+        todo = [i for i, path in enumerate(paths) if path]
+        texts, _ = transcribe_files(decoder, vocab, [paths[i] for i in todo], cfg, stats)
+        result = [""] * len(paths)
+        for i, text in zip(todo, texts, strict=True):
+            result[i] = text
+        for text in result:
+            print(text)
+        sys.stdout.flush()  # typed input: each transcript as soon as it is ready
 
 
 def report(ctx: cli.Context) -> None:
@@ -522,11 +552,11 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe"
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "Train and evaluate CTC speech recognition models.", SpeechConfig,
+        argv, "speech", DESCRIPTION, SpeechConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
         user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
     )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

@@ -78,6 +78,50 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says where, and what is kept."""
+
+
+# Without a terminal (no progress bar), a line every this many training steps.
+LOG_EVERY_STEPS = 200
+
+
+class _Progress(keras.callbacks.ProgbarLogger):
+    """Keras' progress output, with the run's epoch count: ``fit`` runs one epoch at a
+    time, so Keras alone would print "Epoch 3/3". Without a terminal (``verbose=2``: one
+    line per epoch), also a line every ``LOG_EVERY_STEPS`` steps. ``seen``: the steps done
+    in the current epoch."""
+
+    def __init__(self, epochs: int, log: Callable[[str], None]):
+        super().__init__()
+        self.total_epochs, self.log, self.epoch = epochs, log, 0
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.total_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, logs)
+        if self.verbose == 2 and self.seen % LOG_EVERY_STEPS == 0:
+            self.log(f"[train] epoch {self.epoch + 1} step {self.seen}: " + ", ".join(
+                f"{k}={float(v):.4g}" for k, v in (logs or {}).items()))
+
+
+def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, turning Ctrl-C into a TrainingInterrupted saying what was
+    interrupted (``doing()``, evaluated then) and what the next run resumes from."""
+    try:
+        return call(*args, **kwargs)
+    except KeyboardInterrupt:
+        kept = (f"the last checkpoint is epoch {epoch}; rerun the same command to resume"
+                if epoch else "no epoch had finished; rerun the same command to start again")
+        raise TrainingInterrupted(f"interrupted {doing()} of epoch {epoch + 1}; {kept}") from None
+
+
 @dataclass
 class ValidationMetric:
     """The metric that selects checkpoints: its name, and whether higher is better."""
@@ -142,7 +186,9 @@ def train(
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
                  "stop_reason": None, "history": []}
         model = build_model()
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard")))]
+    progress = _Progress(config.epochs, log)
+    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))),
+                 progress]
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     verbose = 1 if sys.stdout.isatty() else 2
@@ -156,7 +202,8 @@ def train(
             break
         start = time.time()
         _seed_random_layers(model, config.seed, epoch)
-        result = model.fit(
+        result = _interruptible(
+            lambda: f"after step {progress.seen}", epoch, model.fit,
             train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
             epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
         )
@@ -166,7 +213,7 @@ def train(
                 f"epoch {epoch + 1}: non-finite training values {logs}; the last good "
                 f"checkpoint is {last_path}. Lower training.learning_rate or check the data."
             )
-        scores = validate(model)
+        scores = _interruptible(lambda: "during the validation", epoch, validate, model)
         seconds = time.time() - start  # the budget counts validation too
         value = float(scores[metric.name])
         lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))

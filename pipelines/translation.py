@@ -17,9 +17,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from pipelines.cli import quiet_tensorflow
+from pipelines import cli
 
-quiet_tensorflow()
+DESCRIPTION = "Train and evaluate RNN attention translation models."
+STAGE_NAMES = ("prepare", "train", "evaluate", "translate", "export", "report")
+
+if __name__ == "__main__":
+    cli.preflight("translation", DESCRIPTION, STAGE_NAMES)
+else:
+    cli.quiet_tensorflow()
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -27,22 +33,36 @@ from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
+    CorpusError,
     ParallelCorpus,
-    decode_lines,
     drop_empty,
-    read_lines,
     read_parallel,
     read_tsv,
 )
-from data_prep.subword_tokenizer import EOS_ID, SubwordTokenizer, train_sentencepiece  # noqa: E402
+from data_prep.subword_tokenizer import (  # noqa: E402
+    EOS_ID,
+    SubwordTokenizer,
+    TokenizerError,
+    train_sentencepiece,
+)
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
+from models.attention import SCORES  # noqa: E402
 from models.decoding import Translator  # noqa: E402
 from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
+from models.rnn_cells import CELLS  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator  # noqa: E402
-from pipelines import cli, trainer  # noqa: E402
-from pipelines.config import ConfigError, choice  # noqa: E402
+from pipelines import trainer  # noqa: E402
+from pipelines.config import (  # noqa: E402
+    ConfigError,
+    at_least,
+    check_training,
+    choice,
+    fraction,
+    positive,
+)
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import (  # noqa: E402
     atomic_write_bytes,
@@ -70,7 +90,14 @@ class DataConfig:
 
     def validate(self, where):
         choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
-        if self.corpus != "multi30k":
+        at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test")
+        if self.corpus == "multi30k":
+            choice(self.source_lang, MULTI30K_LANGUAGES, f"{where}.source_lang")
+            choice(self.target_lang, MULTI30K_LANGUAGES, f"{where}.target_lang")
+            if self.source_lang == self.target_lang:
+                raise ConfigError(f"{where}.target_lang: must differ from source_lang "
+                                  f"({self.source_lang!r})")
+        else:
             paths = self.paths or {}
             for split in SPLITS:
                 value = paths.get(split)
@@ -91,6 +118,11 @@ class TokenizerConfig:
 
     def validate(self, where):
         choice(self.model_type, ("unigram", "bpe"), f"{where}.model_type")
+        # SentencePiece reserves 4 ids (pad, unk, bos, eos) and needs room for pieces.
+        at_least(self, where, 8, "vocab_size")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(f"{where}.character_coverage: must be in (0, 1], "
+                              f"got {self.character_coverage!r}")
 
 
 @dataclass
@@ -100,6 +132,11 @@ class DecodingConfig:
     batch_tokens: int = 6000  # source tokens per decoding batch
     max_length_ratio: float = 1.5  # output budget: ratio * source length + offset
     max_length_offset: int = 10
+
+    def validate(self, where):
+        at_least(self, where, 1, "beam_size", "batch_tokens")
+        at_least(self, where, 0, "length_penalty", "max_length_offset")
+        positive(self, where, "max_length_ratio")
 
 
 @dataclass
@@ -111,11 +148,25 @@ class TranslationConfig:
     training: trainer.TrainingConfig = field(default_factory=trainer.TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
+    SET_BY_PIPELINE = ("model.source_vocab_size", "model.target_vocab_size")
+
     def validate(self, where):
-        for side in ("source", "target"):
-            if getattr(self.model, f"{side}_vocab_size"):
-                raise ConfigError(f"model.{side}_vocab_size: set from the trained tokenizer; "
-                                  "configure tokenizer.vocab_size instead")
+        for name in self.SET_BY_PIPELINE:
+            if getattr(self.model, name.split(".")[1]):
+                raise ConfigError(f"{name}: set from the trained tokenizer; configure "
+                                  "tokenizer.vocab_size instead")
+        check_training(self.training)
+        # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
+        m = self.model
+        choice(m.cell, tuple(CELLS), "model.cell")
+        choice(m.attention, SCORES, "model.attention")
+        at_least(m, "model", 1, "embedding_dim", "encoder_layers", "encoder_units",
+                 "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
+        fraction(m.dropout, "model.dropout")
+        if m.tie_embeddings and m.attentional_dim != m.embedding_dim:
+            raise ConfigError(f"model.tie_embeddings: needs model.attentional_dim "
+                              f"({m.attentional_dim}) equal to model.embedding_dim "
+                              f"({m.embedding_dim})")
 
 
 # -- data -------------------------------------------------------------------------------
@@ -164,19 +215,36 @@ def load_prepared(run, split) -> tuple[list[str], list[str]]:
             read_run_lines(run.path("data", f"{split}.tgt")))
 
 
+def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:
+    return Translator(model, beam_size, decoding.length_penalty, decoding.max_length_ratio,
+                      decoding.max_length_offset)
+
+
 def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConfig,
                     beam_size: int, progress: bool = True) -> list[str]:
     """Translate ``texts`` in length-sorted, token-sized batches; output in input order."""
-    translator = Translator(model, beam_size, decoding.length_penalty,
-                            decoding.max_length_ratio, decoding.max_length_offset)
-    dataset, order = make_source_batches(texts, source_tok, decoding.batch_tokens)
-    outputs = []
-    for batch in tqdm(dataset, desc=f"translate (beam {beam_size})", unit="batch",
-                      disable=not progress, file=sys.stderr):
-        outputs.extend(translator(batch).numpy())
+    return translate_with(make_translator(model, decoding, beam_size), source_tok, target_tok,
+                          texts, decoding.batch_tokens, progress)
+
+
+def translate_with(translator: Translator, source_tok, target_tok, texts, batch_tokens: int,
+                   progress: bool = True) -> list[str]:
+    """``translate_texts`` with a given translator (its compiled search is reused).
+
+    An empty (or blank) text translates to an empty string: the model, given only EOS,
+    would still write its likeliest sentence.
+    """
     result = [""] * len(texts)
+    todo = [i for i, text in enumerate(texts) if text.strip()]
+    if not todo:
+        return result
+    dataset, order = make_source_batches([texts[i] for i in todo], source_tok, batch_tokens)
+    outputs = []
+    for batch in tqdm(dataset, desc=f"translate (beam {translator.beam_size})", unit="batch",
+                      disable=None if progress else True, file=sys.stderr):  # None: on a tty
+        outputs.extend(translator(batch).numpy())
     for position, text in zip(order, target_tok.decode(outputs)):
-        result[position] = text
+        result[todo[position]] = text
     return result
 
 
@@ -199,14 +267,21 @@ def prepare(ctx: cli.Context) -> None:
     corpora, files = {}, []
     for split in SPLITS:
         corpora[split], split_files = load_split(cfg.data, split, ctx.data_dir)
+        if not len(corpora[split]):
+            raise CorpusError(f"{' and '.join(map(str, split_files))}: the {split} split "
+                              "has no lines")
         files += [str(f) for f in split_files]
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
     if run.is_current("prepare", fp) and not ctx.force:
         print(f"[prepare] up to date ({run.path('data')})")
         return
+    ctx.begin()
     # New data or tokenizers: what was trained on the old ones must not be reused.
     run.invalidate("prepare", *DOWNSTREAM_STAGES)
     train = drop_empty(corpora["train"])
+    if not len(train):
+        raise CorpusError(f"every one of the {len(corpora['train'])} training pairs has an "
+                          "empty source or target side")
     tok_dir = run.path("tokenizer")
     tok_dir.mkdir(parents=True, exist_ok=True)
     if cfg.tokenizer.joint:
@@ -222,6 +297,10 @@ def prepare(ctx: cli.Context) -> None:
         atomic_write_bytes(tok_dir / f"{side}.model", proto)
     source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
     corpora["train"] = drop_long(train, source_tok, target_tok, cfg.data.max_length)
+    if not len(corpora["train"]):
+        raise CorpusError(f"every one of the {len(train)} non-empty training pairs is longer "
+                          f"than data.max_length={cfg.data.max_length} subwords on some side; "
+                          "raise data.max_length")
     report = {"files": files, "source_vocab_size": source_tok.vocab_size,
               "target_vocab_size": target_tok.vocab_size}
     for split, corpus in corpora.items():
@@ -259,6 +338,7 @@ def train(ctx: cli.Context) -> None:
     if run.is_current("train", fp) and not ctx.force:
         print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
         return
+    ctx.begin()
     if ctx.force:
         shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
         run.path("train_state.json").unlink(missing_ok=True)
@@ -293,6 +373,7 @@ def evaluate(ctx: cli.Context) -> None:
     if run.is_current("evaluate", fp) and not ctx.force:
         print(f"[evaluate] up to date ({run.path('metrics.json')})")
         return
+    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     test_src, test_tgt = load_prepared(run, "test")
@@ -320,14 +401,14 @@ def translate(ctx: cli.Context) -> None:
     run.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
-    if ctx.input in (None, "-"):
-        lines = decode_lines(sys.stdin.buffer.read(), "<stdin>")
-    else:
-        lines = read_lines(ctx.input)
-    texts = [line.strip() for line in lines]
-    for line in translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
-                                cfg.decoding.beam_size):
-        print(line)
+    translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
+    from_file = ctx.input not in (None, "-")
+    for lines in cli.input_batches(ctx.input):
+        texts = [line.strip() for line in lines]
+        for line in translate_with(translator, source_tok, target_tok, texts,
+                                   cfg.decoding.batch_tokens, progress=from_file):
+            print(line)
+        sys.stdout.flush()  # typed input: each translation as soon as it is ready
 
 
 def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, path) -> None:
@@ -336,8 +417,7 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     Tokenization (tensorflow-text SentencePiece), decoding and detokenization all run in
     the graph, so serving needs only TensorFlow and tensorflow-text, not this package.
     """
-    translator = Translator(model, decoding.beam_size, decoding.length_penalty,
-                            decoding.max_length_ratio, decoding.max_length_offset)
+    translator = make_translator(model, decoding, decoding.beam_size)
 
     def translate_strings(texts):
         ids = source_tok.tokenize(texts)
@@ -345,7 +425,10 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
         output = translator(tf.concat([ids, eos], axis=1).to_tensor())
         # Keep the tokens before each row's first EOS (padding follows it).
         before_eos = tf.equal(tf.cumsum(tf.cast(output == EOS_ID, tf.int32), axis=1), 0)
-        return target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
+        translations = target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
+        # As translate_texts: a blank source gets an empty translation.
+        blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
+        return tf.where(blank, tf.constant(""), translations)
 
     archive = keras.export.ExportArchive()
     archive.track(model)
@@ -361,6 +444,7 @@ def export(ctx: cli.Context) -> None:
     if run.is_current("export", fp) and not ctx.force:
         print(f"[export] up to date ({target})")
         return
+    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     staging = run.path(".export.tmp")
@@ -383,11 +467,11 @@ STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate":
 
 def main(argv=None) -> int:
     return cli.main(
-        argv, "Train and evaluate RNN attention translation models.", TranslationConfig,
+        argv, "translation", DESCRIPTION, TranslationConfig,
         STAGES, pipeline=["prepare", "train", "evaluate"],
-        user_errors=(ReportError,),
+        user_errors=(ReportError, TokenizerError),
     )
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_with(main())

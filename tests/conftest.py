@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import json
 import os
 import weakref
 from pathlib import Path
@@ -91,6 +92,29 @@ def toy_corpus(tmp_path) -> dict:
         tgt.write_text("".join(t + "\n" for _, t in TOY_PAIRS), encoding="utf-8")
         paths[split] = [str(src), str(tgt)]
     return paths
+
+
+@pytest.fixture(scope="session")
+def toy_translation_run(tmp_path_factory) -> list[str]:
+    """A tiny translation model trained for one epoch on ``TOY_PAIRS`` (seconds, not a
+    useful model): the command-line arguments that reach it (config, run dir, overrides).
+    Tests that change the run must not use it."""
+    from pipelines import translation
+
+    root = tmp_path_factory.mktemp("toy_translation")
+    paths = {}
+    for split in ("train", "val", "test"):
+        paths[split] = [str(root / f"{split}.de"), str(root / f"{split}.en")]
+        for side, path in enumerate(paths[split]):
+            Path(path).write_text("".join(p[side] + "\n" for p in TOY_PAIRS), encoding="utf-8")
+    sets = {"data.corpus": "files", "data.paths": json.dumps(paths), "tokenizer.vocab_size": 60,
+            "model.embedding_dim": 8, "model.encoder_units": 8, "model.decoder_units": 8,
+            "model.attentional_dim": 8, "training.epochs": 1, "decoding.beam_size": 2}
+    args = ["--config", str(ROOT / "pipelines" / "configs" / "translation_smoke.yaml"),
+            "--run-dir", str(root / "run")]
+    args += [a for key, value in sets.items() for a in ("--set", f"{key}={value}")]
+    assert translation.main(["prepare", *args]) == 0 and translation.main(["train", *args]) == 0
+    return args
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,11 @@
+from pathlib import Path
+
 import pytest
 
 from pipelines.config import ConfigError, apply_overrides, load_config
 from pipelines.translation import TranslationConfig
+
+CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 
 
 def write(tmp_path, text):
@@ -38,3 +42,63 @@ def test_malformed_override():
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(TranslationConfig, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize("override, field", [
+    ("model.cell=transformer", "model.cell"),
+    ("model.attention=bahdanau", "model.attention"),
+    ("model.dropout=1.5", "model.dropout"),
+    ("model.decoder_units=0", "model.decoder_units"),
+    ("decoding.beam_size=0", "decoding.beam_size"),
+    ("decoding.batch_tokens=0", "decoding.batch_tokens"),
+    ("training.learning_rate=-1", "training.learning_rate"),
+    ("training.clip_norm=0", "training.clip_norm"),
+    ("tokenizer.vocab_size=-5", "tokenizer.vocab_size"),
+    ("data.limit_train=-10", "data.limit_train"),
+    ("data.max_length=0", "data.max_length"),
+    ("data.source_lang=xx", "data.source_lang"),
+    ("data.target_lang=de", "data.target_lang"),
+])
+def test_out_of_range_values_are_named(tmp_path, override, field):
+    with pytest.raises(ConfigError, match=rf"^{field}: must (be|differ)"):
+        load_config(TranslationConfig, write(tmp_path, "name: x\n"), [override])
+
+
+def test_attention_choices_come_from_the_model(tmp_path):
+    # The valid values are the model's own list, so a new scorer needs no config change.
+    from models.attention import SCORES
+
+    for score in SCORES:
+        load_config(TranslationConfig, write(tmp_path, "name: x\n"), [f"model.attention={score}"])
+
+
+def test_every_translation_config_is_valid():
+    for name in ("translation_smoke", "translation_demo", "multi30k_de_en", "multi30k_en_de"):
+        assert load_config(TranslationConfig, CONFIGS / f"{name}.yaml").name == name
+
+
+def test_config_path_that_is_a_directory(tmp_path):
+    with pytest.raises(ConfigError, match="is a directory, not a config file"):
+        load_config(TranslationConfig, tmp_path)
+
+
+def test_errors_are_blamed_on_their_source(tmp_path):
+    path = write(tmp_path, "model:\n  dropout: 2.0\n")
+    with pytest.raises(ConfigError, match=rf"^model\.dropout: .* \(from {path}\)$"):
+        load_config(TranslationConfig, path)
+    with pytest.raises(ConfigError, match=r"^model\.cell: .* \(from --set model\.cell=cnn\)$"):
+        load_config(TranslationConfig, path, ["model.dropout=0.1", "model.cell=cnn"])
+
+
+def test_cli_names_a_missing_config_once(tmp_path, capsys):
+    from pipelines import translation
+
+    missing = tmp_path / "nope.yaml"
+    assert translation.main(["prepare", "--config", str(missing)]) == 2
+    assert capsys.readouterr().err == f"error: {missing}: config file not found\n"
+
+
+def test_known_fields_leave_out_what_the_pipeline_sets(tmp_path):
+    with pytest.raises(ConfigError, match="model.vocab: unknown field") as error:
+        load_config(TranslationConfig, write(tmp_path, "model:\n  vocab: 5\n"))
+    assert "embedding_dim" in str(error.value) and "vocab_size" not in str(error.value)

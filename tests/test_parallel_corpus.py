@@ -3,7 +3,14 @@ import gzip
 import pytest
 
 from data_prep.multi30k import load_multi30k
-from data_prep.parallel_corpus import CorpusError, decode_lines, drop_empty, read_parallel, read_tsv
+from data_prep.parallel_corpus import (
+    CorpusError,
+    decode_lines,
+    drop_empty,
+    read_lines,
+    read_parallel,
+    read_tsv,
+)
 
 
 def test_line_count_mismatch_names_both_files(tmp_path):
@@ -77,3 +84,8 @@ def test_decode_lines_names_the_stream():
     assert decode_lines(b"x\r\ny\n", "<stdin>") == ["x", "y"]
     with pytest.raises(CorpusError, match=r"<stdin>:2: invalid UTF-8"):
         decode_lines(b"ok\n\xff\n", "<stdin>")
+
+
+def test_a_directory_is_not_a_text_file(tmp_path):
+    with pytest.raises(CorpusError, match="is a directory, not a text file"):
+        read_lines(tmp_path)

@@ -1,6 +1,7 @@
 """Unit tests of the report notebooks' helpers (pipelines/reports/)."""
 
 import os
+import re
 from collections import Counter
 
 import matplotlib
@@ -59,6 +60,8 @@ def test_execute_notebook_writes_ipynb_and_html(tmp_path):
     executed = nbformat.read(ipynb, as_version=4)
     assert executed.cells[-1].outputs[0]["text"] == "42\n"
     assert "42" in html.read_text()
+    # Stand-alone: nothing is fetched from the network (require.js, MathJax, mermaid).
+    assert not re.search(r"""(src=|href=|import\(|url\()["']?https?:""", html.read_text())
 
 
 def test_a_failing_cell_is_a_report_error_and_the_notebook_is_kept(tmp_path):

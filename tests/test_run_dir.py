@@ -1,3 +1,8 @@
+import os
+import stat
+
+import pytest
+
 from pipelines.run_dir import RunDir, read_lines, write_lines
 
 
@@ -16,3 +21,13 @@ def test_invalidate_forgets_stages(tmp_path):
     run.invalidate("prepare", "train", "export")
     assert run.stage_fingerprint("prepare") is None and run.stage_fingerprint("train") is None
     assert run.is_current("evaluate", "fp-evaluate")
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_lines(tmp_path / "x.txt", ["a"])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == mode

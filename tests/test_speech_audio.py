@@ -58,6 +58,23 @@ def test_corrupt_empty_and_missing_files_name_the_file(tmp_path):
         load_audio(zero_bytes, 8000)
     with pytest.raises(AudioError, match="missing.wav: audio file not found"):
         load_audio(tmp_path / "missing.wav", 8000)
+    with pytest.raises(AudioError, match="is a directory, not an audio file"):
+        load_audio(tmp_path, 8000)
+
+
+def test_undecodable_and_truncated_files_say_what_is_wrong(tmp_path):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"hello world" * 10)
+    with pytest.raises(AudioError, match=r"junk\.wav: cannot read audio \(\w+: \S"):
+        load_audio(junk, 8000)  # the decoders' exceptions here have empty messages
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, tone(300, 1.0, 8000), 8000, subtype="PCM_16")
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    with pytest.raises(AudioError, match=r"cut\.wav: truncated wav: its header announces "
+                                         r"16000 bytes of audio, the file holds 956"):
+        load_audio(cut, 8000)
+    assert len(load_audio(whole, 8000)) == 8000
 
 
 @pytest.mark.parametrize("kind, dims", [("log_mel", 40), ("mfcc", 13)])
@@ -129,3 +146,10 @@ def test_trim_removes_silent_edges_only():
     assert len(compute_features(padded, FeatureConfig())) == 101  # trimming is off by default
     silence = np.zeros(rate // 2, np.float32)
     assert len(compute_features(silence, cfg)) == len(compute_features(silence, FeatureConfig()))
+
+
+def test_no_progress_bar_without_a_terminal(tmp_path, capsys):
+    path = tmp_path / "tone.wav"
+    sf.write(path, tone(300, 0.1, 8000), 8000)
+    assert len(extract_features([path] * 120, FeatureConfig())) == 120
+    assert capsys.readouterr().err == ""  # a log file would fill with bar updates

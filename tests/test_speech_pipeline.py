@@ -50,6 +50,11 @@ def fsdd_dir(data_dir) -> Path:
     ("data.speed_perturbation=[1.0,3.0]", "data.speed_perturbation: expected a list of distinct"),
     ("data.speed_perturbation=1.1", "data.speed_perturbation: expected a list"),
     ("features.trim_db=-5", "features.trim_db: must be positive"),
+    ("data.limit_train=-10", "data.limit_train: must be at least 1"),
+    ("model.dropout=1.5", "model.dropout: must be in [0, 1)"),
+    ("training.learning_rate=-1", "training.learning_rate: must be positive"),
+    ("features.fmax=9000", "features.fmax: must be above fmin"),
+    ("strings.noise_dbfs=3", "strings.noise_dbfs: must be negative"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -125,7 +130,11 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     listing.write_text(f"{tmp_path / 'corpus' / 'test' / '0.wav'}\n\n"
                        f"{tmp_path / 'corpus' / 'test' / '1.wav'}\n")
     assert run("transcribe", *common, "--input", listing) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and out[1] == ""  # the blank line stays, so lines match up
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))
+    assert run("transcribe", *common) == 0
+    assert capsys.readouterr().out == "\n\n"
 
     # closed_set: every hypothesis is one of the training transcripts.
     assert run("evaluate", *common, "--set", "decoding.strategy=closed_set") == 0
@@ -137,13 +146,14 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     assert f"{len(train_texts)} distinct transcripts" in capsys.readouterr().err
 
 
-def test_speed_perturbation_adds_training_copies(tmp_path):
+def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
     manifests = tone_corpus(tmp_path / "corpus")
     config = ["--config", SMOKE, "--set", "data.corpus=manifest",
               "--set", f"data.manifests={json.dumps(manifests)}"]
     assert run("prepare", *config, "--run-dir", tmp_path / "plain") == 0
     assert run("prepare", *config, "--run-dir", tmp_path / "fast",
                "--set", "data.speed_perturbation=[1.0,1.25]") == 0
+    assert "features of 9 train utterances x 2 speeds and 8 val" in capsys.readouterr().out
     cfg = load_config(speech.SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
     vocab = speech.vocabulary(cfg)
     plain = speech.load_features(RunDir(tmp_path / "plain"), "train")
@@ -177,6 +187,7 @@ def test_bad_input_exits_with_a_message_naming_the_file(tmp_path, capsys, proble
     assert code == 1
     err = capsys.readouterr().err
     assert re.search(message, err) and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing half-made is left behind
 
 
 def test_leave_speakers_out_via_set(fsdd_dir, tmp_path):
@@ -228,7 +239,7 @@ def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys, m
     assert run("transcribe", *common, "--input", listing) == 0
     from_file = capsys.readouterr().out.splitlines()
     assert len(from_file) == 3
-    monkeypatch.setattr("sys.stdin", io.StringIO(listing.read_text()))
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(listing.read_bytes())))
     assert run("transcribe", *common) == 0
     assert capsys.readouterr().out.splitlines() == from_file
 

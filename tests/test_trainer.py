@@ -98,3 +98,18 @@ def test_nan_loss_is_an_error(tmp_path):
 def test_time_budget(tmp_path):
     state = run_train(tmp_path, epochs=10, max_minutes=1e-6)
     assert state["epoch"] == 1 and "time budget" in state["stop_reason"]
+
+
+def test_progress_shows_the_run_epoch_count_and_logs_steps(tmp_path, capsys, monkeypatch):
+    from pipelines import trainer
+
+    monkeypatch.setattr(trainer, "LOG_EVERY_STEPS", 2)
+    lines = []
+    config = TrainingConfig(epochs=3, patience=10, lr_schedule="constant")
+    train(RunDir(tmp_path), build, dataset, None, val_mse, ValidationMetric("val_mse", False),
+          config, "fp", log=lines.append)
+    out = capsys.readouterr().out  # not a terminal: Keras' one line per epoch
+    assert "Epoch 2/3" in out and "Epoch 3/3" in out and "Epoch 2/2" not in out
+    # 64 samples in batches of 16: steps 2 and 4 of each epoch.
+    steps = [line.split(":")[0] for line in lines if " step " in line]
+    assert steps == [f"[train] epoch {e} step {s}" for e in (1, 2, 3) for s in (2, 4)]

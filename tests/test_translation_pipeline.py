@@ -60,7 +60,7 @@ def test_smoke_config_end_to_end(translation_smoke_run, multi30k_dir, tmp_path, 
     source.write_text("Ein Hund rennt im Park.\nZwei Männer spielen Fußball.\n\n")
     assert run("translate", *common, "--input", source) == 0
     from_file = capsys.readouterr().out.splitlines()
-    assert len(from_file) == 3
+    assert len(from_file) == 3 and from_file[2] == ""  # an empty line stays empty
     # The same from standard input.
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(source.read_bytes())))
     assert run("translate", *common) == 0
@@ -91,7 +91,9 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
                "--set", "decoding.beam_size=1") == 0
     exported = tf.saved_model.load(str(run_dir / "export"))
     texts = [line for line in (run_dir / "data" / "test.src").read_text().splitlines()[:8]]
+    texts += ["", "  "]  # blank sources: empty translations
     got = [s.decode() for s in exported.translate(tf.constant(texts)).numpy()]
+    assert got[-2:] == ["", ""]
     cfg = load_config(translation.TranslationConfig, SMOKE)
     source_tok, target_tok = translation.load_tokenizers(RunDir(run_dir))
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
@@ -154,3 +156,90 @@ def test_prepare_separate_vocabularies_and_dropped_pairs(toy_corpus, tmp_path):
     assert report["train"] == {"pairs": 8, "dropped": {"empty": 1, "too_long": 1}}
     assert (run_dir / "tokenizer" / "source.model").read_bytes() != \
         (run_dir / "tokenizer" / "target.model").read_bytes()
+
+
+def toy_prepare_args(toy_corpus, run_dir) -> list:
+    return ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=files",
+            "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.vocab_size=60"]
+
+
+def test_config_yaml_is_written_only_by_a_stage_that_runs(toy_corpus, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    common = toy_prepare_args(toy_corpus, run_dir)
+    assert run("prepare", *common) == 0
+    assert json.loads((run_dir / "run.json").read_text()) == {"pipeline": "translation"}
+    written = (run_dir / "config.yaml").read_bytes()
+    # Up to date (training settings are not prepare's inputs): nothing is rewritten.
+    assert run("prepare", *common, "--set", "training.epochs=7") == 0
+    assert "[prepare] up to date" in capsys.readouterr().out
+    # A failing stage leaves the recorded config alone.
+    assert run("evaluate", *common, "--set", "decoding.beam_size=2") == 1
+    assert "stage 'train' has not run yet" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_bytes() == written
+
+
+def test_a_failed_command_leaves_no_run_directory(tmp_path, capsys):
+    assert run("train", "--config", SMOKE, "--run-dir", tmp_path / "new") == 1
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_other_pipelines_run_directory_is_refused(tmp_path, capsys):
+    from pipelines import speech
+
+    speech_smoke = SMOKE.parent / "speech_smoke.yaml"
+    owned = tmp_path / "speech_run"
+    owned.mkdir()
+    (owned / "run.json").write_text('{"pipeline": "speech"}')
+    (owned / "config.yaml").write_text("name: s\n")
+    assert run("evaluate", "--config", SMOKE, "--run-dir", owned) == 1
+    err = capsys.readouterr().err
+    assert "a speech run, not a translation one" in err and "Traceback" not in err
+    assert (owned / "config.yaml").read_text() == "name: s\n"
+    # A run from before run.json existed is recognized by its config's sections.
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "config.yaml").write_text("name: t\ntokenizer:\n  vocab_size: 100\n")
+    assert speech.main(["evaluate", "--config", str(speech_smoke), "--run-dir", str(legacy)]) == 1
+    assert "not a speech run" in capsys.readouterr().err
+    # A file given as the run directory.
+    (tmp_path / "file").write_text("x")
+    assert run("train", "--config", SMOKE, "--run-dir", tmp_path / "file") == 1
+    assert "the run directory is a file" in capsys.readouterr().err
+
+
+def test_blank_sources_translate_to_empty_strings(toy_tokenizer, tmp_path):
+    cfg = load_config(translation.TranslationConfig, SMOKE, [
+        "model.embedding_dim=8", "model.encoder_units=8", "model.decoder_units=8",
+        "model.attentional_dim=8", "decoding.beam_size=2"])
+    model = translation.build_model(cfg, toy_tokenizer, toy_tokenizer)
+    got = translation.translate_texts(model, toy_tokenizer, toy_tokenizer,
+                                      ["", "ein hund .", "  "], cfg.decoding, 2, progress=False)
+    assert got[0] == "" and got[2] == "" and len(got) == 3
+    assert translation.translate_texts(model, toy_tokenizer, toy_tokenizer, [""],
+                                       cfg.decoding, 1, progress=False) == [""]
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("no lines", "train.de and {dir}/train.en: the train split has no lines"),
+    ("blank targets", "every one of the 8 training pairs has an empty source or target side"),
+    ("too long", "every one of the 8 non-empty training pairs is longer than "
+                 "data.max_length=1 subwords"),
+    ("small vocabulary", "tokenizer.vocab_size=10 is too small: the training text needs at least"),
+])
+def test_unusable_training_corpus_is_explained(toy_corpus, tmp_path, capsys, problem, message):
+    src, tgt = toy_corpus["train"]
+    args = toy_prepare_args(toy_corpus, tmp_path / "run")
+    if problem == "no lines":
+        Path(src).write_text("")
+        Path(tgt).write_text("")
+    elif problem == "blank targets":
+        Path(tgt).write_text("\n" * 8)
+    elif problem == "too long":
+        args += ["--set", "data.max_length=1"]
+    else:
+        args += ["--set", "tokenizer.vocab_size=10"]
+    assert run("prepare", *args) == 1
+    err = capsys.readouterr().err
+    assert message.format(dir=tmp_path) in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -20,6 +20,7 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 # The interpreter's own kernel (ipykernel's "python3" resolves to sys.executable), so a
 # report runs with the environment the pipeline runs in, installed kernel or not.
 KERNEL = "python3"
+OFFLINE_TEMPLATE = Path(__file__).resolve().parent / "offline.html.j2"
 
 
 @contextlib.contextmanager
@@ -96,7 +97,7 @@ def execute_notebook(source: str | Path, parameters: dict, out_dir: str | Path,
         failure = e
     ipynb, html = out_dir / f"{source.stem}.ipynb", out_dir / f"{source.stem}.html"
     atomic_write_text(ipynb, nbformat.writes(notebook))
-    body, _ = HTMLExporter().from_notebook_node(notebook)
+    body, _ = HTMLExporter(template_file=str(OFFLINE_TEMPLATE)).from_notebook_node(notebook)
     atomic_write_text(html, body)
     if failure is not None:
         cell = next((i for i, c in enumerate(notebook.cells)
@@ -116,6 +117,8 @@ def report_stage(ctx, notebook: str) -> None:
     Always runs: a report is cheap, and it should reflect the current notebook.
     """
     ctx.run.require("evaluate", "report")
+    print(f"[report] running notebooks/{notebook}.ipynb on {ctx.run.root} (a minute or two)",
+          flush=True)
     ipynb, html = execute_notebook(NOTEBOOKS_DIR / f"{notebook}.ipynb",
                                    {"run_dir": str(ctx.run.root.resolve())},
                                    ctx.run.path("report"))

@@ -1,0 +1,163 @@
+"""The command line as a user's shell sees it: separate processes, real stderr."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SMOKE = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
+
+
+def user_env(**extra) -> dict:
+    # Without the test session's TF_CPP_MIN_LOG_LEVEL: what a user's shell has.
+    return {**{k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}, **extra}
+
+
+def run_module(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=user_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, code", [
+    (["--help"], 0),
+    (["prepare", "--config", "missing.yaml"], 2),
+    (["prepare", "--config", str(SMOKE), "--set", "model.cell"], 2),
+])
+def test_help_and_unreadable_config_answer_before_importing_tensorflow(args, code):
+    result = run_module("-X", "importtime", "-m", "pipelines.translation", *args)
+    assert result.returncode == code
+    imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")]
+    assert "pipelines.cli" in imported and "tensorflow" not in imported
+    errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    if code:
+        assert len(errors) == 1 and errors[0].startswith("error: ")
+
+
+def test_a_failing_command_prints_one_line_and_no_tensorflow_logging(tmp_path):
+    result = run_module("-m", "pipelines.translation", "train", "--config", SMOKE,
+                        "--run-dir", tmp_path / "new")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: {tmp_path / 'new'}: stage 'prepare' has not run yet; run it before 'train'"]
+
+
+def test_stage_names_known_before_import_match_the_stages():
+    from pipelines import speech, translation
+
+    for module in (translation, speech):
+        assert tuple(module.STAGES) == module.STAGE_NAMES
+
+
+def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_corpus, tmp_path):
+    from pipelines import translation
+
+    run_dir = tmp_path / "run"
+    common = ["--config", str(SMOKE), "--run-dir", str(run_dir), "--set", "data.corpus=files",
+              "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.vocab_size=60",
+              "--set", "training.epochs=100000", "--set", "training.patience=100000",
+              "--set", "training.batch_tokens=20"]
+    assert translation.main(["prepare", *common]) == 0
+    env = user_env(PYTHONUNBUFFERED="1")
+    with subprocess.Popen([sys.executable, "-m", "pipelines.translation", "train", *common],
+                          cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as proc:
+        for line in proc.stdout:  # into the second epoch: the first one is checkpointed
+            if line.startswith("Epoch 2/"):
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    # Usually "interrupted after step N of epoch 2; the last checkpoint is epoch 1; ...";
+    # between epochs (saving checkpoints) the stage's more general line.
+    assert len(err.splitlines()) == 1 and err.startswith("interrupted "), err
+    assert "rerun the same command" in err
+    assert (run_dir / "checkpoints" / "last.keras").is_file()
+
+
+class Typed:
+    """Standard input typed at a terminal: each read returns the next line, and records
+    what had been printed by then."""
+
+    def __init__(self, lines: list[bytes], capsys):
+        self.lines, self.capsys, self.printed = list(lines), capsys, []
+
+    def read1(self, size):
+        self.printed.append(self.capsys.readouterr().out)
+        return self.lines.pop(0) if self.lines else b""
+
+
+def test_typed_lines_are_translated_as_they_arrive(toy_translation_run, capsys, monkeypatch):
+    from pipelines import translation
+
+    typed = Typed([b"ein hund .\n", b"\n", b"eine katze"], capsys)
+    monkeypatch.setattr("sys.stdin", SimpleNamespace(buffer=typed))
+    assert translation.main(["translate", *toy_translation_run]) == 0
+    # Each complete line's translation was out before the next read; the last line,
+    # without a newline, is translated at the end of the input.
+    assert [p.count("\n") for p in typed.printed] == [0, 1, 1, 0]
+    assert typed.printed[2] == "\n"  # the blank line's
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
+    from data_prep.parallel_corpus import CorpusError
+    from pipelines.cli import input_batches
+
+    reads = iter([b"a\nb\nc", b"d\n\n", b"e\n", b"\xff\n", b""])
+    monkeypatch.setattr("sys.stdin", SimpleNamespace(buffer=SimpleNamespace(
+        read1=lambda size: next(reads))))
+    batches = input_batches(None)
+    assert [next(batches) for _ in range(3)] == [["a", "b"], ["cd", ""], ["e"]]
+    with pytest.raises(CorpusError, match="<stdin>:6: invalid UTF-8"):
+        next(batches)
+
+
+def test_ctrl_c_before_a_stage_starts_just_ends_the_process(monkeypatch, capsys):
+    from pipelines import cli, translation
+
+    monkeypatch.setattr(cli, "quiet_tensorflow", lambda: None)  # already imported here
+    monkeypatch.setattr(sys, "argv", ["x", "train", "--config", str(SMOKE)])
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        cli.preflight("translation", translation.DESCRIPTION, translation.STAGE_NAMES)
+        # During the imports that follow, Ctrl-C prints one word and exits: no traceback.
+        assert signal.getsignal(signal.SIGINT) is cli._interrupted_before_start
+        translation.main(["train", "--config", str(SMOKE), "--run-dir", "/nonexistent/run"])
+        # Once a stage runs, Ctrl-C is a KeyboardInterrupt its stage turns into one line.
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+
+
+@dataclass
+class TinyConfig:
+    name: str = "tiny"
+
+
+@pytest.mark.parametrize("changes_the_run, message", [
+    (True, "interrupted during the work stage; rerun the same command to finish it\n"),
+    (False, "interrupted during the work stage\n"),
+])
+def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, changes_the_run, message):
+    from pipelines import cli
+
+    def work(ctx):
+        if changes_the_run:
+            ctx.begin()
+        raise KeyboardInterrupt
+
+    (tmp_path / "c.yaml").write_text("name: tiny\n")
+    code = cli.main(["work", "--config", str(tmp_path / "c.yaml"), "--run-dir",
+                     str(tmp_path / "run")], "tiny", "", TinyConfig, {"work": work}, ["work"])
+    assert code == 130 and capsys.readouterr().err == message
+    assert not (tmp_path / "run").exists()  # a new run with no finished stage is not kept
