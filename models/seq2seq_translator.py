@@ -30,7 +30,7 @@ class Seq2SeqConfig:
     decoder_init: str = "zeros"  # zeros | bridge (from the encoder's final states)
     input_feeding: bool = False
     tie_embeddings: bool = False
-    dropout: float = 0.3
+    dropout: float = 0.1
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")

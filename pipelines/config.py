@@ -19,7 +19,9 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the field."""
 
 
-def load_yaml(path: str | Path) -> dict:
+def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
+    """Read a config file. ``base: other.yaml`` (a path relative to this file) starts from
+    that file's settings; this file's sections are merged over them, field by field."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
@@ -31,7 +33,24 @@ def load_yaml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: invalid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected the path of another config file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in _including + (path.resolve(),):
+        raise ConfigError(f"{path}: base: {base} includes itself")
+    return _merge(load_yaml(base_path, _including + (path.resolve(),)), data)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``: sections are merged recursively, other values replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both_sections else value
+    return merged
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

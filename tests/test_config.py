@@ -102,3 +102,30 @@ def test_known_fields_leave_out_what_the_pipeline_sets(tmp_path):
     with pytest.raises(ConfigError, match="model.vocab: unknown field") as error:
         load_config(TranslationConfig, write(tmp_path, "model:\n  vocab: 5\n"))
     assert "embedding_dim" in str(error.value) and "vocab_size" not in str(error.value)
+
+
+def test_base_config_is_merged_field_by_field(tmp_path):
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nmodel:\n  cell: lstm\n  dropout: 0.2\ntraining:\n  epochs: 7\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: parent.yaml\nname: child\nmodel:\n  dropout: 0.4\n")
+    cfg = load_config(TranslationConfig, child, ["training.epochs=9"])
+    assert (cfg.name, cfg.model.cell, cfg.model.dropout, cfg.training.epochs) == (
+        "child", "lstm", 0.4, 9)
+
+
+def test_shipped_en_de_benchmark_extends_de_en():
+    de_en = load_config(TranslationConfig, CONFIGS / "multi30k_de_en.yaml")
+    en_de = load_config(TranslationConfig, CONFIGS / "multi30k_en_de.yaml")
+    assert (en_de.data.source_lang, en_de.data.target_lang) == ("en", "de")
+    assert en_de.model == de_en.model and en_de.training == de_en.training
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: c.yaml\n", "includes itself"),
+    ("base: missing.yaml\n", "missing.yaml: config file not found"),
+    ("base: [a, b]\n", "base: expected the path"),
+])
+def test_bad_base_is_named(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(TranslationConfig, write(tmp_path, text))
