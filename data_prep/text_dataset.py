@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, SubwordTokenizer
+from data_prep.special_ids import BOS_ID, EOS_ID
+from data_prep.subword_tokenizer import SubwordTokenizer
 
 TOKENIZE_CHUNK = 1024
 

@@ -42,8 +42,8 @@ from data_prep.parallel_corpus import (  # noqa: E402
     read_parallel,
     read_tsv,
 )
+from data_prep.special_ids import EOS_ID  # noqa: E402
 from data_prep.subword_tokenizer import (  # noqa: E402
-    EOS_ID,
     SubwordTokenizer,
     TokenizerError,
     train_sentencepiece,

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from data_prep.subword_tokenizer import EOS_ID
+from data_prep.special_ids import EOS_ID
 from models.decoding import Translator
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator
 from pipelines import benchmark

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from data_prep.subword_tokenizer import EOS_ID, PAD_ID
+from data_prep.special_ids import EOS_ID, PAD_ID
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
 from pipelines.run_dir import read_lines
