@@ -55,6 +55,7 @@ from data_prep.char_vocabulary import (  # noqa: E402
 )
 from data_prep.digit_strings import DigitStringConfig, make_digit_strings  # noqa: E402
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.file_io import atomic_savez, atomic_write_json, write_lines  # noqa: E402
 from data_prep.manifest import ManifestError, entry, read_manifest, write_manifest  # noqa: E402
 from data_prep.speech_dataset import (  # noqa: E402
     SpecAugmentConfig,
@@ -78,7 +79,7 @@ from pipelines.config import (  # noqa: E402
     positive,
 )
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
-from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
+from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance

@@ -24,8 +24,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep.file_io import atomic_write_json
 from pipelines.config import ConfigError, choice
-from pipelines.run_dir import RunDir, atomic_write_json
+from pipelines.run_dir import RunDir
 
 
 @dataclass

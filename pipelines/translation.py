@@ -33,10 +33,16 @@ from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.file_io import (  # noqa: E402
+    CorpusError,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_lines,
+    write_lines,
+)
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
-    CorpusError,
     ParallelCorpus,
     drop_empty,
     read_parallel,
@@ -64,13 +70,7 @@ from pipelines.config import (  # noqa: E402
     positive,
 )
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
-from pipelines.run_dir import (  # noqa: E402
-    atomic_write_bytes,
-    atomic_write_json,
-    fingerprint,
-    write_lines,
-)
-from pipelines.run_dir import read_lines as read_run_lines  # noqa: E402
+from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
@@ -211,8 +211,8 @@ def load_tokenizers(run):
 
 
 def load_prepared(run, split) -> tuple[list[str], list[str]]:
-    return (read_run_lines(run.path("data", f"{split}.src")),
-            read_run_lines(run.path("data", f"{split}.tgt")))
+    return (read_lines(run.path("data", f"{split}.src")),
+            read_lines(run.path("data", f"{split}.tgt")))
 
 
 def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:

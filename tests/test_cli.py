@@ -109,7 +109,7 @@ def test_typed_lines_are_translated_as_they_arrive(toy_translation_run, capsys, 
 
 
 def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
-    from data_prep.parallel_corpus import CorpusError
+    from data_prep.file_io import CorpusError
     from pipelines.cli import input_batches
 
     reads = iter([b"a\nb\nc", b"d\n\n", b"e\n", b"\xff\n", b""])

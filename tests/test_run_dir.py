@@ -3,7 +3,8 @@ import stat
 
 import pytest
 
-from pipelines.run_dir import RunDir, read_lines, write_lines
+from data_prep.file_io import read_lines, write_lines
+from pipelines.run_dir import RunDir
 
 
 def test_lines_round_trip_with_unicode_separators(tmp_path):
