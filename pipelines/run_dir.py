@@ -96,6 +96,15 @@ class RunDir:
     def is_current(self, stage: str, fp: str) -> bool:
         return self.stage_fingerprint(stage) == fp
 
+    def up_to_date(self, stage: str, fp: str, force: bool, what) -> bool:
+        """Whether ``stage`` can be skipped: it last finished with fingerprint ``fp`` and
+        is not forced. If so, prints ``[stage] up to date (what)``; ``what``: the stage's
+        output, shown to the user."""
+        if force or not self.is_current(stage, fp):
+            return False
+        print(f"[{stage}] up to date ({what})")
+        return True
+
     def mark_done(self, stage: str, fp: str, **info) -> None:
         atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(), **info})
 

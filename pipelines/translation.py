@@ -272,8 +272,7 @@ def prepare(ctx: cli.Context) -> None:
                               "has no lines")
         files += [str(f) for f in split_files]
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
-    if run.is_current("prepare", fp) and not ctx.force:
-        print(f"[prepare] up to date ({run.path('data')})")
+    if run.up_to_date("prepare", fp, ctx.force, run.path("data")):
         return
     ctx.begin()
     # New data or tokenizers: what was trained on the old ones must not be reused.
@@ -320,14 +319,8 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
     model_cfg = dataclasses.replace(cfg.model, source_vocab_size=source_tok.vocab_size,
                                     target_vocab_size=target_tok.vocab_size)
     model = Seq2SeqTranslator(**dataclasses.asdict(model_cfg))
-    model.build()
-    model.compile(
-        optimizer=trainer.make_optimizer(cfg.training),
-        loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing),
-        # Bucketed batches have many shapes; XLA would recompile for each of them.
-        jit_compile=False,
-    )
-    return model
+    return trainer.build_and_compile(model, cfg.training,
+                                     loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing))
 
 
 def train(ctx: cli.Context) -> None:
@@ -335,13 +328,11 @@ def train(ctx: cli.Context) -> None:
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
                                 trainer.resumable_config(cfg.training))
     fp = fingerprint(checkpoint_fp, cfg.training)
-    if run.is_current("train", fp) and not ctx.force:
-        print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
+    if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
         return
     ctx.begin()
     if ctx.force:
-        shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
-        run.path("train_state.json").unlink(missing_ok=True)
+        trainer.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
     train_src, train_tgt = load_prepared(run, "train")
     val_src, val_tgt = load_prepared(run, "val")
@@ -370,8 +361,7 @@ def train(ctx: cli.Context) -> None:
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
-    if run.is_current("evaluate", fp) and not ctx.force:
-        print(f"[evaluate] up to date ({run.path('metrics.json')})")
+    if run.up_to_date("evaluate", fp, ctx.force, run.path("metrics.json")):
         return
     ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
@@ -441,8 +431,7 @@ def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
     target = run.path("export")
-    if run.is_current("export", fp) and not ctx.force:
-        print(f"[export] up to date ({target})")
+    if run.up_to_date("export", fp, ctx.force, target):
         return
     ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
