@@ -82,6 +82,9 @@ from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
+# Translation's training fields: batches here are sized in utterances, and the CTC loss
+# has no label smoothing.
+UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
 TRAINING_SPLITS = ("train", "val")  # test features are computed (and timed) by evaluate
 
@@ -405,9 +408,10 @@ def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     # Checkpoints depend on everything but the stopping criteria, so raising
     # training.epochs or max_minutes continues a finished run instead of restarting it.
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
-                                cfg.augment, trainer.resumable_config(cfg.training))
-    fp = fingerprint(checkpoint_fp, cfg.training)
+                                cfg.augment, trainer.resumable_config(training))
+    fp = fingerprint(checkpoint_fp, training)
     if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
         return
     ctx.begin()

@@ -72,6 +72,15 @@ def resumable_config(config: TrainingConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in STOPPING_FIELDS}
 
 
+def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingConfig:
+    """``config`` with the fields a pipeline does not read reset to their defaults, for
+    fingerprints: changing such a field neither reruns training nor refuses to resume it.
+    Resetting (rather than dropping) them keeps the fingerprints of runs that never set
+    them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    return dataclasses.replace(config, **{name: defaults[name] for name in unused})
+
+
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     """Adam with global-norm gradient clipping, as configured."""
     return keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,

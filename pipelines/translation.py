@@ -74,6 +74,7 @@ from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
+UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in tokens
 
 
 @dataclass
@@ -325,9 +326,10 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
-                                trainer.resumable_config(cfg.training))
-    fp = fingerprint(checkpoint_fp, cfg.training)
+                                trainer.resumable_config(training))
+    fp = fingerprint(checkpoint_fp, training)
     if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
         return
     ctx.begin()
