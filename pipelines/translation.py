@@ -48,7 +48,7 @@ from data_prep.parallel_corpus import (  # noqa: E402
     read_parallel,
     read_tsv,
 )
-from data_prep.special_ids import EOS_ID  # noqa: E402
+from data_prep.special_ids import EOS_ID, PAD_ID  # noqa: E402
 from data_prep.subword_tokenizer import (  # noqa: E402
     SubwordTokenizer,
     TokenizerError,
@@ -414,7 +414,7 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     def translate_strings(texts):
         ids = source_tok.tokenize(texts)
         eos = tf.fill([ids.nrows(), 1], EOS_ID)
-        output = translator(tf.concat([ids, eos], axis=1).to_tensor())
+        output = translator(tf.concat([ids, eos], axis=1).to_tensor(default_value=PAD_ID))
         # Keep the tokens before each row's first EOS (padding follows it).
         before_eos = tf.equal(tf.cumsum(tf.cast(output == EOS_ID, tf.int32), axis=1), 0)
         translations = target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
