@@ -13,7 +13,7 @@ import os
 import urllib.request
 from pathlib import Path
 
-from data_prep.atomic_file import atomic_file
+from data_prep.file_io import atomic_file
 
 DATA_DIR_ENV = "PIPELINES_DATA_DIR"
 CACHE_DIR_ENV = "PIPELINES_CACHE_DIR"

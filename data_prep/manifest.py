@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from data_prep.audio_features import audio_duration
-from pipelines.run_dir import write_lines
+from data_prep.file_io import write_lines
 
 REQUIRED = ("audio_filepath", "duration", "text")
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from data_prep.download import fetch
-from data_prep.parallel_corpus import CorpusError, ParallelCorpus, read_parallel
+from data_prep.file_io import CorpusError
+from data_prep.parallel_corpus import ParallelCorpus, read_parallel
 
 LANGUAGES = ("en", "de", "fr", "cs")
 # Our split names -> upstream file stems.

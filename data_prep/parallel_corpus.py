@@ -6,45 +6,11 @@ truncated or skipped except empty and over-long pairs, whose counts are returned
 
 from __future__ import annotations
 
-import gzip
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from data_prep.file_io import CorpusError, read_lines
 
-class CorpusError(ValueError):
-    """Malformed corpus input; the message names the file and line."""
-
-
-def decode_lines(raw: bytes, name, first: int = 1) -> list[str]:
-    """Split UTF-8 bytes into lines at ``\n`` only (``\r\n`` too), unstripped.
-
-    Not ``str.splitlines``: it also breaks at U+2028, U+0085 and form feeds, which would
-    silently split one sentence in two and misalign a parallel corpus. ``first``: the
-    line number of the first line, for error messages.
-    """
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, line in enumerate(lines, start=first):
-        try:
-            out.append(line.decode("utf-8").removesuffix("\r"))
-        except UnicodeDecodeError as e:
-            raise CorpusError(f"{name}:{number}: invalid UTF-8 ({e.reason} at byte {e.start})") from e
-    return out
-
-
-def read_lines(path: str | os.PathLike) -> list[str]:
-    """Lines of a UTF-8 text file (optionally gzip-compressed), unstripped."""
-    path = Path(path)
-    if path.is_dir():
-        raise CorpusError(f"{path}: is a directory, not a text file")
-    if not path.is_file():
-        raise CorpusError(f"{path}: file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        return decode_lines(f.read(), path)
+__all__ = ["CorpusError", "ParallelCorpus", "drop_empty", "read_parallel", "read_tsv"]
 
 
 @dataclass

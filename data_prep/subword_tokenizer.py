@@ -15,9 +15,10 @@ import sentencepiece as spm
 import tensorflow as tf
 import tensorflow_text as tf_text
 
-# Fixed special ids shared by every tokenizer and model in the toolkit: padding must be 0
-# so Keras ``mask_zero`` embeddings mask it.
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+
+__all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "SubwordTokenizer", "TokenizerError",
+           "train_sentencepiece"]
 
 
 class TokenizerError(ValueError):

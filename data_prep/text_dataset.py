@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, SubwordTokenizer
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
+from data_prep.subword_tokenizer import SubwordTokenizer
 
 TOKENIZE_CHUNK = 1024
 
@@ -72,6 +73,7 @@ def make_training_dataset(
         element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
         bucket_boundaries=boundaries,
         bucket_batch_sizes=batch_sizes,
+        padding_values=(PAD_ID, PAD_ID),
     )
     if shuffle:
         # Buckets fill at different rates; shuffling whole batches removes the resulting
@@ -102,7 +104,7 @@ def make_source_batches(
     def tokenize(start, end):
         ids = source_tok.tokenize(sorted_text[start:end])
         eos = tf.fill([ids.nrows(), 1], EOS_ID)
-        return tf.concat([ids, eos], axis=1).to_tensor()
+        return tf.concat([ids, eos], axis=1).to_tensor(default_value=PAD_ID)
 
     # Variable-size batches: slice the sorted sentences at the precomputed boundaries.
     dataset = tf.data.Dataset.from_tensor_slices((offsets[:-1], offsets[1:])).map(tokenize)

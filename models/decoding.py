@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
 
 NEG = -1e9  # "impossible" score; finite so that sums never produce NaN
 

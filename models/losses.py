@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from data_prep.special_ids import PAD_ID
+
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
 class MaskedLabelSmoothingLoss(keras.losses.Loss):
@@ -20,7 +22,7 @@ class MaskedLabelSmoothingLoss(keras.losses.Loss):
         pad_id: label id that marks padding.
     """
 
-    def __init__(self, label_smoothing=0.1, pad_id=0, name="masked_label_smoothing", **kwargs):
+    def __init__(self, label_smoothing=0.1, pad_id=PAD_ID, name="masked_label_smoothing", **kwargs):
         super().__init__(name=name, **kwargs)
         self.label_smoothing, self.pad_id = label_smoothing, pad_id
 

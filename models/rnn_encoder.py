@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from data_prep.special_ids import PAD_ID
 from models.rnn_cells import bidirectional_rnn, num_states
 
 
@@ -12,7 +13,7 @@ from models.rnn_cells import bidirectional_rnn, num_states
 class RNNEncoder(keras.layers.Layer):
     """Embeddings followed by stacked bidirectional RNN layers.
 
-    Padding (id 0) is masked: Keras RNNs carry their state unchanged across masked
+    Padding (``PAD_ID``, 0) is masked: Keras RNNs carry their state unchanged across masked
     steps, so the backward direction starts at each sentence's real last token and the
     padding never changes a real position's output.
 
@@ -30,6 +31,7 @@ class RNNEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
         self.num_layers, self.cell, self.dropout = num_layers, cell, dropout
+        # mask_zero relies on PAD_ID being 0 (see data_prep.special_ids).
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
                                                 name="embedding")
         self.layers_ = [bidirectional_rnn(cell, units, i, return_sequences=True, return_state=True)
@@ -49,7 +51,7 @@ class RNNEncoder(keras.layers.Layer):
         Returns ``(memory [B, S, 2*units], mask [B, S] bool, final [B, 2*units])`` where
         ``final`` joins the last layer's forward and backward final hidden states.
         """
-        mask = ops.not_equal(source, 0)
+        mask = ops.not_equal(source, PAD_ID)
         x = self.drop(self.embedding(source), training=training)
         for i, layer in enumerate(self.layers_):
             if i > 0:

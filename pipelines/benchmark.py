@@ -67,7 +67,8 @@ import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
 from data_prep.parallel_corpus import ParallelCorpus, drop_empty  # noqa: E402
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, PAD_ID, train_sentencepiece  # noqa: E402
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
+from data_prep.subword_tokenizer import train_sentencepiece  # noqa: E402
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
 from models.decoding import Translator  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402

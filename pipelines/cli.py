@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_prep.download import DownloadError
-from data_prep.parallel_corpus import CorpusError, decode_lines, read_lines
+from data_prep.file_io import CorpusError, decode_lines, read_lines
 from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
 from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import RunDir

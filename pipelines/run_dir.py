@@ -1,4 +1,4 @@
-"""Run directories: atomic writes and stage records that let unchanged stages be skipped.
+"""Run directories: stage records that let unchanged stages be skipped.
 
 A run lives in ``runs/<name>/``. Each stage records, in ``stages/<stage>.json``, a
 fingerprint of everything it read (its config sections and the fingerprints or hashes of
@@ -14,45 +14,10 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from data_prep.atomic_file import atomic_file
-from data_prep.parallel_corpus import decode_lines
+from data_prep.file_io import atomic_write_json, atomic_write_text
 from pipelines.config import ConfigError
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and rename, never a partial file."""
-    with atomic_file(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
-
-
-def atomic_write_text(path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
-
-
-def atomic_savez(path, **arrays) -> Path:
-    """``numpy.savez`` to ``path``, atomically (through a file object, so NumPy does not
-    append ``.npz`` to the temporary name)."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    return Path(path)
-
-
-def write_lines(path, lines: list[str]) -> Path:
-    return atomic_write_text(path, "".join(line + "\n" for line in lines))
-
-
-def read_lines(path) -> list[str]:
-    """Lines of a file the pipeline wrote itself, split at ``\n`` only as ``write_lines``
-    wrote them (``decode_lines``: a U+2028 inside a sentence must not split it)."""
-    return decode_lines(Path(path).read_bytes(), path)
 
 
 def fingerprint(*parts) -> str:
@@ -130,6 +95,15 @@ class RunDir:
 
     def is_current(self, stage: str, fp: str) -> bool:
         return self.stage_fingerprint(stage) == fp
+
+    def up_to_date(self, stage: str, fp: str, force: bool, what) -> bool:
+        """Whether ``stage`` can be skipped: it last finished with fingerprint ``fp`` and
+        is not forced. If so, prints ``[stage] up to date (what)``; ``what``: the stage's
+        output, shown to the user."""
+        if force or not self.is_current(stage, fp):
+            return False
+        print(f"[{stage}] up to date ({what})")
+        return True
 
     def mark_done(self, stage: str, fp: str, **info) -> None:
         atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(), **info})

@@ -55,6 +55,7 @@ from data_prep.char_vocabulary import (  # noqa: E402
 )
 from data_prep.digit_strings import DigitStringConfig, make_digit_strings  # noqa: E402
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.file_io import atomic_savez, atomic_write_json, write_lines  # noqa: E402
 from data_prep.manifest import ManifestError, entry, read_manifest, write_manifest  # noqa: E402
 from data_prep.speech_dataset import (  # noqa: E402
     SpecAugmentConfig,
@@ -78,9 +79,12 @@ from pipelines.config import (  # noqa: E402
     positive,
 )
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
-from pipelines.run_dir import atomic_savez, atomic_write_json, fingerprint, write_lines  # noqa: E402
+from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
+# Translation's training fields: batches here are sized in utterances, and the CTC loss
+# has no label smoothing.
+UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
 TRAINING_SPLITS = ("train", "val")  # test features are computed (and timed) by evaluate
 
@@ -309,8 +313,7 @@ def prepare(ctx: cli.Context) -> None:
     fp = fingerprint("prepare", cfg.data, cfg.features,
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
                      input_signature(cfg, ctx.data_dir))
-    if run.is_current("prepare", fp) and not ctx.force:
-        print(f"[prepare] up to date ({run.path('data')})")
+    if run.up_to_date("prepare", fp, ctx.force, run.path("data")):
         return
     ctx.begin()
     # New data or features: what was trained on the old ones must not be reused.
@@ -397,30 +400,23 @@ def load_labelled(run, split, vocab, cfg: SpeechConfig):
 def build_model(cfg: SpeechConfig, vocab: CharVocabulary) -> CTCRecognizer:
     model_cfg = dataclasses.replace(cfg.model, num_features=cfg.features.num_features,
                                     vocab_size=vocab.size, blank_index=vocab.blank_index)
-    model = CTCRecognizer(**dataclasses.asdict(model_cfg))
-    model.build()
-    model.compile(
-        optimizer=trainer.make_optimizer(cfg.training),
-        # Bucketed batches have many shapes; XLA would recompile for each of them.
-        jit_compile=False,
-    )
-    return model
+    # The model computes its CTC loss itself (no ``loss`` to compile with).
+    return trainer.build_and_compile(CTCRecognizer(**dataclasses.asdict(model_cfg)), cfg.training)
 
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     # Checkpoints depend on everything but the stopping criteria, so raising
     # training.epochs or max_minutes continues a finished run instead of restarting it.
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
-                                cfg.augment, trainer.resumable_config(cfg.training))
-    fp = fingerprint(checkpoint_fp, cfg.training)
-    if run.is_current("train", fp) and not ctx.force:
-        print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
+                                cfg.augment, trainer.resumable_config(training))
+    fp = fingerprint(checkpoint_fp, training)
+    if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
         return
     ctx.begin()
     if ctx.force:
-        shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
-        run.path("train_state.json").unlink(missing_ok=True)
+        trainer.discard_checkpoints(run)
     vocab, t = vocabulary(cfg), cfg.training
     train_x, train_y, train_skipped = load_labelled(run, "train", vocab, cfg)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)
@@ -484,8 +480,7 @@ def evaluate(ctx: cli.Context) -> None:
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
-    if run.is_current("evaluate", fp) and not ctx.force:
-        print(f"[evaluate] up to date ({run.path('metrics.json')})")
+    if run.up_to_date("evaluate", fp, ctx.force, run.path("metrics.json")):
         return
     ctx.begin()
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)

@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import sys
 import time
 import warnings
@@ -24,8 +25,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep.file_io import atomic_write_json
 from pipelines.config import ConfigError, choice
-from pipelines.run_dir import RunDir, atomic_write_json
+from pipelines.run_dir import RunDir
 
 
 @dataclass
@@ -63,16 +65,46 @@ class TrainingConfig:
 # checkpoints instead of starting over.
 STOPPING_FIELDS = ("epochs", "max_minutes", "patience")
 
+STATE_FILE = "train_state.json"  # in the run directory, beside checkpoints/
+
 
 def resumable_config(config: TrainingConfig) -> dict:
     """The training settings that checkpoints depend on (all but the stopping criteria)."""
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in STOPPING_FIELDS}
 
 
+def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingConfig:
+    """``config`` with the fields a pipeline does not read reset to their defaults, for
+    fingerprints: changing such a field neither reruns training nor refuses to resume it.
+    Resetting (rather than dropping) them keeps the fingerprints of runs that never set
+    them."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
+    return dataclasses.replace(config, **{name: defaults[name] for name in unused})
+
+
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     """Adam with global-norm gradient clipping, as configured."""
     return keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
                                  global_clipnorm=config.clip_norm)
+
+
+def build_and_compile(model: keras.Model, config: TrainingConfig, loss=None) -> keras.Model:
+    """Build ``model`` and compile it with ``make_optimizer(config)`` and ``loss``."""
+    model.build()
+    model.compile(
+        optimizer=make_optimizer(config),
+        loss=loss,
+        # Bucketed batches have many shapes; XLA would recompile for each of them.
+        jit_compile=False,
+    )
+    return model
+
+
+def discard_checkpoints(run: RunDir) -> None:
+    """Remove the checkpoints and training state ``train`` writes (``--force``): the
+    next training starts from scratch."""
+    shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
+    run.path(STATE_FILE).unlink(missing_ok=True)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -170,7 +202,7 @@ def train(
     """
     last_path = run.path("checkpoints", "last.keras")
     best_path = run.path("checkpoints", "best.keras")
-    state_path = run.path("train_state.json")
+    state_path = run.path(STATE_FILE)
     last_path.parent.mkdir(parents=True, exist_ok=True)
     state = _load_state(state_path)
     if state and state["fingerprint"] != fingerprint:

@@ -33,17 +33,23 @@ from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.download import sha256_of  # noqa: E402
+from data_prep.file_io import (  # noqa: E402
+    CorpusError,
+    atomic_write_bytes,
+    atomic_write_json,
+    read_lines,
+    write_lines,
+)
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES  # noqa: E402
 from data_prep.multi30k import load_multi30k, multi30k_file  # noqa: E402
 from data_prep.parallel_corpus import (  # noqa: E402
-    CorpusError,
     ParallelCorpus,
     drop_empty,
     read_parallel,
     read_tsv,
 )
+from data_prep.special_ids import EOS_ID, PAD_ID  # noqa: E402
 from data_prep.subword_tokenizer import (  # noqa: E402
-    EOS_ID,
     SubwordTokenizer,
     TokenizerError,
     train_sentencepiece,
@@ -64,16 +70,11 @@ from pipelines.config import (  # noqa: E402
     positive,
 )
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
-from pipelines.run_dir import (  # noqa: E402
-    atomic_write_bytes,
-    atomic_write_json,
-    fingerprint,
-    write_lines,
-)
-from pipelines.run_dir import read_lines as read_run_lines  # noqa: E402
+from pipelines.run_dir import fingerprint  # noqa: E402
 
 SPLITS = ("train", "val", "test")
 DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
+UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in tokens
 
 
 @dataclass
@@ -211,8 +212,8 @@ def load_tokenizers(run):
 
 
 def load_prepared(run, split) -> tuple[list[str], list[str]]:
-    return (read_run_lines(run.path("data", f"{split}.src")),
-            read_run_lines(run.path("data", f"{split}.tgt")))
+    return (read_lines(run.path("data", f"{split}.src")),
+            read_lines(run.path("data", f"{split}.tgt")))
 
 
 def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:
@@ -272,8 +273,7 @@ def prepare(ctx: cli.Context) -> None:
                               "has no lines")
         files += [str(f) for f in split_files]
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
-    if run.is_current("prepare", fp) and not ctx.force:
-        print(f"[prepare] up to date ({run.path('data')})")
+    if run.up_to_date("prepare", fp, ctx.force, run.path("data")):
         return
     ctx.begin()
     # New data or tokenizers: what was trained on the old ones must not be reused.
@@ -320,28 +320,21 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
     model_cfg = dataclasses.replace(cfg.model, source_vocab_size=source_tok.vocab_size,
                                     target_vocab_size=target_tok.vocab_size)
     model = Seq2SeqTranslator(**dataclasses.asdict(model_cfg))
-    model.build()
-    model.compile(
-        optimizer=trainer.make_optimizer(cfg.training),
-        loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing),
-        # Bucketed batches have many shapes; XLA would recompile for each of them.
-        jit_compile=False,
-    )
-    return model
+    return trainer.build_and_compile(model, cfg.training,
+                                     loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing))
 
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
-                                trainer.resumable_config(cfg.training))
-    fp = fingerprint(checkpoint_fp, cfg.training)
-    if run.is_current("train", fp) and not ctx.force:
-        print(f"[train] up to date ({run.path('checkpoints', 'best.keras')})")
+                                trainer.resumable_config(training))
+    fp = fingerprint(checkpoint_fp, training)
+    if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
         return
     ctx.begin()
     if ctx.force:
-        shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
-        run.path("train_state.json").unlink(missing_ok=True)
+        trainer.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
     train_src, train_tgt = load_prepared(run, "train")
     val_src, val_tgt = load_prepared(run, "val")
@@ -370,8 +363,7 @@ def train(ctx: cli.Context) -> None:
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
-    if run.is_current("evaluate", fp) and not ctx.force:
-        print(f"[evaluate] up to date ({run.path('metrics.json')})")
+    if run.up_to_date("evaluate", fp, ctx.force, run.path("metrics.json")):
         return
     ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
@@ -422,7 +414,7 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     def translate_strings(texts):
         ids = source_tok.tokenize(texts)
         eos = tf.fill([ids.nrows(), 1], EOS_ID)
-        output = translator(tf.concat([ids, eos], axis=1).to_tensor())
+        output = translator(tf.concat([ids, eos], axis=1).to_tensor(default_value=PAD_ID))
         # Keep the tokens before each row's first EOS (padding follows it).
         before_eos = tf.equal(tf.cumsum(tf.cast(output == EOS_ID, tf.int32), axis=1), 0)
         translations = target_tok.detokenize(tf.ragged.boolean_mask(output, before_eos))
@@ -441,8 +433,7 @@ def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
     target = run.path("export")
-    if run.is_current("export", fp) and not ctx.force:
-        print(f"[export] up to date ({target})")
+    if run.up_to_date("export", fp, ctx.force, target):
         return
     ctx.begin()
     source_tok, target_tok = load_tokenizers(run)

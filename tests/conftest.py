@@ -11,22 +11,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-
-TOY_PAIRS = [
-    ("ein hund läuft im park .", "a dog runs in the park ."),
-    ("eine katze schläft auf dem sofa .", "a cat sleeps on the sofa ."),
-    ("zwei männer spielen fußball .", "two men play soccer ."),
-    ("ein kind isst einen apfel .", "a child eats an apple ."),
-    ("die frau liest ein buch .", "the woman reads a book ."),
-    ("ein mann fährt fahrrad .", "a man rides a bike ."),
-    ("der hund spielt mit einem ball .", "the dog plays with a ball ."),
-    ("kinder schwimmen im see .", "children swim in the lake ."),
-]
+from tests.helpers import ROOT, TOY_PAIRS  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -123,25 +110,6 @@ def toy_tokenizer():
 
     texts = [s for pair in TOY_PAIRS for s in pair]
     return SubwordTokenizer(train_sentencepiece(texts, vocab_size=80, model_type="unigram"))
-
-
-def assert_keras_round_trip(obj, call, tmp_path, atol=0.0):
-    """Save ``obj`` (a model) as .keras, load it back, and compare ``call`` outputs.
-
-    ``call(model)`` returns a tensor or a list/tuple of tensors.
-    """
-    path = tmp_path / "round_trip.keras"
-    obj.save(path)
-    loaded = keras.saving.load_model(path)
-    assert type(loaded) is type(obj)
-    assert loaded.get_config() == obj.get_config()
-    before, after = call(obj), call(loaded)
-    before = before if isinstance(before, (list, tuple)) else [before]
-    after = after if isinstance(after, (list, tuple)) else [after]
-    for b, a in zip(before, after):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
-                                   atol=atol)
-    return loaded
 
 
 class _RecyclingIds:

@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 
-from data_prep.subword_tokenizer import EOS_ID
+from data_prep.special_ids import EOS_ID
 from models.decoding import Translator
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator
 from pipelines import benchmark
-from tests.conftest import TOY_PAIRS
+from tests.helpers import TOY_PAIRS
 
 FIELDS = Seq2SeqConfig.__dataclass_fields__
 TINY = dict(embedding_dim=4, encoder_units=3, decoder_units=5, attention="additive",

@@ -57,6 +57,7 @@ def test_stage_names_known_before_import_match_the_stages():
         assert tuple(module.STAGES) == module.STAGE_NAMES
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_corpus, tmp_path):
     from pipelines import translation
 
@@ -95,6 +96,7 @@ class Typed:
         return self.lines.pop(0) if self.lines else b""
 
 
+@pytest.mark.slow
 def test_typed_lines_are_translated_as_they_arrive(toy_translation_run, capsys, monkeypatch):
     from pipelines import translation
 
@@ -109,7 +111,7 @@ def test_typed_lines_are_translated_as_they_arrive(toy_translation_run, capsys, 
 
 
 def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
-    from data_prep.parallel_corpus import CorpusError
+    from data_prep.file_io import CorpusError
     from pipelines.cli import input_batches
 
     reads = iter([b"a\nb\nc", b"d\n\n", b"e\n", b"\xff\n", b""])

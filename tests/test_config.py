@@ -129,3 +129,31 @@ def test_shipped_en_de_benchmark_extends_de_en():
 def test_bad_base_is_named(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(TranslationConfig, write(tmp_path, text))
+
+
+@pytest.mark.parametrize("pipeline, unused, used", [
+    ("translation", {"batch_size": 7}, {"batch_tokens": 7, "label_smoothing": 0.2}),
+    ("speech", {"batch_tokens": 7, "label_smoothing": 0.2}, {"batch_size": 7}),
+])
+def test_training_fields_a_pipeline_ignores_do_not_change_its_fingerprints(pipeline, unused, used):
+    import dataclasses
+    import importlib
+
+    from pipelines import trainer
+    from pipelines.run_dir import fingerprint
+
+    fields = importlib.import_module(f"pipelines.{pipeline}").UNUSED_TRAINING_FIELDS
+    assert set(fields) == set(unused)
+
+    def fingerprints(config):
+        config = trainer.without_unused(config, fields)
+        return fingerprint(trainer.resumable_config(config)), fingerprint(config)
+
+    default = trainer.TrainingConfig()
+    # Runs that never set an unused field keep their fingerprints.
+    assert fingerprints(default) == (fingerprint(trainer.resumable_config(default)),
+                                     fingerprint(default))
+    assert fingerprints(dataclasses.replace(default, **unused)) == fingerprints(default)
+    for name, value in used.items():
+        changed = fingerprints(dataclasses.replace(default, **{name: value}))
+        assert changed[0] != fingerprints(default)[0] and changed[1] != fingerprints(default)[1]

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
 from models.decoding import Translator, beam_search
-from tests.test_models import batch, tiny
+from tests.helpers import batch, tiny
 
 
 @pytest.mark.parametrize("variant", [dict(cell="gru"), dict(cell="lstm", input_feeding=False,

@@ -8,30 +8,7 @@ from keras import ops
 from models.attention import SCORES, Attention
 from models.attention_decoder import ATTENTION_OUTPUTS, INITS
 from models.losses import MaskedLabelSmoothingLoss
-from models.seq2seq_translator import Seq2SeqTranslator
-from tests.conftest import assert_keras_round_trip
-
-SRC_V, TGT_V = 40, 50
-
-
-def tiny(**overrides):
-    config = dict(source_vocab_size=SRC_V, target_vocab_size=TGT_V, embedding_dim=24,
-                  encoder_units=12, decoder_units=24, attention_units=8, attentional_dim=24,
-                  dropout=0.0)
-    config.update(overrides)
-    keras.utils.set_random_seed(0)
-    model = Seq2SeqTranslator(**config)
-    model.build()
-    return model
-
-
-def batch(seed=0, batch_size=3, src_len=7, tgt_len=5):
-    rng = np.random.default_rng(seed)
-    src = rng.integers(4, SRC_V, (batch_size, src_len)).astype("int32")
-    src[0, 4:] = 0  # a shorter sentence, right-padded
-    tgt = rng.integers(4, TGT_V, (batch_size, tgt_len)).astype("int32")
-    return {"source": src, "target_in": tgt}
-
+from tests.helpers import SRC_V, TGT_V, assert_keras_round_trip, batch, tiny
 
 # Every cell x score x input feeding, each paired with one of the output/init choices in
 # turn (all four pairings appear with every cell).
@@ -180,3 +157,52 @@ def test_bidirectional_layers_build_inside_load_model(loading_scope, cell):
         rnns = [layer.forward_layer for layer in stack] + [layer.backward_layer for layer in stack]
         assert all(isinstance(r, keras.layers.RNN) for r in rnns)
         assert len({id(r.cell) for r in rnns}) == len(rnns)  # no cell shared by two layers
+
+
+# KerasHub-style serialization tests: each public layer, inside a small functional model,
+# survives a .keras round trip (config and outputs). CTCRecognizer, a model itself, has
+# its own in test_speech_models.py.
+
+def _memory(batch_size=2, src_len=5, dim=6, seed=0):
+    rng = np.random.default_rng(seed)
+    memory = rng.standard_normal((batch_size, src_len, dim)).astype("float32")
+    mask = np.ones((batch_size, src_len), bool)
+    mask[0, 3:] = False
+    return memory, mask
+
+
+def test_rnn_encoder_keras_round_trip(tmp_path):
+    from models.rnn_encoder import RNNEncoder
+
+    keras.utils.set_random_seed(0)
+    source = keras.Input((None,), dtype="int32", name="source")
+    model = keras.Model(source, RNNEncoder(SRC_V, embedding_dim=6, units=4, num_layers=2,
+                                           cell="lstm")(source))
+    assert_keras_round_trip(model, lambda m: m(batch()["source"]), tmp_path)
+
+
+def test_attention_keras_round_trip(tmp_path):
+    keras.utils.set_random_seed(0)
+    query = keras.Input((None, 4), name="query")
+    memory = keras.Input((None, 6), name="memory")
+    mask = keras.Input((None,), dtype="bool", name="memory_mask")
+    model = keras.Model([query, memory, mask], Attention("additive", units=3)(query, memory, mask))
+    values, memory_mask = _memory()
+    queries = np.random.default_rng(1).standard_normal((2, 3, 4)).astype("float32")
+    assert_keras_round_trip(model, lambda m: m([queries, values, memory_mask]), tmp_path)
+
+
+def test_attention_decoder_keras_round_trip(tmp_path):
+    from models.attention_decoder import AttentionDecoder
+
+    keras.utils.set_random_seed(0)
+    target_in = keras.Input((None,), dtype="int32", name="target_in")
+    memory = keras.Input((None, 6), name="memory")
+    mask = keras.Input((None,), dtype="bool", name="memory_mask")
+    final = keras.Input((6,), name="final")
+    decoder = AttentionDecoder(TGT_V, embedding_dim=4, units=6, attention="general",
+                               attention_units=3, attentional_dim=6)
+    model = keras.Model([target_in, memory, mask, final], decoder(target_in, memory, mask, final))
+    values, memory_mask = _memory()
+    inputs = [batch(batch_size=2)["target_in"], values, memory_mask, values[:, 0]]
+    assert_keras_round_trip(model, lambda m: m(inputs), tmp_path)

@@ -2,15 +2,9 @@ import gzip
 
 import pytest
 
+from data_prep.file_io import CorpusError, decode_lines, read_lines
 from data_prep.multi30k import load_multi30k
-from data_prep.parallel_corpus import (
-    CorpusError,
-    decode_lines,
-    drop_empty,
-    read_lines,
-    read_parallel,
-    read_tsv,
-)
+from data_prep.parallel_corpus import drop_empty, read_parallel, read_tsv
 
 
 def test_line_count_mismatch_names_both_files(tmp_path):

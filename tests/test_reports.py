@@ -225,6 +225,7 @@ def test_recall_batches_put_the_symbol_delay_steps_before_the_query():
         task.batch(np.random.default_rng(0), 4, 7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_memory_models_train_and_report_gradient_norms(cell):
     import keras

@@ -3,7 +3,8 @@ import stat
 
 import pytest
 
-from pipelines.run_dir import RunDir, read_lines, write_lines
+from data_prep.file_io import read_lines, write_lines
+from pipelines.run_dir import RunDir
 
 
 def test_lines_round_trip_with_unicode_separators(tmp_path):
@@ -31,3 +32,27 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.txt").stat().st_mode) == mode
+
+
+def test_up_to_date_skips_a_current_stage_unless_forced(tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    assert not run.up_to_date("train", "fp", False, "nothing yet")
+    run.mark_done("train", "fp")
+    assert not run.up_to_date("train", "other-fp", False, "changed")
+    assert not run.up_to_date("train", "fp", True, "forced")
+    assert capsys.readouterr().out == ""
+    assert run.up_to_date("train", "fp", False, run.path("checkpoints", "best.keras"))
+    assert capsys.readouterr().out == f"[train] up to date ({run.path('checkpoints', 'best.keras')})\n"
+
+
+def test_discard_checkpoints_removes_checkpoints_and_state(tmp_path):
+    from pipelines import trainer
+
+    run = RunDir(tmp_path / "run")
+    trainer.discard_checkpoints(run)  # nothing to remove is fine
+    write_lines(run.path("checkpoints", "last.keras"), ["x"])
+    write_lines(run.path(trainer.STATE_FILE), ["{}"])
+    run.mark_done("prepare", "fp")
+    trainer.discard_checkpoints(run)
+    assert not run.path("checkpoints").exists() and not run.path(trainer.STATE_FILE).exists()
+    assert run.is_current("prepare", "fp")

@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_keras_round_trip
 from keras import ops
 
 from models.ctc_decoding import CTCDecoder, ctc_frames_needed
 from models.ctc_recognizer import CTCRecognizer, CTCRecognizerConfig, subsampled_length
+from tests.helpers import assert_keras_round_trip
 
 
 def tiny(**overrides):

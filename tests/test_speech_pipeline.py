@@ -102,6 +102,7 @@ def tone_corpus(root: Path) -> dict:
     return manifests
 
 
+@pytest.mark.slow
 def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     manifests = tone_corpus(tmp_path / "corpus")
     run_dir = tmp_path / "run"

@@ -10,7 +10,7 @@ from data_prep.subword_tokenizer import (
     SubwordTokenizer,
     train_sentencepiece,
 )
-from tests.conftest import TOY_PAIRS
+from tests.helpers import TOY_PAIRS
 
 
 def test_special_ids(toy_tokenizer):

@@ -1,8 +1,8 @@
 import numpy as np
 
-from data_prep.subword_tokenizer import BOS_ID, EOS_ID, PAD_ID
+from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
 from data_prep.text_dataset import make_source_batches, make_training_dataset
-from tests.conftest import TOY_PAIRS
+from tests.helpers import TOY_PAIRS
 
 SRC = [s for s, _ in TOY_PAIRS] * 8
 TGT = [t for _, t in TOY_PAIRS] * 8

@@ -9,6 +9,9 @@ from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.trainer import NonFiniteLossError, TrainingConfig, ValidationMetric, train
 
+# Every test here trains a (tiny) model.
+pytestmark = pytest.mark.slow
+
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(64, 4)).astype("float32")
 Y = (X @ np.array([1.0, -2.0, 0.5, 3.0], "float32"))[:, None]

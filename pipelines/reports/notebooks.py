@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from pipelines.run_dir import atomic_write_text
+from data_prep.file_io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS_DIR = ROOT / "notebooks"

@@ -18,10 +18,11 @@ from pathlib import Path
 import jiwer
 import numpy as np
 
+from data_prep.file_io import read_lines
 from data_prep.manifest import read_manifest
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
-from pipelines.run_dir import RunDir, read_lines
+from pipelines.run_dir import RunDir
 from pipelines.speech import SpeechConfig
 
 BLANK_LABEL = "∅"  # how the CTC blank is shown in plots

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from sacrebleu.metrics import BLEU, CHRF
 
-from data_prep.subword_tokenizer import EOS_ID, PAD_ID
+from data_prep.file_io import read_lines
+from data_prep.special_ids import EOS_ID, PAD_ID
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
-from pipelines.run_dir import read_lines
 from pipelines.translation import TranslationConfig, tokenizer_pair
 
 # Upper ends (inclusive) of the source-length buckets, in words; the last bucket is open.
