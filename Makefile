@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 		--display-name "Python (rnn-seq2seq-toolkit)" > /dev/null
 	touch $(STAMP)
 
-# The main job: train, evaluate and score the default translation model (about 14 minutes),
+# The main job: train, evaluate and score the default translation model (3 epochs, about 15 minutes),
 # then the default speech model (isolated digits, about 5 minutes); each prints its scores.
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.translation all --config pipelines/configs/translation_demo.yaml
