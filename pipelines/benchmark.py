@@ -74,6 +74,7 @@ from models.decoding import Translator  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
 from pipelines import translation  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
+from pipelines.metrics import bleu_chrf  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -469,7 +470,7 @@ def train_epoch(data: TranslationData, params: int) -> dict:
     hyps = translation.translate_texts(model, data.source_tok, data.target_tok, data.val.source,
                                        cfg.decoding, 1, progress=False)
     results["ours"] = {"seconds": round(seconds, 1),
-                       "val_bleu": translation.score(hyps, data.val.target)["bleu"]}
+                       "val_bleu": bleu_chrf(hyps, data.val.target)["bleu"]}
     keras.utils.set_random_seed(t.seed)
     ref = build_reference(data, params)
     source, target_in, target_out = fixed_length_arrays(*encode_pairs(data, data.train))
@@ -481,7 +482,7 @@ def train_epoch(data: TranslationData, params: int) -> dict:
                                cfg.decoding.max_length_offset)
     hyps = data.target_tok.decode(outputs)
     results["reference"] = {"seconds": round(seconds, 1),
-                            "val_bleu": translation.score(hyps, data.val.target)["bleu"]}
+                            "val_bleu": bleu_chrf(hyps, data.val.target)["bleu"]}
     results["real_target_tokens"] = int((target_out != PAD_ID).sum())
     for side in ("ours", "reference"):
         results[side]["target_tokens_per_second"] = round(

@@ -22,7 +22,6 @@ import dataclasses
 import shutil
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pipelines import cli
@@ -35,7 +34,6 @@ if __name__ == "__main__":
 else:
     cli.quiet_tensorflow()
 
-import jiwer  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -78,6 +76,7 @@ from pipelines.config import (  # noqa: E402
     fraction,
     positive,
 )
+from pipelines.metrics import wer_cer, wer_cer_by_group  # noqa: E402
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import fingerprint  # noqa: E402
 
@@ -282,29 +281,6 @@ def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
     return result
 
 
-def score(references: list[str], hypotheses: list[str]) -> dict:
-    """WER, CER and the fraction of exactly right utterances."""
-    words = jiwer.process_words(references, hypotheses)
-    return {
-        "wer": round(words.wer, 5),
-        "cer": round(jiwer.cer(references, hypotheses), 5),
-        "utterance_accuracy": round(
-            float(np.mean([r == h for r, h in zip(references, hypotheses, strict=True)])), 5),
-        "word_errors": words.substitutions + words.deletions + words.insertions,
-        "reference_words": words.hits + words.substitutions + words.deletions,
-    }
-
-
-def breakdown(references, hypotheses, keys) -> dict:
-    """``score`` per group (speaker, number of words), keyed by the group's name."""
-    groups = defaultdict(list)
-    for i, key in enumerate(keys):
-        groups[key].append(i)
-    return {str(key): {**score([references[i] for i in items], [hypotheses[i] for i in items]),
-                       "utterances": len(items)}
-            for key, items in sorted(groups.items())}
-
-
 # -- stages -----------------------------------------------------------------------------
 
 
@@ -437,7 +413,7 @@ def train(ctx: cli.Context) -> None:
         if id(model) not in decoders:
             decoders[id(model)] = CTCDecoder(model, "greedy")
         hyps = transcribe_features(decoders[id(model)], vocab, val_x, cfg.decoding.batch_size)
-        return {"val_wer": score(val_text, hyps)["wer"]}
+        return {"val_wer": wer_cer(hyps, val_text)["wer"]}
 
     state = trainer.train(
         run, lambda: build_model(cfg, vocab), train_dataset, val_dataset, validate,
@@ -497,12 +473,13 @@ def evaluate(ctx: cli.Context) -> None:
         write_lines(run.path("hyps", f"test.{strategy}.txt"), hyps)
         total = seconds["feature_seconds"] + seconds["decode_seconds"]
         results[strategy] = {
-            **score(references, hypotheses=hyps), "strategy": strategy,
+            **wer_cer(hyps, references), "strategy": strategy,
             "rtf": round(total / audio_seconds, 5),
             **{k: round(v, 2) for k, v in seconds.items()},
-            "per_speaker": breakdown(references, hyps,
+            "per_speaker": wer_cer_by_group(hyps, references,
                                      [e.get("speaker", "unknown") for e in entries]),
-            "per_length": breakdown(references, hyps, [len(r.split()) for r in references]),
+            "per_length": wer_cer_by_group(hyps, references,
+                                           [len(r.split()) for r in references]),
         }
     main = results[cfg.decoding.strategy]
     metrics = {**main, "test_utterances": len(entries),

@@ -29,7 +29,6 @@ else:
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from sacrebleu.metrics import BLEU, CHRF  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.download import sha256_of  # noqa: E402
@@ -69,6 +68,7 @@ from pipelines.config import (  # noqa: E402
     fraction,
     positive,
 )
+from pipelines.metrics import bleu_chrf  # noqa: E402
 from pipelines.reports.notebooks import ReportError, report_stage  # noqa: E402
 from pipelines.run_dir import fingerprint  # noqa: E402
 
@@ -249,17 +249,6 @@ def translate_with(translator: Translator, source_tok, target_tok, texts, batch_
     return result
 
 
-def score(hypotheses: list[str], references: list[str]) -> dict:
-    """Corpus BLEU and chrF (sacreBLEU defaults: cased, detokenized, 13a) with signatures."""
-    bleu, chrf = BLEU(), CHRF()
-    return {
-        "bleu": round(bleu.corpus_score(hypotheses, [references]).score, 2),
-        "chrf": round(chrf.corpus_score(hypotheses, [references]).score, 2),
-        "signature": str(bleu.get_signature()),
-        "chrf_signature": str(chrf.get_signature()),
-    }
-
-
 # -- stages -----------------------------------------------------------------------------
 
 
@@ -350,7 +339,7 @@ def train(ctx: cli.Context) -> None:
     def validate(model):
         hyps = translate_texts(model, source_tok, target_tok, val_src, cfg.decoding, 1,
                                progress=False)
-        return {"val_bleu": score(hyps, val_tgt)["bleu"]}
+        return {"val_bleu": bleu_chrf(hyps, val_tgt)["bleu"]}
 
     state = trainer.train(
         run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
@@ -376,7 +365,7 @@ def evaluate(ctx: cli.Context) -> None:
         seconds = time.time() - start
         name = "greedy" if beam == 1 else f"beam{beam}"
         write_lines(run.path("hyps", f"test.{name}.txt"), hyps)
-        results[beam] = {**score(hyps, test_tgt), "beam_size": beam,
+        results[beam] = {**bleu_chrf(hyps, test_tgt), "beam_size": beam,
                          "decode_seconds": round(seconds, 2),
                          "sentences_per_second": round(len(hyps) / max(seconds, 1e-9), 1)}
     main = results[cfg.decoding.beam_size]
