@@ -25,7 +25,7 @@ class Attention(keras.layers.Layer):
         units: hidden size of the additive and scaled-dot scorers (ignored by the others).
     """
 
-    def __init__(self, score: str = "general", units: int = 256, **kwargs):
+    def __init__(self, score: str = "scaled_dot", units: int = 256, **kwargs):
         super().__init__(**kwargs)
         if score not in SCORES:
             raise ValueError(f"model.attention must be one of {SCORES}, got {score!r}")
@@ -43,6 +43,8 @@ class Attention(keras.layers.Layer):
             self.key_proj = keras.layers.Dense(query_dim, use_bias=False, name="key_proj")
             self.key_proj.build(memory_shape)
         elif self.score == "scaled_dot":
+            # As in Keras' MultiHeadAttention both projections have biases; the key bias
+            # shifts all scores of a query equally, so the softmax ignores it.
             self.key_proj = keras.layers.Dense(self.units, name="key_proj")
             self.key_proj.build(memory_shape)
             self.query_proj = keras.layers.Dense(self.units, name="query_proj")

@@ -1,4 +1,4 @@
-"""Recurrent decoder with attention, input feeding and optionally tied output embeddings."""
+"""Recurrent decoder with attention (optionally input feeding and tied output embeddings)."""
 
 from __future__ import annotations
 
@@ -31,10 +31,11 @@ class AttentionDecoder(keras.layers.Layer):
         units: hidden size of every decoder RNN layer.
         num_layers: number of stacked RNN layers.
         cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
-        attention: ``"additive"`` (Bahdanau), ``"dot"`` or ``"general"`` (Luong).
-        attention_units: hidden size of the additive scorer.
-        attentional_dim: size of the attentional vector ``a``; must equal
-            ``embedding_dim`` when ``tie_embeddings`` is set.
+        attention: ``"scaled_dot"``, ``"additive"`` (Bahdanau), ``"dot"`` or ``"general"``
+            (Luong); see ``Attention``.
+        attention_units: query/key size of the scaled-dot and additive scorers.
+        attentional_dim: size of the attentional vector ``a``; must equal ``units`` for
+            ``residual_norm`` and ``embedding_dim`` when ``tie_embeddings`` is set.
         input_feeding: feed the previous attentional vector into the next step.
         tie_embeddings: share the target embedding matrix with the output projection.
         dropout: dropout on embeddings and on ``a`` before the projection.
@@ -116,7 +117,8 @@ class AttentionDecoder(keras.layers.Layer):
     # -- pieces shared by teacher forcing and step-wise decoding -------------------------
 
     def initial_state(self, final, batch_size=None):
-        """Decoder start: RNN states from the encoder summary, a zero attentional vector.
+        """Decoder start: RNN states (zero, or bridged from the encoder summary ``final``)
+        and a zero attentional vector.
 
         Returns ``(states, attentional)``; ``states`` is a list per layer of the cell's
         state tensors ([h] or [h, c]).

@@ -33,6 +33,10 @@ class Seq2SeqConfig:
     dropout: float = 0.1
 
 
+# Options added after models were first saved, with the behaviour those models have.
+LEGACY_DEFAULTS = {"decoder_init": "bridge", "attention_output": "tanh"}
+
+
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
 class Seq2SeqTranslator(keras.Model):
     """Encoder-decoder translation model.
@@ -55,9 +59,11 @@ class Seq2SeqTranslator(keras.Model):
             c.dropout, name="encoder",
         )
         self.decoder = AttentionDecoder(
-            c.target_vocab_size, c.embedding_dim, c.decoder_units, c.decoder_layers, c.cell,
-            c.attention, c.attention_units, c.attentional_dim, c.input_feeding,
-            c.tie_embeddings, c.dropout, c.decoder_init, c.attention_output, name="decoder",
+            c.target_vocab_size, embedding_dim=c.embedding_dim, units=c.decoder_units,
+            num_layers=c.decoder_layers, cell=c.cell, attention=c.attention,
+            attention_units=c.attention_units, attentional_dim=c.attentional_dim,
+            input_feeding=c.input_feeding, tie_embeddings=c.tie_embeddings, dropout=c.dropout,
+            init=c.decoder_init, attention_output=c.attention_output, name="decoder",
         )
 
     def build(self, input_shape=None):
@@ -78,6 +84,12 @@ class Seq2SeqTranslator(keras.Model):
         keys = self.decoder.attention.precompute_keys(memory)
         states, attentional = self.decoder.initial_state(final)
         return memory, keys, mask, states, attentional
+
+    @classmethod
+    def from_config(cls, config):
+        # Models saved before these options existed had a bridge and Luong's tanh
+        # attentional vector; their checkpoints must load as what they were.
+        return cls(**{**LEGACY_DEFAULTS, **config})
 
     def compute_mask(self, inputs, mask=None):
         return None

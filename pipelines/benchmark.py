@@ -172,9 +172,7 @@ def flops_per_target_token(c: Seq2SeqConfig, stats: TokenStats) -> dict:
         encoder += 2 * rnn_flops(c.cell, inputs, c.encoder_units)
         inputs = M
     states = 2 if c.cell == "lstm" else 1
-    # Fields a model without these options lacks take the behaviour it has.
-    bridged = getattr(c, "decoder_init", "bridge") == "bridge"
-    bridge = 2 * M * c.decoder_units * c.decoder_layers * states if bridged else 0
+    bridge = 2 * M * c.decoder_units * c.decoder_layers * states if c.decoder_init == "bridge" else 0
     decoder_rnn = 0
     inputs = c.embedding_dim + (c.attentional_dim if c.input_feeding else 0)
     for _ in range(c.decoder_layers):
@@ -187,7 +185,7 @@ def flops_per_target_token(c: Seq2SeqConfig, stats: TokenStats) -> dict:
         keys = 2 * M * c.decoder_units if c.attention == "general" else 0
         query, score = 0, 2 * c.decoder_units
     combine_inputs = M + c.decoder_units
-    if getattr(c, "attention_output", "tanh") == "residual_norm":
+    if c.attention_output == "residual_norm":
         combine_inputs = M
     parts = {
         "encoder": encoder * stats.source_per_target,

@@ -21,7 +21,8 @@ class ConfigError(ValueError):
 
 def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
     """Read a config file. ``base: other.yaml`` (a path relative to this file) starts from
-    that file's settings; this file's sections are merged over them, field by field."""
+    that file's settings; this file's sections are merged over them, field by field, and
+    its ``name`` defaults to its file name (a derived experiment gets its own run)."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file")
@@ -41,15 +42,22 @@ def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
     base_path = path.parent / base
     if base_path.resolve() in _including + (path.resolve(),):
         raise ConfigError(f"{path}: base: {base} includes itself")
-    return _merge(load_yaml(base_path, _including + (path.resolve(),)), data)
+    try:
+        parent = load_yaml(base_path, _including + (path.resolve(),))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: base: {e}") from e
+    return _merge(parent, {"name": path.stem, **data})
 
 
 def _merge(base: dict, update: dict) -> dict:
     """``update`` over ``base``: sections are merged recursively, other values replaced."""
     merged = dict(base)
     for key, value in update.items():
-        both_sections = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = _merge(merged[key], value) if both_sections else value
+        if isinstance(merged.get(key), dict) and (value is None or isinstance(value, dict)):
+            # An empty section ("training:" alone reads as null) keeps the base's fields.
+            merged[key] = _merge(merged[key], value or {})
+        else:
+            merged[key] = value
     return merged
 
 

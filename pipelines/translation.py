@@ -55,6 +55,7 @@ from data_prep.subword_tokenizer import (  # noqa: E402
 )
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
 from models.attention import SCORES  # noqa: E402
+from models.attention_decoder import ATTENTION_OUTPUTS, INITS  # noqa: E402
 from models.decoding import Translator  # noqa: E402
 from models.losses import MaskedLabelSmoothingLoss  # noqa: E402
 from models.rnn_cells import CELLS  # noqa: E402
@@ -161,6 +162,8 @@ class TranslationConfig:
         m = self.model
         choice(m.cell, tuple(CELLS), "model.cell")
         choice(m.attention, SCORES, "model.attention")
+        choice(m.attention_output, ATTENTION_OUTPUTS, "model.attention_output")
+        choice(m.decoder_init, INITS, "model.decoder_init")
         at_least(m, "model", 1, "embedding_dim", "encoder_layers", "encoder_units",
                  "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
         fraction(m.dropout, "model.dropout")
@@ -168,6 +171,10 @@ class TranslationConfig:
             raise ConfigError(f"model.tie_embeddings: needs model.attentional_dim "
                               f"({m.attentional_dim}) equal to model.embedding_dim "
                               f"({m.embedding_dim})")
+        if m.attention_output == "residual_norm" and m.attentional_dim != m.decoder_units:
+            raise ConfigError(f"model.attentional_dim: must be model.decoder_units "
+                              f"({m.decoder_units}) for attention_output=residual_norm "
+                              f"(h + W context), got {m.attentional_dim}")
 
 
 # -- data -------------------------------------------------------------------------------

@@ -48,6 +48,9 @@ def test_missing_config_file(tmp_path):
     ("model.cell=transformer", "model.cell"),
     ("model.attention=bahdanau", "model.attention"),
     ("model.dropout=1.5", "model.dropout"),
+    ("model.attention_output=gated", "model.attention_output"),
+    ("model.decoder_init=random", "model.decoder_init"),
+    ("model.decoder_units=256", "model.attentional_dim"),
     ("model.decoder_units=0", "model.decoder_units"),
     ("decoding.beam_size=0", "decoding.beam_size"),
     ("decoding.batch_tokens=0", "decoding.batch_tokens"),
@@ -108,10 +111,14 @@ def test_base_config_is_merged_field_by_field(tmp_path):
     (tmp_path / "parent.yaml").write_text(
         "name: parent\nmodel:\n  cell: lstm\n  dropout: 0.2\ntraining:\n  epochs: 7\n")
     child = tmp_path / "child.yaml"
-    child.write_text("base: parent.yaml\nname: child\nmodel:\n  dropout: 0.4\n")
-    cfg = load_config(TranslationConfig, child, ["training.epochs=9"])
+    child.write_text("base: parent.yaml\nname: kid\nmodel:\n  dropout: 0.4\ntraining:\n")
+    cfg = load_config(TranslationConfig, child, ["data.limit_train=9"])
     assert (cfg.name, cfg.model.cell, cfg.model.dropout, cfg.training.epochs) == (
-        "child", "lstm", 0.4, 9)
+        "kid", "lstm", 0.4, 7)
+    assert cfg.data.limit_train == 9
+    # Without a name of its own, a derived config is named after its file.
+    child.write_text("base: parent.yaml\n")
+    assert load_config(TranslationConfig, child).name == "child"
 
 
 def test_shipped_en_de_benchmark_extends_de_en():
@@ -123,7 +130,7 @@ def test_shipped_en_de_benchmark_extends_de_en():
 
 @pytest.mark.parametrize("text, message", [
     ("base: c.yaml\n", "includes itself"),
-    ("base: missing.yaml\n", "missing.yaml: config file not found"),
+    ("base: missing.yaml\n", r"c\.yaml: base: .*missing\.yaml: config file not found"),
     ("base: [a, b]\n", "base: expected the path"),
 ])
 def test_bad_base_is_named(tmp_path, text, message):

@@ -206,3 +206,16 @@ def test_attention_decoder_keras_round_trip(tmp_path):
     values, memory_mask = _memory()
     inputs = [batch(batch_size=2)["target_in"], values, memory_mask, values[:, 0]]
     assert_keras_round_trip(model, lambda m: m(inputs), tmp_path)
+
+
+def test_models_saved_before_the_output_and_init_options_load_as_they_were():
+    model = tiny(attention_output="tanh", decoder_init="bridge")
+    config = model.get_config()
+    del config["attention_output"], config["decoder_init"]  # as an older release saved it
+    old = type(model).from_config(config)
+    assert (old.config.attention_output, old.config.decoder_init) == ("tanh", "bridge")
+    old.build()
+    old.set_weights(model.get_weights())  # same weights, same shapes
+    inputs = batch()
+    np.testing.assert_allclose(ops.convert_to_numpy(old(inputs)),
+                               ops.convert_to_numpy(model(inputs)), atol=1e-6)
