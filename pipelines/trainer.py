@@ -15,6 +15,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import sys
 import time
 import warnings
@@ -144,6 +145,42 @@ class _Progress(keras.callbacks.ProgbarLogger):
                 f"{k}={float(v):.4g}" for k, v in (logs or {}).items()))
 
 
+class _StopOnCtrlC(keras.callbacks.Callback):
+    """Ctrl-C during ``fit`` ends the epoch after the current step instead of raising
+    inside it: a KeyboardInterrupt unwinding through TensorFlow while its input threads
+    still run crashed the process now and then ("free(): invalid next size"). A second
+    Ctrl-C raises at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.requested = False
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.requested:
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch, logs=None):
+        if self.requested:
+            self.model.stop_evaluating = True
+
+    def fit(self, model, *args, **kwargs):
+        """``model.fit`` with Ctrl-C stopping it cleanly; raises KeyboardInterrupt after."""
+        self.requested = False
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            result = model.fit(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if self.requested:
+            raise KeyboardInterrupt
+        return result
+
+
 def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
     """``call(*args, **kwargs)``, turning Ctrl-C into a TrainingInterrupted saying what was
     interrupted (``doing()``, evaluated then) and what the next run resumes from."""
@@ -219,9 +256,9 @@ def train(
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
                  "stop_reason": None, "history": []}
         model = build_model()
-    progress = _Progress(config.epochs, log)
+    progress, ctrl_c = _Progress(config.epochs, log), _StopOnCtrlC()
     callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))),
-                 progress]
+                 progress, ctrl_c]
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
     verbose = 1 if sys.stdout.isatty() else 2
@@ -236,7 +273,7 @@ def train(
         start = time.time()
         _seed_random_layers(model, config.seed, epoch)
         result = _interruptible(
-            lambda: f"after step {progress.seen}", epoch, model.fit,
+            lambda: f"after step {progress.seen}", epoch, ctrl_c.fit, model,
             train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
             epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
         )
