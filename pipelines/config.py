@@ -201,14 +201,3 @@ def fraction(value, where: str) -> None:
     """Raise ConfigError unless 0 <= value < 1 (dropout rates, label smoothing)."""
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{where}: must be in [0, 1), got {value!r}")
-
-
-def check_training(training, where: str = "training") -> None:
-    """The ``training:`` fields that ``TrainingConfig.validate`` (pipelines/trainer.py)
-    leaves unchecked: rates, clipping and schedule values that must be positive."""
-    at_least(training, where, 1, "lr_patience")
-    at_least(training, where, 0, "min_learning_rate")
-    positive(training, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon")
-    if not 0.0 < training.lr_decay_factor <= 1.0:
-        raise ConfigError(f"{where}.lr_decay_factor: must be in (0, 1], "
-                          f"got {training.lr_decay_factor!r}")

@@ -71,7 +71,6 @@ from pipelines import trainer  # noqa: E402
 from pipelines.config import (  # noqa: E402
     ConfigError,
     at_least,
-    check_training,
     choice,
     fraction,
     positive,
@@ -164,7 +163,6 @@ class SpeechConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
-        check_training(self.training)
         choice(self.model.cell, tuple(CELLS), "model.cell")
         at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
                  "rnn_layers", "rnn_units")

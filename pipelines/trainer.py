@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.file_io import atomic_write_json
-from pipelines.config import ConfigError, choice
+from pipelines.config import ConfigError, at_least, choice, fraction, positive
 from pipelines.run_dir import RunDir
 
 
@@ -58,8 +58,13 @@ class TrainingConfig:
         for name in ("epochs", "batch_tokens", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be at least 1")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ConfigError(f"{where}.label_smoothing: must be in [0, 1)")
+        fraction(self.label_smoothing, f"{where}.label_smoothing")
+        at_least(self, where, 1, "lr_patience")
+        at_least(self, where, 0, "min_learning_rate")
+        positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon")
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise ConfigError(f"{where}.lr_decay_factor: must be in (0, 1], "
+                              f"got {self.lr_decay_factor!r}")
 
 
 # Fields that only decide when to stop: changing them lets a run continue from its

@@ -64,7 +64,6 @@ from pipelines import trainer  # noqa: E402
 from pipelines.config import (  # noqa: E402
     ConfigError,
     at_least,
-    check_training,
     choice,
     fraction,
     positive,
@@ -157,7 +156,6 @@ class TranslationConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set from the trained tokenizer; configure "
                                   "tokenizer.vocab_size instead")
-        check_training(self.training)
         # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
         m = self.model
         choice(m.cell, tuple(CELLS), "model.cell")
