@@ -31,6 +31,13 @@ def _next_token_log_probs(logits):
     return ops.where(banned, NEG, log_probs)
 
 
+def max_output_length(source_length, max_length_ratio, max_length_offset):
+    """The output budget for a batch whose (padded) sources have ``source_length`` tokens:
+    ``int(ratio * length) + offset``, in float32 (an int or a scalar tensor)."""
+    length = ops.cast(source_length, "float32")
+    return ops.cast(length * max_length_ratio, "int32") + max_length_offset
+
+
 def greedy_search(model, source, max_length):
     """Greedy decoding of source ids [B, S].
 
@@ -149,8 +156,8 @@ class Translator:
         self._beam = tf.function(self._beam_impl, input_signature=[spec])
 
     def _max_length(self, source):
-        src_len = ops.cast(ops.shape(source)[1], "float32")
-        return ops.cast(src_len * self.max_length_ratio, "int32") + self.max_length_offset
+        return max_output_length(ops.shape(source)[1], self.max_length_ratio,
+                                 self.max_length_offset)
 
     def _greedy_impl(self, source):
         return greedy_search(self.model, source, self._max_length(source))

@@ -70,7 +70,7 @@ from data_prep.parallel_corpus import ParallelCorpus, drop_empty  # noqa: E402
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
 from data_prep.subword_tokenizer import train_sentencepiece  # noqa: E402
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
-from models.decoding import Translator  # noqa: E402
+from models.decoding import Translator, max_output_length  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
 from pipelines import translation  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -492,11 +492,6 @@ def train_epoch(data: TranslationData, params: int) -> dict:
 # -- decoding ------------------------------------------------------------------------------
 
 
-def length_budget(source_length: int, max_length_ratio: float, max_length_offset: int) -> int:
-    """Output tokens ``Translator`` allows a batch whose longest source has this length."""
-    return int(np.float32(source_length) * np.float32(max_length_ratio)) + max_length_offset
-
-
 def textbook_greedy(model, source_ids: list[int], max_length: int) -> list[int]:
     """Greedy decoding the textbook way: one sentence, one eager model call per token.
 
@@ -572,15 +567,13 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
     source_ids = [ids + [EOS_ID] for ids in data.source_tok.encode(subset)]
     textbook_greedy(model, source_ids[0], 2)  # first eager calls build their kernels
     start = time.perf_counter()
-    loop_ids = [textbook_greedy(model, s, length_budget(len(s), d.max_length_ratio,
-                                                        d.max_length_offset))
-                for s in source_ids]
+    budgets = [int(max_output_length(len(s), d.max_length_ratio, d.max_length_offset))
+               for s in source_ids]
+    loop_ids = [textbook_greedy(model, s, budget) for s, budget in zip(source_ids, budgets)]
     seconds = time.perf_counter() - start
     # A batch's budget follows its longest source; greedy is causal, so cutting our output
     # at the sentence's own budget gives what it would have produced alone.
-    ours = [until_eos(greedy_ids[i], length_budget(len(s), d.max_length_ratio,
-                                                   d.max_length_offset))
-            for i, s in enumerate(source_ids)]
+    ours = [until_eos(greedy_ids[i], budget) for i, budget in enumerate(budgets)]
     mismatches = sum(a != b for a, b in zip(ours, loop_ids))
     result["textbook_greedy"] = {
         "sentences": len(subset), "seconds": round(seconds, 3),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from data_prep.special_ids import EOS_ID
-from models.decoding import Translator
+from models.decoding import Translator, max_output_length
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator
 from pipelines import benchmark
 from tests.helpers import TOY_PAIRS
@@ -108,7 +108,7 @@ def test_textbook_greedy_loop_matches_batched_greedy(toy_tokenizer):
     ratio, offset = 1.5, 3
     batched = Translator(model, 1, 0.0, ratio, offset)(batch).numpy()
     for i, s in enumerate(sources):
-        budget = benchmark.length_budget(len(s), ratio, offset)
+        budget = int(max_output_length(len(s), ratio, offset))
         loop = benchmark.textbook_greedy(model, s, budget)
         assert loop == benchmark.until_eos(batched[i], budget), f"sentence {i}"
 
