@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIPELINES_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo test lint clean
+.PHONY: install voices demo test lint clean
 
 install: $(STAMP)
 
@@ -18,6 +18,17 @@ $(STAMP): pyproject.toml
 		--display-name "Python (rnn-seq2seq-toolkit)" > /dev/null
 	touch $(STAMP)
 
+# espeak-ng, the speech synthesizer behind the speech configs' `synthetic.voices` (a Debian
+# and Ubuntu package): installed with apt-get when run as root (as CI does), otherwise the
+# command to run is printed and the tests that need it are skipped.
+voices:
+	@if command -v espeak-ng > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "installing espeak-ng (apt-get)"; \
+		apt-get update -qq && apt-get install -y -qq espeak-ng > /dev/null; \
+	else echo "espeak-ng is not installed (synthetic voices; its tests are skipped):" \
+		"sudo apt-get install espeak-ng"; fi
+
 # The main job: train, evaluate and score the default translation model (3 epochs, about 15 minutes),
 # then the default speech model (isolated digits, about 5 minutes); each prints its scores.
 demo: $(STAMP)
@@ -25,7 +36,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.speech all --config pipelines/configs/speech_demo.yaml
 
 # The whole test suite (about 10 minutes on 2 CPU cores).
-test: $(STAMP)
+test: $(STAMP) voices
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
