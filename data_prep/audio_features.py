@@ -35,7 +35,7 @@ class FeatureConfig:
     """The ``features:`` section of a speech config.
 
     Window and hop are given in milliseconds so a config works at any sample rate.
-    The speech pipeline validates the values (``pipelines/speech.py``).
+    The speech pipeline validates the values (``pipelines/speech/config.py``).
     """
 
     kind: str = "log_mel"  # log_mel | mfcc

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import ConfigError, apply_overrides, load_config
-from pipelines.translation import TranslationConfig
+from pipelines.translation.config import TranslationConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 
@@ -149,7 +149,7 @@ def test_training_fields_a_pipeline_ignores_do_not_change_its_fingerprints(pipel
     from pipelines import trainer
     from pipelines.run_dir import fingerprint
 
-    fields = importlib.import_module(f"pipelines.{pipeline}").UNUSED_TRAINING_FIELDS
+    fields = importlib.import_module(f"pipelines.{pipeline}.stages").UNUSED_TRAINING_FIELDS
     assert set(fields) == set(unused)
 
     def fingerprints(config):

@@ -18,7 +18,8 @@ from data_prep.file_io import read_lines
 from data_prep.special_ids import EOS_ID, PAD_ID
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
-from pipelines.translation import TranslationConfig, tokenizer_pair
+from pipelines.translation.config import TranslationConfig
+from pipelines.translation.data import tokenizer_pair
 
 # Upper ends (inclusive) of the source-length buckets, in words; the last bucket is open.
 LENGTH_EDGES = (5, 10, 15, 20, 30)
