@@ -19,11 +19,14 @@ Modules: ``config`` (the experiment dataclasses), ``data`` (corpora, cached feat
 labels), ``inference`` (batched transcription), ``stages`` (the stages).
 """
 
+from pipelines import cli
+from pipelines.speech.config import SpeechConfig
+
 DESCRIPTION = "Train and evaluate CTC speech recognition models."
 STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
 
 
 def main(argv=None) -> int:
-    from pipelines.speech.stages import main
-
-    return main(argv)
+    """Run ``python -m pipelines.speech`` with ``argv``; the exit code."""
+    return cli.main(argv, "speech", DESCRIPTION, SpeechConfig, STAGE_NAMES,
+                    "pipelines.speech.stages", pipeline=["prepare", "train", "evaluate"])

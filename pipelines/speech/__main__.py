@@ -1,8 +1,4 @@
 from pipelines import cli
-from pipelines.speech import DESCRIPTION, STAGE_NAMES
+from pipelines.speech import main
 
-cli.preflight("speech", DESCRIPTION, STAGE_NAMES)
-
-from pipelines.speech import main  # noqa: E402
-
-cli.exit_with(main())
+cli.run_script(main)

@@ -1,18 +1,17 @@
-"""The speech experiment config: one dataclass per YAML section."""
+"""The speech experiment config: one dataclass per YAML section.
+
+Imports no TensorFlow, Keras or librosa: a config is loaded and validated before they are.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.audio_features import FeatureConfig
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
-from data_prep.digit_strings import DigitStringConfig
-from data_prep.speech_dataset import SpecAugmentConfig
-from models.ctc_decoding import STRATEGIES
-from models.ctc_recognizer import CTCRecognizerConfig
-from models.rnn_cells import CELLS
+from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
+from models.config import CELL_TYPES, STRATEGIES, CTCRecognizerConfig
 from pipelines.config import ConfigError, at_least, choice, fraction, positive
-from pipelines.trainer import TrainingConfig
+from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -93,7 +92,7 @@ class SpeechConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
-        choice(self.model.cell, tuple(CELLS), "model.cell")
+        choice(self.model.cell, CELL_TYPES, "model.cell")
         at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
                  "rnn_layers", "rnn_units")
         at_least(self.model, "model", 0, "conv_layers")

@@ -12,8 +12,9 @@ from data_prep.char_vocabulary import CharVocabulary
 from data_prep.digit_strings import make_digit_strings
 from data_prep.download import sha256_of
 from data_prep.manifest import ManifestError, entry, read_manifest
+from models.config import CTCRecognizerConfig
 from models.ctc_decoding import ctc_frames_needed
-from models.ctc_recognizer import CTCRecognizerConfig, subsampled_length
+from models.ctc_recognizer import subsampled_length
 from pipelines.speech.config import SPLITS, SpeechConfig
 
 
@@ -66,7 +67,6 @@ def load_stats(run, cfg: FeatureConfig):
 def load_features(run, split) -> list[np.ndarray]:
     cached = np.load(run.path("features", f"{split}.npz"))
     return np.split(cached["features"], np.cumsum(cached["lengths"])[:-1])
-
 
 
 def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:

@@ -32,7 +32,6 @@ def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
     return result
 
 
-
 def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
     """Label ids of the training set's distinct transcripts, for closed_set decoding."""
     texts = sorted({e["text"] for e in read_manifest(run.path("data", "train.jsonl"))})

@@ -20,7 +20,6 @@ from pipelines import cli, trainer
 from pipelines.metrics import wer_cer, wer_cer_by_group
 from pipelines.reports.notebooks import ReportError, report_stage
 from pipelines.run_dir import fingerprint
-from pipelines.speech import DESCRIPTION
 from pipelines.speech.config import SPLITS, SpeechConfig
 from pipelines.speech.data import (
     input_signature,
@@ -43,9 +42,8 @@ def prepare(ctx: cli.Context) -> None:
     fp = fingerprint("prepare", cfg.data, cfg.features,
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
                      input_signature(cfg, ctx.data_dir))
-    if run.up_to_date("prepare", fp, ctx.force, run.path("data")):
+    if not ctx.start("prepare", fp, run.path("data")):
         return
-    ctx.begin()
     # New data or features: what was trained on the old ones must not be reused.
     run.invalidate("prepare", "train", "evaluate")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
@@ -110,9 +108,8 @@ def train(ctx: cli.Context) -> None:
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
                                 cfg.augment, trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
-    if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
+    if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
-    ctx.begin()
     if ctx.force:
         trainer.discard_checkpoints(run)
     vocab, t = vocabulary(cfg), cfg.training
@@ -151,9 +148,8 @@ def evaluate(ctx: cli.Context) -> None:
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
-    if run.up_to_date("evaluate", fp, ctx.force, run.path("metrics.json")):
+    if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
-    ctx.begin()
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
     paths = [e["audio_filepath"] for e in entries]
@@ -213,14 +209,7 @@ def report(ctx: cli.Context) -> None:
     report_stage(ctx, "speech_report")
 
 
+# Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
+USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
           "report": report}
-
-
-def main(argv=None) -> int:
-    return cli.main(
-        argv, "speech", DESCRIPTION, SpeechConfig,
-        STAGES, pipeline=["prepare", "train", "evaluate"],
-        user_errors=(AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError),
-    )
-

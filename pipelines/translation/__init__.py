@@ -12,11 +12,14 @@ Modules: ``config`` (the experiment dataclasses), ``data`` (corpora and tokenize
 ``inference`` (batched translation, the SavedModel export), ``stages`` (the stages).
 """
 
+from pipelines import cli
+from pipelines.translation.config import TranslationConfig
+
 DESCRIPTION = "Train and evaluate RNN attention translation models."
 STAGE_NAMES = ("prepare", "train", "evaluate", "translate", "export", "report")
 
 
 def main(argv=None) -> int:
-    from pipelines.translation.stages import main
-
-    return main(argv)
+    """Run ``python -m pipelines.translation`` with ``argv``; the exit code."""
+    return cli.main(argv, "translation", DESCRIPTION, TranslationConfig, STAGE_NAMES,
+                    "pipelines.translation.stages", pipeline=["prepare", "train", "evaluate"])

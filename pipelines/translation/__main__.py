@@ -1,8 +1,4 @@
 from pipelines import cli
-from pipelines.translation import DESCRIPTION, STAGE_NAMES
+from pipelines.translation import main
 
-cli.preflight("translation", DESCRIPTION, STAGE_NAMES)
-
-from pipelines.translation import main  # noqa: E402
-
-cli.exit_with(main())
+cli.run_script(main)

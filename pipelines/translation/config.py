@@ -1,16 +1,16 @@
-"""The translation experiment config: one dataclass per YAML section."""
+"""The translation experiment config: one dataclass per YAML section.
+
+Imports no TensorFlow or Keras: a config is loaded and validated before they are.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES
-from models.attention import SCORES
-from models.attention_decoder import ATTENTION_OUTPUTS, INITS
-from models.rnn_cells import CELLS
-from models.seq2seq_translator import Seq2SeqConfig
+from models.config import ATTENTION_OUTPUTS, CELL_TYPES, INITS, SCORES, Seq2SeqConfig
 from pipelines.config import ConfigError, at_least, choice, fraction, positive
-from pipelines.trainer import TrainingConfig
+from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
 
@@ -96,7 +96,7 @@ class TranslationConfig:
                                   "tokenizer.vocab_size instead")
         # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
         m = self.model
-        choice(m.cell, tuple(CELLS), "model.cell")
+        choice(m.cell, CELL_TYPES, "model.cell")
         choice(m.attention, SCORES, "model.attention")
         choice(m.attention_output, ATTENTION_OUTPUTS, "model.attention_output")
         choice(m.decoder_init, INITS, "model.decoder_init")

@@ -47,7 +47,6 @@ def translate_with(translator: Translator, source_tok, target_tok, texts, batch_
     return result
 
 
-
 def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, path) -> None:
     """Write a SavedModel whose ``translate`` signature maps strings to strings.
 

@@ -25,7 +25,6 @@ from pipelines import cli, trainer
 from pipelines.metrics import bleu_chrf
 from pipelines.reports.notebooks import ReportError, report_stage
 from pipelines.run_dir import fingerprint
-from pipelines.translation import DESCRIPTION
 from pipelines.translation.config import SPLITS, TranslationConfig
 from pipelines.translation.data import (
     drop_long,
@@ -55,9 +54,8 @@ def prepare(ctx: cli.Context) -> None:
                               "has no lines")
         files += [str(f) for f in split_files]
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
-    if run.up_to_date("prepare", fp, ctx.force, run.path("data")):
+    if not ctx.start("prepare", fp, run.path("data")):
         return
-    ctx.begin()
     # New data or tokenizers: what was trained on the old ones must not be reused.
     run.invalidate("prepare", *DOWNSTREAM_STAGES)
     train = drop_empty(corpora["train"])
@@ -112,9 +110,8 @@ def train(ctx: cli.Context) -> None:
     checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
                                 trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
-    if run.up_to_date("train", fp, ctx.force, run.path("checkpoints", "best.keras")):
+    if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
-    ctx.begin()
     if ctx.force:
         trainer.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
@@ -145,9 +142,8 @@ def train(ctx: cli.Context) -> None:
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
-    if run.up_to_date("evaluate", fp, ctx.force, run.path("metrics.json")):
+    if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
-    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     test_src, test_tgt = load_prepared(run, "test")
@@ -189,9 +185,8 @@ def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
     target = run.path("export")
-    if run.up_to_date("export", fp, ctx.force, target):
+    if not ctx.start("export", fp, target):
         return
-    ctx.begin()
     source_tok, target_tok = load_tokenizers(run)
     model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
     staging = run.path(".export.tmp")
@@ -208,14 +203,7 @@ def report(ctx: cli.Context) -> None:
     report_stage(ctx, "translation_report")
 
 
+# Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
+USER_ERRORS = (ReportError, TokenizerError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
           "export": export, "report": report}
-
-
-def main(argv=None) -> int:
-    return cli.main(
-        argv, "translation", DESCRIPTION, TranslationConfig,
-        STAGES, pipeline=["prepare", "train", "evaluate"],
-        user_errors=(ReportError, TokenizerError),
-    )
-
