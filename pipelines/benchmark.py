@@ -638,7 +638,7 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
         stats = global_stats(raw) if cfg.features.normalization == "global" else None
         features = [normalize(f, cfg.features, stats) for f in raw]
         labels = [vocab.encode(normalize_transcript(e["text"], cfg.data.lowercase,
-                                                       cfg.data.remove_punctuation))
+                                                   cfg.data.remove_punctuation))
                   for e in train]
         # As the pipeline's load_labelled: drop utterances too short for their transcript.
         keep = [i for i, (f, y) in enumerate(zip(features, labels)) if ctc_frames_needed(y)

@@ -147,7 +147,7 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     train_texts = {e["text"] for e in read_manifest(run_dir / "data" / "train.jsonl")}
     hyps = (run_dir / "hyps" / "test.closed_set.txt").read_text().splitlines()
     assert len(hyps) == 8 and set(hyps) <= train_texts
-    monkeypatch.setattr(speech, "MAX_CANDIDATES", len(train_texts) - 1)
+    monkeypatch.setattr(speech.inference, "MAX_CANDIDATES", len(train_texts) - 1)
     assert run("evaluate", *common, "--set", "decoding.strategy=closed_set", "--force") == 1
     assert f"{len(train_texts)} distinct transcripts" in capsys.readouterr().err
 

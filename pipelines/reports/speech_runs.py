@@ -212,9 +212,10 @@ def ctc_examples(run: SpeechRun, indices: list[int]) -> list[dict]:
 
     from data_prep.audio_features import compute_features, load_audio, normalize
     from pipelines.speech.data import load_stats
+    from pipelines.speech.inference import load_checkpoint
 
     cfg = run.config
-    model = keras.saving.load_model(run.root / "checkpoints" / "best.keras")
+    model = load_checkpoint(RunDir(run.root))
     stats = load_stats(RunDir(run.root), cfg.features)
     hop = cfg.features.hop_ms / 1000
     subsampling = cfg.model.conv_stride ** cfg.model.conv_layers

@@ -153,13 +153,13 @@ def attention_examples(run: TranslationRun, indices: list[int]) -> list[dict]:
     "source_pieces", "output_pieces", "weights" [outputs, sources], "translation"}``; the
     pieces end with ``</s>`` where the model read or wrote end-of-sentence.
     """
-    import keras
-
     from models.decoding import Translator
+    from pipelines.run_dir import RunDir
+    from pipelines.translation.inference import load_checkpoint
 
     source_tok, target_tok = tokenizer_pair((run.root / "tokenizer" / "source.model").read_bytes(),
                                             (run.root / "tokenizer" / "target.model").read_bytes())
-    model = keras.saving.load_model(run.root / "checkpoints" / "best.keras")
+    model = load_checkpoint(RunDir(run.root))
     d = run.config.decoding
     translator = Translator(model, 1, 0.0, d.max_length_ratio, d.max_length_offset)
     examples = []

@@ -10,6 +10,7 @@ from data_prep.char_vocabulary import CharVocabulary
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
+from models.ctc_recognizer import CTCRecognizer
 from pipelines.config import ConfigError
 from pipelines.speech.config import SpeechConfig
 from pipelines.speech.data import featurize, vocabulary
@@ -42,8 +43,14 @@ def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
     return [vocab.encode(t) for t in texts]
 
 
+def load_checkpoint(run) -> CTCRecognizer:
+    """The best checkpoint of ``run`` (a RunDir). Keras finds the class it names because
+    this module imports its module, which registers it."""
+    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
+
+
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
-    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    model = load_checkpoint(run)
     candidates = (closed_set_candidates(run, vocabulary(cfg)) if strategy == "closed_set"
                   else None)
     return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)

@@ -8,10 +8,18 @@ import keras
 import tensorflow as tf
 from tqdm import tqdm
 
+import models.losses  # noqa: F401  (registers the loss a checkpoint is compiled with)
 from data_prep.special_ids import EOS_ID, PAD_ID
 from data_prep.text_dataset import make_source_batches
 from models.decoding import Translator
+from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines.translation.config import DecodingConfig
+
+
+def load_checkpoint(run) -> Seq2SeqTranslator:
+    """The best checkpoint of ``run`` (a RunDir). Keras finds the classes it names because
+    this module imports their modules, which register them."""
+    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
 
 
 def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:

@@ -7,8 +7,6 @@ import shutil
 import sys
 import time
 
-import keras
-
 from data_prep.download import sha256_of
 from data_prep.file_io import (
     CorpusError,
@@ -35,6 +33,7 @@ from pipelines.translation.data import (
 )
 from pipelines.translation.inference import (
     export_translator,
+    load_checkpoint,
     make_translator,
     translate_texts,
     translate_with,
@@ -145,7 +144,7 @@ def evaluate(ctx: cli.Context) -> None:
     if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
     source_tok, target_tok = load_tokenizers(run)
-    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    model = load_checkpoint(run)
     test_src, test_tgt = load_prepared(run, "test")
     results = {}
     for beam in dict.fromkeys([cfg.decoding.beam_size, 1]):
@@ -170,7 +169,7 @@ def translate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     run.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
-    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    model = load_checkpoint(run)
     translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
     from_file = ctx.input not in (None, "-")
     for lines in cli.input_batches(ctx.input):
@@ -188,7 +187,7 @@ def export(ctx: cli.Context) -> None:
     if not ctx.start("export", fp, target):
         return
     source_tok, target_tok = load_tokenizers(run)
-    model = keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    model = load_checkpoint(run)
     staging = run.path(".export.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     export_translator(model, source_tok, target_tok, cfg.decoding, staging)
