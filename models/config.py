@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_prep.config_checks import ConfigError, at_least, choice, fraction
+
 CELL_TYPES = ("gru", "lstm", "rnn")  # models.rnn_cells.CELLS maps them to Keras cells
 SCORES = ("additive", "dot", "general", "scaled_dot")  # models.attention.Attention
 INITS = ("bridge", "zeros")  # decoder start states (models.attention_decoder)
@@ -37,6 +39,23 @@ class Seq2SeqConfig:
     tie_embeddings: bool = False
     dropout: float = 0.1
 
+    def validate(self, where):
+        choice(self.cell, CELL_TYPES, f"{where}.cell")
+        choice(self.attention, SCORES, f"{where}.attention")
+        choice(self.attention_output, ATTENTION_OUTPUTS, f"{where}.attention_output")
+        choice(self.decoder_init, INITS, f"{where}.decoder_init")
+        at_least(self, where, 1, "embedding_dim", "encoder_layers", "encoder_units",
+                 "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
+        fraction(self.dropout, f"{where}.dropout")
+        if self.tie_embeddings and self.attentional_dim != self.embedding_dim:
+            raise ConfigError(f"{where}.tie_embeddings: needs {where}.attentional_dim "
+                              f"({self.attentional_dim}) equal to {where}.embedding_dim "
+                              f"({self.embedding_dim})")
+        if self.attention_output == "residual_norm" and self.attentional_dim != self.decoder_units:
+            raise ConfigError(f"{where}.attentional_dim: must be {where}.decoder_units "
+                              f"({self.decoder_units}) for attention_output=residual_norm "
+                              f"(h + W context), got {self.attentional_dim}")
+
 
 @dataclass
 class CTCRecognizerConfig:
@@ -53,3 +72,10 @@ class CTCRecognizerConfig:
     rnn_layers: int = 2
     rnn_units: int = 128  # per direction
     dropout: float = 0.2
+
+    def validate(self, where):
+        choice(self.cell, CELL_TYPES, f"{where}.cell")
+        at_least(self, where, 1, "conv_channels", "conv_kernel", "conv_stride", "rnn_layers",
+                 "rnn_units")
+        at_least(self, where, 0, "conv_layers")
+        fraction(self.dropout, f"{where}.dropout")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipelines.config import ConfigError, at_least, choice, fraction, positive
+from data_prep.config_checks import ConfigError, at_least, choice, fraction, positive
 
 
 @dataclass

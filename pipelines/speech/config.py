@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
+from data_prep.config_checks import ConfigError, at_least, choice
 from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
-from models.config import CELL_TYPES, STRATEGIES, CTCRecognizerConfig
-from pipelines.config import ConfigError, at_least, choice, fraction, positive
+from models.config import STRATEGIES, CTCRecognizerConfig
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
@@ -86,54 +86,7 @@ class SpeechConfig:
     SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
 
     def validate(self, where):
-        # The data_prep and models dataclasses stay free of pipeline code; their
-        # values are checked here.
         for name in self.SET_BY_PIPELINE:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
-        choice(self.model.cell, CELL_TYPES, "model.cell")
-        at_least(self.model, "model", 1, "conv_channels", "conv_kernel", "conv_stride",
-                 "rnn_layers", "rnn_units")
-        at_least(self.model, "model", 0, "conv_layers")
-        fraction(self.model.dropout, "model.dropout")
-        f = self.features
-        choice(f.kind, ("log_mel", "mfcc"), "features.kind")
-        choice(f.normalization, ("utterance", "speech", "global", "none"),
-               "features.normalization")
-        if not f.speech_db > 0:
-            raise ConfigError("features.speech_db: must be positive (dB below the loudest frame)")
-        at_least(f, "features", 1, "n_mels")
-        at_least(f, "features", 0, "fmin")
-        positive(f, "features", "window_ms")
-        if f.fmax is not None and not f.fmin < f.fmax <= f.sample_rate / 2:
-            raise ConfigError("features.fmax: must be above fmin and at most half the "
-                              "sample rate, or null")
-        if f.sample_rate < 1000:
-            raise ConfigError("features.sample_rate: must be at least 1000 Hz")
-        if not 0 < f.hop_ms <= f.window_ms:
-            raise ConfigError("features.hop_ms: must be positive and at most window_ms")
-        if f.trim_db is not None and not f.trim_db > 0:
-            raise ConfigError("features.trim_db: must be positive (dB below the peak), or null")
-        if f.kind == "mfcc" and not 0 < f.n_mfcc <= f.n_mels:
-            raise ConfigError("features.n_mfcc: must be in [1, n_mels]")
-        s = self.strings
-        at_least(s, "strings", 1, "train_count", "val_count", "test_count", "min_digits")
-        if s.max_digits < s.min_digits:
-            raise ConfigError("strings.max_digits: must be at least min_digits")
-        if not 0.0 <= s.min_gap <= s.max_gap or s.max_edge < 0:
-            raise ConfigError("strings: need 0 <= min_gap <= max_gap and max_edge >= 0")
-        if s.noise_dbfs is not None and not s.noise_dbfs < 0:
-            raise ConfigError("strings.noise_dbfs: must be negative (dB below full scale), "
-                              "or null for no noise")
-        at_least(self.augment, "augment", 0, "freq_masks", "freq_mask_width", "time_masks",
-                 "time_mask_width")
-        if not 0.0 <= self.augment.time_mask_fraction <= 1.0:
-            raise ConfigError("augment.time_mask_fraction: must be in [0, 1]")
-        stretch = self.augment.time_stretch
-        if stretch is not None and not (
-                isinstance(stretch, list) and len(stretch) == 2
-                and all(isinstance(x, (int, float)) for x in stretch)
-                and 0.5 <= stretch[0] <= stretch[1] <= 2.0):
-            raise ConfigError(f"augment.time_stretch: expected [low, high] with "
-                              f"0.5 <= low <= high <= 2, or null; got {stretch!r}")

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from data_prep.config_checks import ConfigError, at_least, choice, positive
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES
-from models.config import ATTENTION_OUTPUTS, CELL_TYPES, INITS, SCORES, Seq2SeqConfig
-from pipelines.config import ConfigError, at_least, choice, fraction, positive
+from models.config import Seq2SeqConfig
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
@@ -94,20 +94,3 @@ class TranslationConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set from the trained tokenizer; configure "
                                   "tokenizer.vocab_size instead")
-        # Seq2SeqConfig lives with the model, free of pipeline code; checked here.
-        m = self.model
-        choice(m.cell, CELL_TYPES, "model.cell")
-        choice(m.attention, SCORES, "model.attention")
-        choice(m.attention_output, ATTENTION_OUTPUTS, "model.attention_output")
-        choice(m.decoder_init, INITS, "model.decoder_init")
-        at_least(m, "model", 1, "embedding_dim", "encoder_layers", "encoder_units",
-                 "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
-        fraction(m.dropout, "model.dropout")
-        if m.tie_embeddings and m.attentional_dim != m.embedding_dim:
-            raise ConfigError(f"model.tie_embeddings: needs model.attentional_dim "
-                              f"({m.attentional_dim}) equal to model.embedding_dim "
-                              f"({m.embedding_dim})")
-        if m.attention_output == "residual_norm" and m.attentional_dim != m.decoder_units:
-            raise ConfigError(f"model.attentional_dim: must be model.decoder_units "
-                              f"({m.decoder_units}) for attention_output=residual_norm "
-                              f"(h + W context), got {m.attentional_dim}")
