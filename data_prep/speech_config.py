@@ -1,4 +1,5 @@
-"""The speech config sections of data_prep: features, digit strings, augmentation.
+"""The speech config sections of data_prep: features, digit strings, augmentation,
+synthetic voices.
 
 Plain dataclasses, free of librosa and TensorFlow, so that a pipeline can load and
 validate a config before importing them; ``audio_features``, ``digit_strings`` and
@@ -7,7 +8,7 @@ validate a config before importing them; ``audio_features``, ``digit_strings`` a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from data_prep.config_checks import ConfigError, at_least, choice, positive
 
@@ -131,3 +132,27 @@ class SpecAugmentConfig:
     @property
     def active(self) -> bool:
         return bool(self.freq_masks or self.time_masks or self.time_stretch)
+
+
+@dataclass
+class SyntheticVoicesConfig:
+    """The ``synthetic:`` section: training speech from espeak-ng voices
+    (``data_prep/synthetic_voices.py``). Each voice (an English accent and a voice
+    variant drawn at random, a pitch and a speaking rate drawn from the ranges) says every
+    distinct transcript of the training set once; validation and test stay real speech.
+    """
+
+    voices: int = 0  # synthetic voices added to the training set (0: none)
+    pitch: list[int] = field(default_factory=lambda: [20, 80])  # espeak-ng -p range (0-99)
+    rate: list[int] = field(default_factory=lambda: [120, 220])  # words per minute (-s)
+    seed: int = 0  # which voices are drawn
+
+    def validate(self, where):
+        at_least(self, where, 0, "voices")
+        for name, low, high in (("pitch", 0, 99), ("rate", 80, 450)):
+            value = getattr(self, name)
+            if not (isinstance(value, list) and len(value) == 2
+                    and all(isinstance(x, int) for x in value)
+                    and low <= value[0] <= value[1] <= high):
+                raise ConfigError(f"{where}.{name}: expected [low, high] integers with "
+                                  f"{low} <= low <= high <= {high}, got {value!r}")

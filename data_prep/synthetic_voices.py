@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.manifest import entry
+from data_prep.speech_config import SyntheticVoicesConfig
 
 # espeak-ng's English accents and voice variants (``espeak-ng --voices=en`` and
 # ``espeak-ng --voices=variant``), as shipped since version 1.50.
@@ -37,19 +38,6 @@ INSTALL_HINT = "install it with `make voices` (or: apt-get install espeak-ng)"
 
 class SynthesisError(RuntimeError):
     """espeak-ng is missing or failed; the message says what to do."""
-
-
-@dataclass
-class SyntheticVoicesConfig:
-    """The ``synthetic:`` section of a speech config: extra training speech.
-
-    The speech pipeline validates the values (``pipelines/speech``).
-    """
-
-    voices: int = 0  # synthetic voices added to the training set (0: none)
-    pitch: list[int] = field(default_factory=lambda: [20, 80])  # espeak-ng -p range, 0-99
-    rate: list[int] = field(default_factory=lambda: [120, 220])  # words per minute (-s)
-    seed: int = 0
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,8 @@ def fsdd_dir(data_dir) -> Path:
     ("training.learning_rate=-1", "training.learning_rate: must be positive"),
     ("features.fmax=9000", "features.fmax: must be above fmin"),
     ("strings.noise_dbfs=3", "strings.noise_dbfs: must be negative"),
+    ("synthetic.voices=4", "synthetic.voices: for isolated words"),  # SMOKE is fsdd_strings
+    ("synthetic.pitch=[60,40]", "synthetic.pitch: expected [low, high]"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -170,6 +172,37 @@ def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
     assert abs(len(x[8]) - len(plain[0]) / 1.25) <= 2 and y[8] == y[0]
     report = json.loads((tmp_path / "fast" / "data" / "report.json").read_text())
     assert report["train"]["speed_perturbation"] == [1.0, 1.25]
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="espeak-ng is not installed (make voices)")
+def test_synthetic_voices_join_the_training_set_only(tmp_path, capsys):
+    manifests = tone_corpus(tmp_path / "corpus")
+    config = ["--config", SMOKE, "--set", "data.corpus=manifest", "--run-dir", tmp_path / "r",
+              "--set", f"data.manifests={json.dumps(manifests)}", "--set", "synthetic.voices=2"]
+    assert run("prepare", *config) == 0
+    texts = {json.loads(line)["text"].lower()
+             for line in Path(manifests["train"]).read_text().splitlines()}
+    assert f"synthesizing {len(texts)} transcripts x 2 voices" in capsys.readouterr().out
+    def read(split):
+        return read_manifest(tmp_path / "r" / "data" / f"{split}.jsonl")
+
+    synthetic = [e for e in read("train") if e.get("speaker", "").startswith("espeak:")]
+    assert len(read("train")) == 9 + 2 * len(texts) and len(synthetic) == 2 * len(texts)
+    assert sorted(e["text"] for e in synthetic) == sorted(2 * list(texts))
+    assert all(Path(e["audio_filepath"]).is_relative_to(tmp_path / "r") for e in synthetic)
+    assert not any(e.get("speaker", "").startswith("espeak:") for s in ("val", "test") for e in read(s))
+    assert len(load_features(RunDir(tmp_path / "r"), "train")) == len(read("train"))
+
+
+def test_synthetic_voices_without_espeak_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    code = run("prepare", "--config", CONFIGS / "fsdd_digits.yaml", "--run-dir", tmp_path / "r",
+               "--set", "synthetic.voices=2")
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "synthetic.voices needs the espeak-ng program" in err and "make voices" in err
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("problem, message", [

@@ -5,12 +5,9 @@ import pytest
 
 from data_prep import synthetic_voices
 from data_prep.audio_features import load_audio
-from data_prep.synthetic_voices import (
-    SynthesisError,
-    SyntheticVoicesConfig,
-    draw_voices,
-    make_synthetic_speech,
-)
+from data_prep.config_checks import ConfigError
+from data_prep.speech_config import SyntheticVoicesConfig
+from data_prep.synthetic_voices import SynthesisError, draw_voices, make_synthetic_speech
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
                                   reason="espeak-ng is not installed (make voices)")
@@ -25,6 +22,13 @@ def test_voices_are_drawn_reproducibly_within_the_ranges():
     assert all(v.accent in synthetic_voices.ACCENTS and v.variant in synthetic_voices.VARIANTS
                for v in voices)
     assert len({v.name for v in voices}) > 40  # mostly distinct speakers
+
+
+@pytest.mark.parametrize("field, value", [("pitch", [50, 40]), ("pitch", [0, 100]),
+                                          ("rate", [150]), ("rate", [100.5, 200])])
+def test_bad_ranges_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=f"synthetic.{field}: expected"):
+        SyntheticVoicesConfig(voices=3, **{field: value}).validate("synthetic")
 
 
 def test_missing_espeak_is_one_clear_error(monkeypatch, tmp_path):

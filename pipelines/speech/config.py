@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
 from data_prep.config_checks import ConfigError, at_least, choice
-from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
+from data_prep.speech_config import (
+    DigitStringConfig,
+    FeatureConfig,
+    SpecAugmentConfig,
+    SyntheticVoicesConfig,
+)
 from models.config import STRATEGIES, CTCRecognizerConfig
 from pipelines.training_config import TrainingConfig
 
@@ -79,6 +84,7 @@ class SpeechConfig:
     strings: DigitStringConfig = field(default_factory=DigitStringConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    synthetic: SyntheticVoicesConfig = field(default_factory=SyntheticVoicesConfig)
     model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
@@ -90,3 +96,8 @@ class SpeechConfig:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "
                                   "data sections; do not set it")
+        if self.synthetic.voices and self.data.corpus == "fsdd_strings":
+            # Voices say each distinct training transcript: a handful of words, not
+            # thousands of random digit strings.
+            raise ConfigError("synthetic.voices: for isolated words (fsdd_digits, or a "
+                              "manifest corpus with few distinct transcripts), not fsdd_strings")

@@ -14,9 +14,11 @@ from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize
 from data_prep.file_io import atomic_savez, atomic_write_json, write_lines
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
 from data_prep.speech_dataset import make_training_dataset
+from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
 from models.ctc_decoding import CTCDecoder, ctc_frames_needed
 from models.ctc_recognizer import CTCRecognizer
 from pipelines import cli, trainer
+from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
 from pipelines.reports.notebooks import ReportError, report_stage
 from pipelines.run_dir import fingerprint
@@ -35,13 +37,18 @@ from pipelines.speech.inference import load_recognizer, transcribe_features, tra
 # has no label smoothing.
 UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 TRAINING_SPLITS = ("train", "val")  # test features are computed (and timed) by evaluate
+MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and commands
 
 
 def prepare(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = fingerprint("prepare", cfg.data, cfg.features,
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
-                     input_signature(cfg, ctx.data_dir))
+                     input_signature(cfg, ctx.data_dir),
+                     # Only when on, so runs without synthetic voices keep their fingerprint.
+                     *([cfg.synthetic] if cfg.synthetic.voices else []))
+    if cfg.synthetic.voices:
+        espeak_ng()  # missing: one line saying how to install it, before anything is done
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or features: what was trained on the old ones must not be reused.
@@ -60,6 +67,8 @@ def prepare(ctx: cli.Context) -> None:
             vocab.encode(item["text"], where=item["audio_filepath"])
         if not items:
             raise ManifestError(f"{cfg.data.corpus}: split '{split}' has no utterances")
+        if split == "train" and cfg.synthetic.voices:
+            items = items + synthetic_entries(cfg, run, items)
         entries[split] = items
         write_manifest(run.path("data", f"{split}.jsonl"), items)
         report[split] = {"utterances": len(items),
@@ -91,6 +100,17 @@ def prepare(ctx: cli.Context) -> None:
     print("[prepare] " + ", ".join(
         f"{s} {report[s]['utterances']} utterances ({report[s]['hours']:.2f} h)" for s in SPLITS)
         + f"; {cfg.features.num_features} {cfg.features.kind} features")
+
+
+def synthetic_entries(cfg: SpeechConfig, run, train: list[dict]) -> list[dict]:
+    """Every distinct transcript of ``train`` in ``cfg.synthetic.voices`` espeak-ng voices."""
+    texts = sorted({e["text"] for e in train})
+    if len(texts) > MAX_SYNTHETIC_TRANSCRIPTS:
+        raise ConfigError(f"synthetic.voices: each voice says every distinct training "
+                          f"transcript, and there are {len(texts)} (at most {MAX_SYNTHETIC_TRANSCRIPTS})")
+    print(f"[prepare] synthesizing {len(texts)} transcripts x {cfg.synthetic.voices} "
+          "voices (espeak-ng)", flush=True)
+    return make_synthetic_speech(texts, cfg.synthetic, run.path("data", "audio", "synthetic"))
 
 
 def build_model(cfg: SpeechConfig, vocab: CharVocabulary) -> CTCRecognizer:
@@ -210,6 +230,7 @@ def report(ctx: cli.Context) -> None:
 
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
-USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError)
+USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
+               SynthesisError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
           "report": report}
