@@ -6,7 +6,9 @@ mixed down to mono and resampled to the configured rate. Features are
 dimension to zero mean and unit variance over the utterance, which also removes channel
 and loudness differences), per utterance over its speech frames only (``speech``: the
 frames within ``speech_db`` of the loudest, so leading and trailing silence do not shift
-the statistics), global (statistics of the training set), or none.
+the statistics), per speaker over the speech frames of all their utterances (``speaker``:
+the statistics then describe the voice and the channel rather than the word), global
+(statistics of the training set), or none.
 """
 
 from __future__ import annotations
@@ -183,18 +185,43 @@ def speech_frames(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return loud if loud.sum() >= 2 else np.ones_like(loud)
 
 
+def speech_stats(features: list[np.ndarray], cfg: FeatureConfig
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and standard deviation over the speech frames
+    (``speech_frames``) of all the utterances ``features``."""
+    return global_stats([f[speech_frames(f, cfg)] for f in features])
+
+
 def normalize(features: np.ndarray, cfg: FeatureConfig, stats=None) -> np.ndarray:
-    """Apply ``cfg.normalization``; ``stats`` is the (mean, std) pair for ``global``."""
+    """Apply ``cfg.normalization``; ``stats`` is the (mean, std) pair for ``global`` and
+    ``speaker`` (see ``normalize_by_speaker``)."""
     if cfg.normalization == "utterance":
         mean, std = features.mean(axis=0), features.std(axis=0)
     elif cfg.normalization == "speech":
-        speech = features[speech_frames(features, cfg)]
-        mean, std = speech.mean(axis=0), speech.std(axis=0)
-    elif cfg.normalization == "global":
+        mean, std = speech_stats([features], cfg)
+    elif cfg.normalization in ("global", "speaker"):
         mean, std = stats
     else:
         return features
     return ((features - mean) / (std + EPSILON)).astype(np.float32)
+
+
+def normalize_by_speaker(features: list[np.ndarray], speakers: list, cfg: FeatureConfig
+                         ) -> list[np.ndarray]:
+    """``normalization: speaker``: every utterance with the ``speech_stats`` of all the
+    utterances of its speaker in ``features`` (per-speaker CMVN). A speaker's statistics
+    carry their voice and channel, not the words, once they span several words; a speaker
+    of None is an utterance of its own, normalized like ``speech``.
+    """
+    groups: dict = {}
+    for i, speaker in enumerate(speakers):
+        groups.setdefault(("utterance", i) if speaker is None else speaker, []).append(i)
+    result = [None] * len(features)
+    for members in groups.values():
+        stats = speech_stats([features[i] for i in members], cfg)
+        for i in members:
+            result[i] = normalize(features[i], cfg, stats)
+    return result
 
 
 def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None,

@@ -28,9 +28,10 @@ class FeatureConfig:
     n_mfcc: int = 13  # mfcc only: cepstral coefficients kept
     fmin: float = 20.0
     fmax: float | None = None  # None: half the sample rate
-    normalization: str = "utterance"  # utterance | speech | global | none
+    normalization: str = "utterance"  # utterance | speech | speaker | global | none
     # normalization=speech: per-utterance statistics of the frames at most this many dB
-    # below the loudest one, so that the amount of silence around a word does not move them.
+    # below the loudest one, so that the amount of silence around a word does not move them;
+    # normalization=speaker: the same frames of all the utterances of each speaker.
     speech_db: float = 30.0
     # Trim leading and trailing audio quieter than this many dB below the utterance's
     # loudest frame (librosa.effects.trim), or None: keep it. Isolated-word recordings
@@ -39,7 +40,7 @@ class FeatureConfig:
 
     def validate(self, where):
         choice(self.kind, ("log_mel", "mfcc"), f"{where}.kind")
-        choice(self.normalization, ("utterance", "speech", "global", "none"),
+        choice(self.normalization, ("utterance", "speech", "speaker", "global", "none"),
                f"{where}.normalization")
         if not self.speech_db > 0:
             raise ConfigError(f"{where}.speech_db: must be positive (dB below the loudest frame)")

@@ -12,6 +12,7 @@ from data_prep.audio_features import (
     global_stats,
     load_audio,
     normalize,
+    normalize_by_speaker,
     speech_frames,
     vtlp_warp,
 )
@@ -123,6 +124,30 @@ def test_speech_normalization_ignores_silence(kind):
     assert moved("speech") < 0.05 < 0.5 < moved("utterance")
     loud = speech_frames(long, cfg)
     assert loud[:frames].all() and not loud[-30:].any()
+
+
+def test_speaker_normalization_removes_a_channel_and_keeps_the_words_apart():
+    cfg = FeatureConfig(normalization="speaker")
+    words = [compute_features(tone(f, 0.3, 8000), cfg) for f in (300, 600, 1200)]
+    # Speaker b: the same words through another channel (a gain per mel band, which is
+    # a constant added to the log-mel features).
+    channel = np.linspace(-2.0, 3.0, cfg.n_mels, dtype=np.float32)
+    features = words + [w + channel for w in words]
+    speakers = ["a"] * 3 + ["b"] * 3
+    out = normalize_by_speaker(features, speakers, cfg)
+    assert [f.shape for f in out] == [f.shape for f in features]
+    for i in range(3):  # the channel is gone
+        np.testing.assert_allclose(out[i], out[i + 3], atol=1e-3)
+    # A speaker's speech frames: zero mean, unit variance over all their words together,
+    # so each word keeps what sets it apart (per-utterance statistics would remove it).
+    joined = np.concatenate([o[speech_frames(f, cfg)] for o, f in zip(out, features[:3])])
+    np.testing.assert_allclose(joined.mean(axis=0), 0, atol=1e-4)
+    assert np.abs(out[0].mean(axis=0) - out[2].mean(axis=0)).max() > 1.0
+    # An unknown speaker (None) is normalized alone, like normalization=speech.
+    alone = normalize_by_speaker(features[:2], [None, None], cfg)
+    speech = dataclasses.replace(cfg, normalization="speech")
+    for f, got in zip(features[:2], alone, strict=True):
+        np.testing.assert_allclose(got, normalize(f, speech), atol=1e-5)
 
 
 def test_parallel_extraction_keeps_order_and_reports_bad_files(tmp_path):

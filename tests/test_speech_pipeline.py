@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from data_prep import fsdd
-from data_prep.audio_features import FeatureConfig, extract_features, normalize
+from data_prep.audio_features import FeatureConfig, extract_features, normalize, speech_frames
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder
@@ -172,6 +172,25 @@ def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
     assert abs(len(x[8]) - len(plain[0]) / 1.25) <= 2 and y[8] == y[0]
     report = json.loads((tmp_path / "fast" / "data" / "report.json").read_text())
     assert report["train"]["speed_perturbation"] == [1.0, 1.25]
+
+
+def test_speaker_normalization_uses_each_speakers_utterances(tmp_path):
+    manifests = tone_corpus(tmp_path / "corpus")
+    overrides = ["data.corpus=manifest", f"data.manifests={json.dumps(manifests)}",
+                 "features.normalization=speaker", "data.speed_perturbation=[1.0,1.25]"]
+    assert run("prepare", "--config", SMOKE, "--run-dir", tmp_path / "r",
+               *[x for o in overrides for x in ("--set", o)]) == 0
+    cfg = load_config(SpeechConfig, SMOKE, overrides)
+    entries = read_manifest(tmp_path / "r" / "data" / "train.jsonl")
+    raw = extract_features([e["audio_filepath"] for e in entries], cfg.features)
+    cached = load_features(RunDir(tmp_path / "r"), "train")[:len(entries)]  # the speed-1.0 copy
+    for speaker in ("s0", "s1", None):
+        members = [i for i, e in enumerate(entries) if e.get("speaker") == speaker]
+        # One speaker's speech frames, normalized together (the speakerless one alone).
+        speech = np.concatenate([cached[i][speech_frames(raw[i], cfg.features)]
+                                 for i in members])
+        np.testing.assert_allclose(speech.mean(axis=0), 0, atol=1e-3)
+        np.testing.assert_allclose(speech.std(axis=0), 1, atol=1e-2)
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,

@@ -56,10 +56,12 @@ def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
     return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)
 
 
-def transcribe_files(decoder, vocab, paths, cfg: SpeechConfig, stats) -> tuple[list[str], dict]:
-    """Transcripts of audio files, and the seconds spent on features and on decoding."""
+def transcribe_files(decoder, vocab, paths, cfg: SpeechConfig, stats, speakers=None
+                     ) -> tuple[list[str], dict]:
+    """Transcripts of audio files, and the seconds spent on features and on decoding
+    (``speakers``: see ``featurize``)."""
     start = time.perf_counter()
-    features = featurize(paths, cfg.features, stats, desc="features")
+    features = featurize(paths, cfg.features, stats, desc="features", speakers=speakers)
     middle = time.perf_counter()
     texts = transcribe_features(decoder, vocab, features, cfg.decoding.batch_size)
     end = time.perf_counter()

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from data_prep import fsdd
-from data_prep.audio_features import AudioError, extract_features, global_stats, normalize
+from data_prep.audio_features import AudioError, extract_features, global_stats
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_json, write_lines
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
@@ -29,6 +29,7 @@ from pipelines.speech.data import (
     load_labelled,
     load_stats,
     min_input_frames,
+    normalize_features,
     vocabulary,
 )
 from pipelines.speech.inference import load_recognizer, transcribe_features, transcribe_files
@@ -91,8 +92,12 @@ def prepare(ctx: cli.Context) -> None:
     if cfg.features.normalization == "global":
         stats = global_stats(raw["train"])
         atomic_savez(run.path("features", "stats.npz"), mean=stats[0], std=stats[1])
+    speakers = {"val": [e.get("speaker") for e in entries["val"]],
+                # Each speed is a voice of its own (its spectrum is shifted).
+                "train": [None if e.get("speaker") is None else (e["speaker"], speed)
+                          for speed in cfg.data.speed_perturbation for e in entries["train"]]}
     for split in TRAINING_SPLITS:
-        features = [normalize(f, cfg.features, stats) for f in raw[split]]
+        features = normalize_features(raw[split], cfg.features, stats, speakers[split])
         atomic_savez(run.path("features", f"{split}.npz"), features=np.concatenate(features),
                      lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
@@ -173,14 +178,15 @@ def evaluate(ctx: cli.Context) -> None:
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
     paths = [e["audio_filepath"] for e in entries]
+    speakers = [e.get("speaker") for e in entries]  # for normalization: speaker
     references = [e["text"] for e in entries]
     audio_seconds = sum(e["duration"] for e in entries)
     results = {}
     for strategy in dict.fromkeys([cfg.decoding.strategy, "greedy"]):
         decoder = load_recognizer(cfg, run, strategy)
         # Warm-up on one file: tracing the graph is a one-off cost, not inference time.
-        transcribe_files(decoder, vocab, paths[:1], cfg, stats)
-        hyps, seconds = transcribe_files(decoder, vocab, paths, cfg, stats)
+        transcribe_files(decoder, vocab, paths[:1], cfg, stats, speakers[:1])
+        hyps, seconds = transcribe_files(decoder, vocab, paths, cfg, stats, speakers)
         write_lines(run.path("hyps", f"test.{strategy}.txt"), hyps)
         total = seconds["feature_seconds"] + seconds["decode_seconds"]
         results[strategy] = {
@@ -188,7 +194,7 @@ def evaluate(ctx: cli.Context) -> None:
             "rtf": round(total / audio_seconds, 5),
             **{k: round(v, 2) for k, v in seconds.items()},
             "per_speaker": wer_cer_by_group(hyps, references,
-                                     [e.get("speaker", "unknown") for e in entries]),
+                                            [s or "unknown" for s in speakers]),
             "per_length": wer_cer_by_group(hyps, references,
                                            [len(r.split()) for r in references]),
         }
@@ -215,6 +221,7 @@ def transcribe(ctx: cli.Context) -> None:
         paths = [line.strip() for line in lines]
         # One output line per input line: a blank line gives a blank transcript.
         todo = [i for i, path in enumerate(paths) if path]
+        # normalization: speaker takes the files of one input batch as one speaker's.
         texts, _ = transcribe_files(decoder, vocab, [paths[i] for i in todo], cfg, stats)
         result = [""] * len(paths)
         for i, text in zip(todo, texts, strict=True):
