@@ -612,13 +612,18 @@ def load_decode_model(data: TranslationData, run_dir):
 def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterances: int | None,
            warmup: int, steps: int) -> dict:
     """Feature extraction speed, training frames per second and inference real-time factor."""
-    from data_prep.audio_features import extract_features, global_stats, normalize
+    from data_prep.audio_features import extract_features, global_stats
     from data_prep.char_vocabulary import normalize_transcript
     from data_prep.speech_dataset import make_training_dataset as speech_dataset
     from models.ctc_decoding import CTCDecoder, ctc_frames_needed
     from models.ctc_recognizer import subsampled_length
     from pipelines.speech.config import SpeechConfig
-    from pipelines.speech.data import load_entries, min_input_frames, vocabulary
+    from pipelines.speech.data import (
+        load_entries,
+        min_input_frames,
+        normalize_features,
+        vocabulary,
+    )
     from pipelines.speech.inference import transcribe_files
     from pipelines.speech.stages import build_model as build_speech_model
 
@@ -636,7 +641,8 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
             "utterances": len(train), "audio_seconds": round(audio, 1), "seconds": round(seconds, 3),
             "audio_seconds_per_second": round(audio / seconds, 1)}}
         stats = global_stats(raw) if cfg.features.normalization == "global" else None
-        features = [normalize(f, cfg.features, stats) for f in raw]
+        features = normalize_features(raw, cfg.features, stats,
+                                      [e.get("speaker") for e in train])
         labels = [vocab.encode(normalize_transcript(e["text"], cfg.data.lowercase,
                                                    cfg.data.remove_punctuation))
                   for e in train]
@@ -668,8 +674,9 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
         decoder = CTCDecoder(model, "greedy")
         paths = [e["audio_filepath"] for e in test]
         test_audio = sum(e["duration"] for e in test)
-        transcribe_files(decoder, vocab, paths[:1], cfg, stats)  # traces the graph
-        _, times = transcribe_files(decoder, vocab, paths, cfg, stats)
+        speakers = [e.get("speaker") for e in test]
+        transcribe_files(decoder, vocab, paths[:1], cfg, stats, speakers[:1])  # traces the graph
+        _, times = transcribe_files(decoder, vocab, paths, cfg, stats, speakers)
         total = times["feature_seconds"] + times["decode_seconds"]
         result["inference"] = {
             "strategy": "greedy", "utterances": len(test), "audio_seconds": round(test_audio, 1),

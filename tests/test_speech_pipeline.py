@@ -251,7 +251,8 @@ def test_bad_input_exits_with_a_message_naming_the_file(tmp_path, capsys, proble
 def test_leave_speakers_out_via_set(fsdd_dir, tmp_path):
     code = run("prepare", "--config", CONFIGS / "fsdd_digits.yaml", "--run-dir", tmp_path / "r",
                "--data-dir", fsdd_dir, "--set", "data.test_speakers=[george]",
-               "--set", "data.limit_train=100", "--set", "data.limit_val=20")
+               "--set", "data.limit_train=100", "--set", "data.limit_val=20",
+               "--set", "synthetic.voices=0")
     assert code == 0
     def read(split):
         return read_manifest(tmp_path / "r" / "data" / f"{split}.jsonl")

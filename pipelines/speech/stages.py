@@ -43,13 +43,13 @@ MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and comm
 
 def prepare(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
+    if cfg.synthetic.voices:
+        espeak_ng()  # missing: one line saying how to install it, before anything is done
     fp = fingerprint("prepare", cfg.data, cfg.features,
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
                      input_signature(cfg, ctx.data_dir),
                      # Only when on, so runs without synthetic voices keep their fingerprint.
                      *([cfg.synthetic] if cfg.synthetic.voices else []))
-    if cfg.synthetic.voices:
-        espeak_ng()  # missing: one line saying how to install it, before anything is done
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or features: what was trained on the old ones must not be reused.
