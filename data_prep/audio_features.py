@@ -111,33 +111,9 @@ def _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax) -> scipy.sparse.csr_matri
         sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax))
 
 
-def vtlp_warp(n_bins: int, alpha: float, boundary: float = 0.85) -> scipy.sparse.csr_matrix:
-    """``[n_bins, n_bins]`` matrix ``W``: ``W @ power`` is the power spectrum (bins from 0
-    Hz to Nyquist) with its frequency axis stretched by ``alpha``, the vocal-tract-length
-    perturbation of Jaitly and Hinton (2013).
-
-    A formant at frequency ``f`` moves to ``alpha * f`` up to ``boundary * Nyquist *
-    min(alpha, 1) / alpha``; above it the warp is linear again so Nyquist stays Nyquist
-    and no band is lost or invented. Each output bin linearly interpolates the two input
-    bins around the frequency that maps to it.
-    """
-    f = np.arange(n_bins, dtype=np.float64)  # in bins; Nyquist is n_bins - 1
-    top = n_bins - 1
-    knee = boundary * top * min(alpha, 1.0) / alpha
-    warped = np.where(f <= knee, f * alpha, top - (top - knee * alpha) / (top - knee) * (top - f))
-    source = np.interp(f, warped, f)  # the input frequency each output bin comes from
-    low = np.minimum(np.floor(source).astype(int), top - 1)
-    weight = source - low
-    rows = np.repeat(np.arange(n_bins), 2)
-    cols = np.stack([low, low + 1], axis=1).ravel()
-    values = np.stack([1.0 - weight, weight], axis=1).ravel()
-    return scipy.sparse.csr_matrix((values, (rows, cols)), shape=(n_bins, n_bins))
-
-
-def compute_features(audio: np.ndarray, cfg: FeatureConfig, warp: float = 1.0) -> np.ndarray:
+def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Unnormalized features ``[frames, cfg.num_features]`` of mono samples, after
-    trimming silent edges if ``cfg.trim_db`` is set. ``warp`` != 1 stretches the
-    frequency axis of the spectrum before the mel filterbank (``vtlp_warp``).
+    trimming silent edges if ``cfg.trim_db`` is set.
 
     The same log-mel spectrogram as ``librosa.feature.melspectrogram`` (centered Hann
     windows), but the mel filterbank, which is about 95% zeros, is applied as a sparse
@@ -153,10 +129,7 @@ def compute_features(audio: np.ndarray, cfg: FeatureConfig, warp: float = 1.0) -
     n_fft = 1 << (cfg.win_length - 1).bit_length()
     power = np.abs(librosa.stft(audio, n_fft=n_fft, hop_length=cfg.hop_length,
                                 win_length=cfg.win_length)) ** 2
-    basis = _mel_basis(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
-    if warp != 1.0:
-        basis = basis @ vtlp_warp(power.shape[0], warp)
-    mel = np.asarray(basis @ power)
+    mel = np.asarray(_mel_basis(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ power)
     features = np.log(mel + EPSILON)
     if cfg.kind == "mfcc":
         # librosa's MFCC expects a dB-scaled mel spectrogram.

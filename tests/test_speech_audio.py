@@ -14,7 +14,6 @@ from data_prep.audio_features import (
     normalize,
     normalize_by_speaker,
     speech_frames,
-    vtlp_warp,
 )
 
 
@@ -179,34 +178,3 @@ def test_no_progress_bar_without_a_terminal(tmp_path, capsys):
     sf.write(path, tone(300, 0.1, 8000), 8000)
     assert len(extract_features([path] * 120, FeatureConfig())) == 120
     assert capsys.readouterr().err == ""  # a log file would fill with bar updates
-
-
-@pytest.mark.parametrize("alpha", [0.9, 1.1])
-def test_vtlp_moves_a_formant_by_the_warp_factor(alpha):
-    # A 1 kHz tone is below the warp's knee: its energy moves to alpha * 1 kHz.
-    n_bins = 129  # a 256-point FFT at 8 kHz: 31.25 Hz bins
-    power = np.zeros((n_bins, 1))
-    power[32] = 1.0  # 1 kHz
-    warped = vtlp_warp(n_bins, alpha) @ power
-    peak = np.argmax(warped[:, 0]) * 4000 / (n_bins - 1)
-    assert abs(peak - 1000 * alpha) <= 4000 / (n_bins - 1)
-
-
-@pytest.mark.parametrize("alpha", [0.8, 0.95, 1.0, 1.05, 1.2])
-def test_vtlp_keeps_the_band_edges_and_is_an_interpolation(alpha):
-    w = vtlp_warp(129, alpha).toarray()
-    assert np.allclose(w.sum(axis=1), 1.0) and (w >= 0).all()  # each bin: a weighted mean
-    assert w[0, 0] == 1.0 and w[-1, -1] == 1.0  # 0 Hz and Nyquist map to themselves
-    if alpha == 1.0:
-        assert np.array_equal(w, np.eye(129))
-
-
-def test_vtlp_features_differ_only_when_warped():
-    audio = tone(700, 0.5, 8000)
-    cfg = FeatureConfig(sample_rate=8000)
-    plain = compute_features(audio, cfg)
-    assert np.array_equal(compute_features(audio, cfg, warp=1.0), plain)
-    warped = compute_features(audio, cfg, warp=1.1)
-    assert warped.shape == plain.shape
-    # The tone's mel band moves up.
-    assert np.argmax(warped.mean(axis=0)) > np.argmax(plain.mean(axis=0))
