@@ -26,6 +26,7 @@ import scipy.fft
 import tensorflow as tf
 
 from data_prep.audio_features import EPSILON
+from data_prep.config_checks import ConfigError
 from data_prep.speech_config import FeatureConfig
 
 TOP_DB = 80.0  # librosa.power_to_db's default floor, which librosa.feature.mfcc gets
@@ -42,7 +43,7 @@ class GraphFeatures:
 
     def __init__(self, cfg: FeatureConfig, stats=None):
         if cfg.trim_db is not None:
-            raise ValueError("features.trim_db: silence trimming has no in-graph version; "
+            raise ConfigError("features.trim_db: silence trimming has no in-graph version; "
                              "train with trim_db: null to export or stream the model")
         if (cfg.normalization == "global") != (stats is not None):
             raise ValueError("the training-set statistics are needed by, and only by, "
@@ -116,7 +117,7 @@ class GraphFeatures:
             return (features - mean) / (std + EPSILON)
         if self.cfg.normalization == "none":
             return features
-        raise ValueError(f"features.normalization: {self.cfg.normalization} needs the whole "
+        raise ConfigError(f"features.normalization: {self.cfg.normalization} needs the whole "
                          "utterance; a stream needs global (or none)")
 
     def _normalize(self, features, valid):

@@ -23,7 +23,7 @@ from pipelines import cli
 from pipelines.speech.config import SpeechConfig
 
 DESCRIPTION = "Train and evaluate CTC speech recognition models."
-STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
+STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "export", "report")
 
 
 def main(argv=None) -> int:

@@ -12,6 +12,7 @@ from data_prep import fsdd
 from data_prep.audio_features import AudioError, extract_features, global_stats, normalize
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_json, write_lines
+from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
 from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder, ctc_frames_needed
@@ -29,7 +30,12 @@ from pipelines.speech.data import (
     min_input_frames,
     vocabulary,
 )
-from pipelines.speech.inference import load_recognizer, transcribe_features, transcribe_files
+from pipelines.speech.inference import (
+    export_recognizer,
+    load_recognizer,
+    transcribe_features,
+    transcribe_files,
+)
 
 # Translation's training fields: batches here are sized in utterances, and the CTC loss
 # has no label smoothing.
@@ -45,7 +51,7 @@ def prepare(ctx: cli.Context) -> None:
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or features: what was trained on the old ones must not be reused.
-    run.invalidate("prepare", "train", "evaluate")
+    run.invalidate("prepare", "train", "evaluate", "export")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
     vocab = vocabulary(cfg)
@@ -204,6 +210,25 @@ def transcribe(ctx: cli.Context) -> None:
         sys.stdout.flush()  # typed input: each transcript as soon as it is ready
 
 
+def export(ctx: cli.Context) -> None:
+    """A SavedModel transcribing waveforms with the configured decoding, all in its graph."""
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
+    target = run.path("export")
+    if not ctx.start("export", fp, target):
+        return
+    features = GraphFeatures(cfg.features, load_stats(run, cfg.features))
+    decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
+    staging = run.path(".export.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_recognizer(decoder, vocabulary(cfg), features, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    run.mark_done("export", fp)
+    print(f"[export] SavedModel with a 'transcribe' signature (float32 waveforms at "
+          f"{cfg.features.sample_rate} Hz + int32 lengths -> strings) in {target}")
+
+
 def report(ctx: cli.Context) -> None:
     """Execute notebooks/speech_report.ipynb for this run into ``report/``."""
     report_stage(ctx, "speech_report")
@@ -212,4 +237,4 @@ def report(ctx: cli.Context) -> None:
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
-          "report": report}
+          "export": export, "report": report}
