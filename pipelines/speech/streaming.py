@@ -11,15 +11,20 @@ features and logits, chunk by chunk (see ``models.ctc_streaming``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 
+import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep.audio_features import AudioError, load_audio
 from data_prep.char_vocabulary import CharVocabulary
 from data_prep.graph_features import GraphFeatures
+from data_prep.speech_config import FeatureConfig
 from models.ctc_recognizer import CTCRecognizer, subsampled_length
 from models.ctc_streaming import NO_END, StreamingRecognizer
+from pipelines.reports.notebooks import native_stderr_silenced
 
 
 class StreamStep:
@@ -150,3 +155,126 @@ def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.n
         run(pending, end_frame, top_end)
         pending = np.zeros(size, np.float32)
     return text()
+
+
+def file_blocks(path, cfg: FeatureConfig, block: int) -> Iterator[np.ndarray]:
+    """An audio file's samples (read and resampled as ``transcribe`` reads them), in
+    blocks of ``block`` samples, as if they arrived one by one."""
+    audio = load_audio(path, cfg.sample_rate)
+    for start in range(0, len(audio), block):
+        yield audio[start:start + block]
+
+
+def _read_exactly(stream, size: int) -> bytes:
+    data = b""
+    while len(data) < size and (more := stream.read1(size - len(data))):
+        data += more
+    return data
+
+
+def _skip_wav_header(stream, sample_rate: int) -> None:
+    """Read a wav header (after its first 12 bytes) up to the samples; AudioError unless
+    they are 16-bit mono PCM at ``sample_rate``."""
+    expected = f"expected 16-bit mono PCM at {sample_rate} Hz (raw, or as a wav)"
+    seen_format = False
+    while len(chunk := _read_exactly(stream, 8)) == 8:
+        size = int.from_bytes(chunk[4:], "little")
+        if chunk[:4] == b"data" and seen_format:
+            return
+        body = _read_exactly(stream, size + size % 2)  # chunks are padded to even sizes
+        if chunk[:4] == b"fmt ":
+            fmt, channels, rate = (int.from_bytes(body[a:b], "little")
+                                   for a, b in ((0, 2), (2, 4), (4, 8)))
+            bits = int.from_bytes(body[14:16], "little")
+            if (fmt, channels, rate, bits) != (1, 1, sample_rate, 16):
+                kind = "PCM" if fmt == 1 else f"format-{fmt}"
+                raise AudioError(f"stdin: a wav of {bits}-bit {kind} audio, {channels} "
+                                 f"channel(s) at {rate} Hz; {expected}")
+            seen_format = True
+    raise AudioError(f"stdin: a wav header without a format chunk before its data; {expected}")
+
+
+def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[np.ndarray]:
+    """Float32 samples of raw 16-bit little-endian mono PCM on ``stream`` (a binary
+    stdin), as they arrive. A wav stream is accepted too if it holds that format (its
+    header is checked, so a wrong rate or channel count is an error, not noise)."""
+    head = _read_exactly(stream, 12)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        _skip_wav_header(stream, sample_rate)
+        head = b""
+    carry = head
+    while True:
+        whole = len(carry) // 2 * 2
+        if whole:
+            yield np.frombuffer(carry[:whole], "<i2").astype(np.float32) / 32768.0
+        carry = carry[whole:]
+        data = stream.read1(block_bytes)
+        if not data:
+            break
+        carry += data
+    if carry:
+        raise AudioError("stdin: the stream ends with half a sample (an odd number of bytes); "
+                         f"expected raw 16-bit mono PCM at {sample_rate} Hz")
+
+
+class PartialDisplay:
+    """Shows partial hypotheses: on a terminal one line rewritten in place, otherwise one
+    line per change."""
+
+    def __init__(self, stream):
+        self.stream, self.tty, self.shown = stream, stream.isatty(), False
+
+    def __call__(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[K" + text)  # back to the line's start, erase it
+            self.shown = True
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Erase the partial line before the final transcript is printed."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+            self.shown = False
+
+
+def export_step(step: StreamStep, path) -> None:
+    """A SavedModel whose ``step`` signature is ``StreamStep`` (batch size 1)."""
+    archive = keras.export.ExportArchive()
+    archive.track(step.recognizer.model)
+    archive.add_endpoint("step", step.__call__, input_signature=step.input_signature())
+    archive.write_out(str(path), verbose=False)
+
+
+def convert_to_tflite(saved_model, quantize: bool) -> bytes:
+    """The ``step`` signature of ``export_step``'s SavedModel as a TFLite flatbuffer, with
+    builtin ops only; ``quantize``: dynamic-range int8 weights."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=["step"])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantize:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter.convert()
+
+
+def tflite_runner(path, step: StreamStep) -> Callable:
+    """``StreamStep.keras_runner``'s interface over a TFLite step model, run by LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no TFLite step model; run the export stage first")
+    with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
+        runner = Interpreter(model_path=str(path)).get_signature_runner("step")
+        runner(**{spec.name: np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
+                  for spec in step.input_signature()})
+    states = len(step.initial_states())
+
+    def run(pcm, chunk_index, end_frame, state):
+        outputs = runner(pcm=pcm, chunk_index=np.array([chunk_index], np.int32),
+                         end_frame=np.array([end_frame], np.int32),
+                         **{f"state_{i}": s for i, s in enumerate(state)})
+        # The endpoint's tuple of outputs comes back as output_0, output_1, ...
+        return outputs["output_0"], [outputs[f"output_{i + 1}"] for i in range(states)]
+
+    return run
