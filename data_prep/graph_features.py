@@ -31,6 +31,8 @@ from data_prep.speech_config import FeatureConfig
 
 TOP_DB = 80.0  # librosa.power_to_db's default floor, which librosa.feature.mfcc gets
 AMIN = 1e-10  # librosa.power_to_db's floor on power
+# What ``audio_features.normalize`` does that a graph can do from one utterance's audio.
+GRAPH_NORMALIZATIONS = ("global", "none", "utterance", "speech")
 
 
 class GraphFeatures:
@@ -45,6 +47,9 @@ class GraphFeatures:
         if cfg.trim_db is not None:
             raise ConfigError("features.trim_db: silence trimming has no in-graph version; "
                              "train with trim_db: null to export or stream the model")
+        if cfg.normalization not in GRAPH_NORMALIZATIONS:
+            raise ConfigError(f"features.normalization: {cfg.normalization} has no in-graph "
+                              f"version (one of {list(GRAPH_NORMALIZATIONS)})")
         if (cfg.normalization == "global") != (stats is not None):
             raise ValueError("the training-set statistics are needed by, and only by, "
                              "normalization: global")
@@ -124,7 +129,7 @@ class GraphFeatures:
         cfg = self.cfg
         if cfg.normalization in ("global", "none"):
             return self.normalize_frames(features)
-        if cfg.normalization == "speech":
+        if cfg.normalization == "speech":  # else utterance
             valid = tf.logical_and(valid, self._speech_frames(features, valid))
         weights = tf.cast(valid, tf.float32)[..., None]  # [B, T, 1]
         count = tf.reduce_sum(weights, axis=1, keepdims=True)

@@ -66,6 +66,8 @@ def test_other_rates_and_windows():
 def test_unsupported_settings_are_named():
     with pytest.raises(ValueError, match="features.trim_db"):
         GraphFeatures(FeatureConfig(trim_db=30))
+    with pytest.raises(ValueError, match="features.normalization: speaker has no in-graph"):
+        GraphFeatures(FeatureConfig(normalization="speaker"))  # no validate(): a future mode
     with pytest.raises(ValueError, match="normalization: global"):
         GraphFeatures(FeatureConfig(normalization="global"))
     with pytest.raises(ValueError, match="a stream needs global"):
