@@ -12,8 +12,13 @@ warm-up, with TensorFlow and LiteRT on one thread; the real-time factor is the m
 step time over the chunk's duration. Writes ``streaming_benchmark.json`` into the run
 directory (or prints it) and a Markdown table.
 
-Not measured here yet: the emission delay (when a digit's label is emitted after the
-digit ends), which needs each word's end time in the digit-string manifests.
+Emission delay (with a trained fsdd_strings run whose manifests have ``word_ends``,
+written by ``prepare`` since 2026-11-25): for each word of a correctly transcribed test
+utterance, the audio time at which the chunk that emitted the word's last character had
+fully arrived (or the end of the audio, for the chunks that finish a stream) minus the
+time its speech ends in the audio. Compute time is not included (see per-chunk times).
+Algorithmic latency: the chunk plus the model's look-ahead (the conv look-ahead in
+feature frames and half an FFT window).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from pipelines.speech.data import load_stats, vocabulary  # noqa: E402
 from pipelines.speech.inference import load_checkpoint  # noqa: E402
 from pipelines.speech.stages import build_model  # noqa: E402
 from pipelines.speech.streaming import (  # noqa: E402
+    GreedyPrefix,
     StreamStep,
     convert_to_tflite,
     export_step,
@@ -85,6 +91,29 @@ def time_steps(step: StreamStep, runner, chunks: int) -> dict:
             "rtf": round(median / chunk_seconds, 4)}
 
 
+def emission_delays(step: StreamStep, decoder: GreedyPrefix, vocab, entry: dict) -> list[float]:
+    """Seconds from the end of each word to the emission of its last character."""
+    chars = [vocab.decode([i]) for i in decoder.ids]
+    last_chars = [k for k, c in enumerate(chars)
+                  if c.strip() and (k + 1 == len(chars) or not chars[k + 1].strip())]
+    chunk_seconds = step.chunk_samples / step.features.cfg.sample_rate
+    delays = []
+    for k, word_end in zip(last_chars, entry["word_ends"], strict=True):
+        chunk = (decoder.frames[k] + step.top_lag) // step.top_frames
+        emitted = min((chunk + 1) * chunk_seconds, entry["duration"])
+        delays.append(emitted - word_end)
+    return delays
+
+
+def lookahead_ms(cfg: SpeechConfig) -> float:
+    """The model's algorithmic look-ahead past a chunk's end: conv look-ahead (in
+    feature frames: lookahead per layer at each layer's frame rate) and the half FFT
+    window a frame reaches past its centre."""
+    m, f = cfg.model, cfg.features
+    frames = sum(m.lookahead * m.conv_stride ** layer for layer in range(m.conv_layers))
+    return frames * f.hop_ms + 1000 * (f.n_fft // 2) / f.sample_rate
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -102,7 +131,9 @@ def main() -> int:
     step, trained = step_of(cfg, run)
     result = {"config": args.config, "trained": trained, "chunk_ms": cfg.streaming.chunk_ms,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor()})",
-              "date": time.strftime("%Y-%m-%d"), "backends": {}}
+              "date": time.strftime("%Y-%m-%d"), "lookahead_ms": lookahead_ms(cfg),
+              "algorithmic_latency_ms": cfg.streaming.chunk_ms + lookahead_ms(cfg),
+              "backends": {}}
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "step"
         export_step(step, saved)
@@ -117,22 +148,34 @@ def main() -> int:
         for name, (runner, size) in backends.items():
             row = {"bytes": size, **time_steps(step, runner, args.chunks)}
             if entries:
-                hyps = [stream_utterance(step, runner, file_blocks(
-                    e["audio_filepath"], cfg.features, step.chunk_samples), vocab)
-                    for e in entries]
+                hyps, delays = [], []
+                for e in entries:
+                    decoder = GreedyPrefix(step.blank_index)
+                    hyps.append(stream_utterance(step, runner, file_blocks(
+                        e["audio_filepath"], cfg.features, step.chunk_samples), vocab,
+                        decoder=decoder))
+                    if hyps[-1] == e["text"] and "word_ends" in e:
+                        delays += emission_delays(step, decoder, vocab, e)
                 row.update(wer_cer(hyps, [e["text"] for e in entries]))
+                if delays:
+                    row.update(emission_delay_ms_median=round(1000 * np.median(delays), 1),
+                               emission_delay_ms_p95=round(1000 * np.percentile(delays, 95), 1),
+                               emission_delay_words=len(delays))
             result["backends"][name] = row
             print(f"[streaming benchmark] {name}: {row}", file=sys.stderr)
     text = json.dumps(result, indent=2)
     if run is not None:
         (run.path("streaming_benchmark.json")).write_text(text + "\n")
     print(text)
-    print("| model | size | per chunk, median / p95 (one core) | real-time factor | WER | CER |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| model | size | per chunk, median / p95 (one core) | real-time factor | WER | CER "
+          "| emission delay, median / p95 |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in result["backends"].items():
         scores = (f"{row['wer']:.2%} | {row['cer']:.2%}" if "wer" in row else "- | -")
+        delay = (f"{row['emission_delay_ms_median']:.0f} / {row['emission_delay_ms_p95']:.0f} ms"
+                 if "emission_delay_ms_median" in row else "-")
         print(f"| {name} | {row['bytes'] / 1e6:.2f} MB | {row['median_ms']:.2f} / "
-              f"{row['p95_ms']:.2f} ms | {row['rtf']:.4f} | {scores} |")
+              f"{row['p95_ms']:.2f} ms | {row['rtf']:.4f} | {scores} | {delay} |")
     return 0
 
 

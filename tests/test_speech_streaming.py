@@ -42,7 +42,8 @@ def streamed_log_probs(model, samples, frames_per_chunk, block=777, monkeypatch=
     """Every log-prob frame the stream decodes, in order (blocks of ``block`` samples)."""
     step = StreamStep(model, GraphFeatures(FEATURES, STATS), frames_per_chunk)
     seen, add = [], GreedyPrefix.add
-    monkeypatch.setattr(GreedyPrefix, "add", lambda self, lp: seen.append(lp) or add(self, lp))
+    monkeypatch.setattr(GreedyPrefix, "add",
+                        lambda self, lp, frames: seen.append(lp) or add(self, lp, frames))
     blocks = [samples[i:i + block] for i in range(0, len(samples), block)]
     stream_utterance(step, step.keras_runner(), blocks, CharVocabulary("abcd"))
     return np.concatenate(seen)
@@ -106,7 +107,8 @@ def test_greedy_prefix_follows_ctc_greedy_rules():
     assert decoder.add(one_hot[[1, 1, 0]])  # "a", repeat merged, blank
     assert decoder.add(one_hot[[1]])  # a blank separates two a's
     assert not decoder.add(one_hot[[1, 0, 0]])
-    assert decoder.add(one_hot[[2, 3]]) and decoder.ids == [1, 1, 2, 3]
+    assert decoder.add(one_hot[[2, 3]], frames=[7, 9]) and decoder.ids == [1, 1, 2, 3]
+    assert decoder.frames == [0, 0, 7, 9]  # where each label was emitted
 
 
 def test_stream_of_silence_is_empty_and_step_rejects_unstreamable_features():

@@ -102,40 +102,47 @@ class StreamStep:
 
 class GreedyPrefix:
     """CTC greedy decoding of frames as they arrive (``tf.nn.ctc_greedy_decoder``'s rule:
-    the best label of each frame; repeats merged, then blanks dropped)."""
+    the best label of each frame; repeats merged, then blanks dropped). ``ids`` are the
+    labels so far, ``frames`` the output frame each was emitted at."""
 
     def __init__(self, blank_index: int):
-        self.blank_index, self.previous, self.ids = blank_index, None, []
+        self.blank_index, self.previous, self.ids, self.frames = blank_index, None, [], []
 
-    def add(self, log_probs: np.ndarray) -> bool:
-        """Consume ``[frames, V]`` log-probabilities; whether the prefix changed."""
+    def add(self, log_probs: np.ndarray, frames=None) -> bool:
+        """Consume ``[n, V]`` log-probabilities of output frames ``frames`` (their
+        indices in the utterance; default ``0..n-1``); whether the prefix changed."""
         before = len(self.ids)
-        for label in np.argmax(log_probs, axis=-1):
+        frames = range(len(log_probs)) if frames is None else frames
+        for label, frame in zip(np.argmax(log_probs, axis=-1), frames, strict=True):
             if label != self.blank_index and label != self.previous:
                 self.ids.append(int(label))
+                self.frames.append(int(frame))
             self.previous = label
         return len(self.ids) != before
 
 
 def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.ndarray],
-                     vocab: CharVocabulary, on_partial: Callable[[str], None] | None = None
-                     ) -> str:
+                     vocab: CharVocabulary, on_partial: Callable[[str], None] | None = None,
+                     decoder: GreedyPrefix | None = None) -> str:
     """The transcript of one utterance whose float32 samples arrive in ``blocks`` (any
     sizes), calling ``on_partial(text)`` whenever the greedy prefix changes.
 
     A last partial chunk is padded with zeros and finished, as are the chunks that
-    bring the model's look-ahead past the end.
+    bring the model's look-ahead past the end. ``decoder``: a fresh ``GreedyPrefix`` to
+    use, for a caller that wants to see when each label was emitted.
     """
     states, pending, total, chunk = step.initial_states(), np.zeros(0, np.float32), 0, 0
-    decoder, size = GreedyPrefix(step.blank_index), step.chunk_samples
+    decoder = decoder or GreedyPrefix(step.blank_index)
+    size = step.chunk_samples
 
     def run(samples, end_frame, top_end):
         nonlocal states, chunk
         log_probs, states = run_step(samples[None, :], chunk, end_frame, states)
         first = chunk * step.top_frames - step.top_lag  # index of log_probs[0, 0]
-        keep = np.arange(first, first + step.top_frames)
+        frames = np.arange(first, first + step.top_frames)
+        inside = (frames >= 0) & (frames < top_end)
         chunk += 1
-        if decoder.add(log_probs[0][(keep >= 0) & (keep < top_end)]) and on_partial:
+        if decoder.add(log_probs[0][inside], frames[inside]) and on_partial:
             on_partial(text())
 
     def text():
