@@ -114,6 +114,15 @@ def lookahead_ms(cfg: SpeechConfig) -> float:
     return frames * f.hop_ms + 1000 * (f.n_fft // 2) / f.sample_rate
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def directory_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -130,7 +139,7 @@ def main() -> int:
     run = RunDir(args.run_dir) if args.run_dir else None
     step, trained = step_of(cfg, run)
     result = {"config": args.config, "trained": trained, "chunk_ms": cfg.streaming.chunk_ms,
-              "machine": f"{platform.machine()}, {os.cpu_count()} cores ({platform.processor()})",
+              "machine": f"{cpu_name()}, {os.cpu_count()} cores",
               "date": time.strftime("%Y-%m-%d"), "lookahead_ms": lookahead_ms(cfg),
               "algorithmic_latency_ms": cfg.streaming.chunk_ms + lookahead_ms(cfg),
               "backends": {}}
@@ -167,7 +176,7 @@ def main() -> int:
     if run is not None:
         (run.path("streaming_benchmark.json")).write_text(text + "\n")
     print(text)
-    print("| model | size | per chunk, median / p95 (one core) | real-time factor | WER | CER "
+    print("| model (keras: the step as a SavedModel) | size | per chunk, median / p95 (one core) | real-time factor | WER | CER "
           "| emission delay, median / p95 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in result["backends"].items():
