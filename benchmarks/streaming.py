@@ -174,10 +174,10 @@ def main() -> int:
             print(f"[streaming benchmark] {name}: {row}", file=sys.stderr)
     text = json.dumps(result, indent=2)
     if run is not None:
-        (run.path("streaming_benchmark.json")).write_text(text + "\n")
+        run.path("streaming_benchmark.json").write_text(text + "\n")
     print(text)
-    print("| model (keras: the step as a SavedModel) | size | per chunk, median / p95 (one core) | real-time factor | WER | CER "
-          "| emission delay, median / p95 |")
+    print("| model (keras: the step as a SavedModel) | size | per chunk, median / p95 "
+          "(one core) | real-time factor | WER | CER | emission delay, median / p95 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in result["backends"].items():
         scores = (f"{row['wer']:.2%} | {row['cer']:.2%}" if "wer" in row else "- | -")

@@ -112,6 +112,9 @@ def test_tflite_stream_equals_the_keras_stream(streaming_run, capsys):
     assert capsys.readouterr().out.splitlines() == keras_out
     assert run("stream", *common, "--tflite", "--int8", *audio[:3]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    # Another chunk size: the exported steps no longer fit the config.
+    assert run("stream", *common, "--set", "streaming.chunk_ms=80", "--tflite", *audio[:1]) == 1
+    assert "run the export stage before 'stream --tflite'" in capsys.readouterr().err
 
 
 def test_stream_needs_a_causal_model(tmp_path, capsys):

@@ -239,11 +239,15 @@ def stream(ctx: cli.Context) -> None:
     if not cfg.model.causal:
         raise ConfigError("model.causal: streaming needs a causal model (trained with "
                           "model.causal: true, as in fsdd_strings_streaming.yaml)")
-    run.require("train", "stream")
-    step = stream_step(cfg, run)
-    variant = "int8" if ctx.options.int8 else "float32"
     if ctx.options.int8 and not ctx.options.tflite:
         raise ConfigError("--int8: selects the TFLite model; use it with --tflite")
+    run.require("train", "stream")
+    if ctx.options.tflite and not run.is_current("export", export_fingerprint(cfg, run)):
+        # TFLite files of an earlier model or chunk size would stream something else.
+        raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
+                          "the model or config; run the export stage before 'stream --tflite'")
+    step = stream_step(cfg, run)
+    variant = "int8" if ctx.options.int8 else "float32"
     runner = (tflite_runner(run.path("tflite", f"stream_{variant}.tflite"), step)
               if ctx.options.tflite else step.keras_runner())
     if cfg.decoding.strategy != "greedy":
@@ -258,12 +262,16 @@ def stream(ctx: cli.Context) -> None:
         print(text, flush=True)
 
 
+def export_fingerprint(cfg: SpeechConfig, run) -> str:
+    return fingerprint("export", run.require("train", "export"), cfg.decoding,
+                       cfg.streaming if cfg.model.causal else None)
+
+
 def export(ctx: cli.Context) -> None:
     """A SavedModel transcribing waveforms with the configured decoding, all in its graph;
     for a causal model also the TFLite streaming step, float32 and dynamic-range int8."""
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("export", run.require("train", "export"), cfg.decoding,
-                     cfg.streaming if cfg.model.causal else None)
+    fp = export_fingerprint(cfg, run)
     target = run.path("export")
     if not ctx.start("export", fp, target):
         return
