@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import librosa
 import numpy as np
 import soundfile as sf
 from tqdm import tqdm
@@ -19,6 +20,8 @@ from tqdm import tqdm
 from data_prep.audio_features import load_audio
 from data_prep.fsdd import Recording
 from data_prep.speech_config import DigitStringConfig
+
+WORD_END_DB = 30.0  # a recording's speech ends with its last frame this close to its peak
 
 
 def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitStringConfig,
@@ -29,8 +32,11 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
 
     Speakers take turns, so each has the same number of strings (give or take one);
     each string uses one speaker's recordings only (drawn with replacement). Entries
-    carry ``speaker``, ``digits`` (e.g. "730") and ``sources`` (the recordings' file
-    names, so a split can be audited) besides the manifest fields.
+    carry ``speaker``, ``digits`` (e.g. "730"), ``sources`` (the recordings' file
+    names, so a split can be audited) and ``word_ends`` (seconds into the string where
+    each digit's speech ends, for streaming latency: a recording's trailing silence,
+    quieter than ``WORD_END_DB`` below its peak, is not part of the word) besides the
+    manifest fields.
     """
     rng = np.random.default_rng(seed)
     by_speaker: dict[str, list[Recording]] = {}
@@ -48,12 +54,16 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
         picks = [pool[j] for j in rng.integers(len(pool), size=rng.integers(
             cfg.min_digits, cfg.max_digits + 1))]
         pieces = [_silence(rng.uniform(0, cfg.max_edge), sample_rate)]
+        word_ends = []
         for k, r in enumerate(picks):
             if k:
                 pieces.append(_silence(rng.uniform(cfg.min_gap, cfg.max_gap), sample_rate))
             if r.path not in audio_cache:
                 audio_cache[r.path] = load_audio(r.path, sample_rate)
+            start = sum(len(p) for p in pieces)
             pieces.append(audio_cache[r.path])
+            word_ends.append(round((start + _speech_end(audio_cache[r.path], sample_rate))
+                                   / sample_rate, 4))
         pieces.append(_silence(rng.uniform(0, cfg.max_edge), sample_rate))
         audio = np.concatenate(pieces)
         if noise_rms is not None:
@@ -64,9 +74,17 @@ def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitString
             "audio_filepath": str(path.resolve()), "duration": round(len(audio) / sample_rate, 4),
             "text": " ".join(r.text for r in picks), "speaker": speaker,
             "digits": "".join(str(r.digit) for r in picks),
-            "sources": [r.path.name for r in picks],
+            "sources": [r.path.name for r in picks], "word_ends": word_ends,
         })
     return entries
+
+
+def _speech_end(audio: np.ndarray, sample_rate: int) -> int:
+    """Samples up to the end of the last 25 ms frame within WORD_END_DB of the peak."""
+    frame, hop = round(0.025 * sample_rate), round(0.01 * sample_rate)
+    _, (_, end) = librosa.effects.trim(audio, top_db=WORD_END_DB, frame_length=frame,
+                                       hop_length=hop)
+    return int(end)
 
 
 def _silence(seconds: float, sample_rate: int) -> np.ndarray:

@@ -71,6 +71,11 @@ class FeatureConfig:
     def win_length(self) -> int:
         return round(self.sample_rate * self.window_ms / 1000)
 
+    @property
+    def n_fft(self) -> int:
+        """FFT size: the next power of two that holds the window."""
+        return 1 << (self.win_length - 1).bit_length()
+
 
 @dataclass
 class DigitStringConfig:

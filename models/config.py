@@ -72,10 +72,24 @@ class CTCRecognizerConfig:
     rnn_layers: int = 2
     rnn_units: int = 128  # per direction
     dropout: float = 0.2
+    # Streaming: forward-only RNNs and convolutions that see no future frames beyond
+    # ``lookahead`` input frames (of each conv layer), so the model can run on a stream.
+    causal: bool = False
+    lookahead: int = 0  # causal only: right context of each conv layer, in its input frames
 
     def validate(self, where):
         choice(self.cell, CELL_TYPES, f"{where}.cell")
         at_least(self, where, 1, "conv_channels", "conv_kernel", "conv_stride", "rnn_layers",
                  "rnn_units")
-        at_least(self, where, 0, "conv_layers")
+        at_least(self, where, 0, "conv_layers", "lookahead")
         fraction(self.dropout, f"{where}.dropout")
+        if self.lookahead and not self.causal:
+            raise ConfigError(f"{where}.lookahead: only for causal models (a bidirectional "
+                              "model sees the whole utterance)")
+        if self.causal and self.conv_layers and self.lookahead > self.conv_kernel - 1:
+            raise ConfigError(f"{where}.lookahead: at most conv_kernel - 1 "
+                              f"({self.conv_kernel - 1}), got {self.lookahead}")
+        if self.causal and self.conv_layers and self.conv_kernel < self.conv_stride:
+            # A stream keeps the last kernel - stride frames of each conv layer's input.
+            raise ConfigError(f"{where}.conv_kernel: a causal model needs conv_kernel >= "
+                              f"conv_stride ({self.conv_stride}), got {self.conv_kernel}")

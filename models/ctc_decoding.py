@@ -56,9 +56,11 @@ class CTCDecoder:
             "feature_lengths": tf.TensorSpec([None], tf.int32),
         }
         # A fixed signature: batches of every size and length share one traced graph.
-        self._decode = tf.function(self._decode_impl, input_signature=[spec])
+        self._decode = tf.function(self.decode_tensor, input_signature=[spec])
 
-    def _decode_impl(self, inputs):
+    def decode_tensor(self, inputs):
+        """Label ids ``[B, L]`` (padded with -1) of a batch, with graph ops only: for
+        ``tf.function``, or for a SavedModel that decodes in its graph."""
         logits = self.model(inputs, training=False)
         lengths = self.model.output_lengths(inputs["feature_lengths"])
         if self.strategy == "closed_set":

@@ -1,4 +1,4 @@
-"""The speech model: convolutional front end, bidirectional RNN, CTC output layer."""
+"""The speech model: convolutional front end, bidirectional (or causal) RNN, CTC output."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import keras
 from keras import ops
 
 from models.config import CTCRecognizerConfig
-from models.rnn_cells import bidirectional_rnn
+from models.rnn_cells import bidirectional_rnn, make_cell
 
 
 def subsampled_length(length, conv_layers: int, conv_stride: int):
@@ -19,6 +19,19 @@ def subsampled_length(length, conv_layers: int, conv_stride: int):
     for _ in range(conv_layers):
         length = (length + conv_stride - 1) // conv_stride
     return length
+
+
+def conv_border(config: CTCRecognizerConfig) -> tuple[int, int]:
+    """(left, right) zero frames padded around each conv layer's input.
+
+    (k - 1) in all, so a stride-s convolution outputs ceil(n / s) frames whose windows do
+    not depend on the batch. Bidirectional models center the window ((k - 1) // 2 on the
+    left); causal ones put all but ``lookahead`` frames on the left, so an output frame
+    sees at most ``lookahead`` input frames past its own.
+    """
+    k = config.conv_kernel
+    right = config.lookahead if config.causal else k // 2
+    return k - 1 - right, right
 
 
 def _frame_mask(x, lengths):
@@ -36,6 +49,10 @@ class CTCRecognizer(keras.Model):
     each utterance's true label and frame counts: labels come padded with -1 and the
     frame counts from ``feature_lengths``, which is why the loss lives in
     ``compute_loss`` (a Keras loss only sees ``y_true`` and ``y_pred``).
+
+    With ``causal``, no output frame depends on input frames more than ``lookahead``
+    frames (per conv layer) past its own, and the RNNs run forward only:
+    ``models.ctc_streaming.StreamingRecognizer`` then runs the model chunk by chunk.
 
     Args:
         **config: the fields of ``CTCRecognizerConfig``.
@@ -56,8 +73,15 @@ class CTCRecognizer(keras.Model):
         # Layer (not batch) normalization: batch statistics would include padding.
         self.conv_norms = [keras.layers.LayerNormalization(name=f"conv_norm_{i}")
                            for i in range(c.conv_layers)]
-        self.rnns = [bidirectional_rnn(c.cell, c.rnn_units, i, return_sequences=True)
-                     for i in range(c.rnn_layers)]
+        if c.causal:
+            # return_state: a stream carries each layer's state from chunk to chunk.
+            self.rnns = [keras.layers.RNN(make_cell(c.cell, c.rnn_units, f"cell_{i}"),
+                                          return_sequences=True, return_state=True,
+                                          name=f"rnn_{i}")
+                         for i in range(c.rnn_layers)]
+        else:
+            self.rnns = [bidirectional_rnn(c.cell, c.rnn_units, i, return_sequences=True)
+                         for i in range(c.rnn_layers)]
         self.drop = keras.layers.Dropout(c.dropout)
         self.output_layer = keras.layers.Dense(c.vocab_size, name="logits")
 
@@ -77,9 +101,7 @@ class CTCRecognizer(keras.Model):
         c = self.config
         x = inputs["features"]
         lengths = ops.cast(inputs["feature_lengths"], "int32")
-        # (k - 1) border frames in all, (k - 1) // 2 on the left: a stride-s convolution
-        # then outputs ceil(n / s) frames whose windows do not depend on the batch.
-        border = ((0, 0), ((c.conv_kernel - 1) // 2, c.conv_kernel // 2), (0, 0))
+        border = ((0, 0), conv_border(c), (0, 0))
         for conv, norm in zip(self.convs, self.conv_norms, strict=True):
             # Zero every frame past an utterance's end so the next window sees the same
             # zeros as it would without batch padding.
@@ -91,6 +113,8 @@ class CTCRecognizer(keras.Model):
         mask = _frame_mask(x, lengths)
         for layer in self.rnns:
             x = layer(self.drop(x, training=training), mask=mask, training=training)
+            if c.causal:
+                x = x[0]  # without the final states
         return self.output_layer(self.drop(x, training=training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

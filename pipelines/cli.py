@@ -99,12 +99,14 @@ class Context:
         force: rerun stages even when their inputs are unchanged.
         input: input file of the translate/transcribe stage (None: stdin).
         pipeline: the pipeline's name, recorded in the run directory.
+        options: the values of the arguments the pipeline added (``main``'s ``arguments``).
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
-                 input: str | None = None, pipeline: str = ""):
+                 input: str | None = None, pipeline: str = "", options=None):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
         self.input, self.pipeline = input, pipeline
+        self.options = options or argparse.Namespace()  # the pipeline's own arguments
         self.changing = False  # a stage has begun changing the run
 
     def begin(self) -> None:
@@ -123,7 +125,8 @@ class Context:
 
 
 def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, ...],
-         stages_module: str, pipeline: list[str]) -> int:
+         stages_module: str, pipeline: list[str],
+         arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
     TensorFlow takes seconds to import, so it is imported only once the arguments and
@@ -132,8 +135,14 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     ``--verbose``. That module defines ``STAGES`` ({name: function(Context)}, the
     ``stage_names``) and ``USER_ERRORS``, its own exception types to report like
     ``USER_ERRORS`` here. ``name``: the pipeline, recorded in the run directories it makes.
+    ``arguments(parser)`` adds the pipeline's own arguments (stages read ``ctx.options``).
     """
-    args = parser(name, description, [*stage_names, "all"]).parse_args(argv)
+    p = parser(name, description, [*stage_names, "all"])
+    if arguments:
+        arguments(p)
+    # Intermixed: a stage's positional arguments may follow options (``stream --config
+    # c.yaml a.wav b.wav``).
+    args = p.parse_intermixed_args(argv)
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:
@@ -147,7 +156,7 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
         signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
     run = RunDir(args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()
-    ctx = Context(config, run, args.data_dir, args.force, args.input, name)
+    ctx = Context(config, run, args.data_dir, args.force, args.input, name, args)
     stage = None
     try:
         run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])

@@ -69,6 +69,18 @@ def speech_smoke_run(data_dir, tmp_path_factory) -> Path:
     return _smoke_run(speech, "speech_smoke", data_dir, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def speech_streaming_smoke_run(data_dir, tmp_path_factory) -> Path:
+    """A finished run of ``speech_smoke_streaming.yaml`` (a causal model), made once per
+    session; tests that change the run must work on a copy."""
+    from data_prep import fsdd
+    from pipelines import speech
+
+    if not (data_dir / fsdd.RECORDINGS).is_dir():
+        pytest.skip(f"FSDD not found under {data_dir} (expected {fsdd.RECORDINGS}/)")
+    return _smoke_run(speech, "speech_smoke_streaming", data_dir, tmp_path_factory)
+
+
 @pytest.fixture
 def toy_corpus(tmp_path) -> dict:
     """Aligned toy files train/val/test in ``tmp_path``: {split: [source, target]}."""

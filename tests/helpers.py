@@ -70,3 +70,19 @@ def batch(seed=0, batch_size=3, src_len=7, tgt_len=5):
     src[0, 4:] = 0  # a shorter sentence, right-padded
     tgt = rng.integers(4, TGT_V, (batch_size, tgt_len)).astype("int32")
     return {"source": src, "target_in": tgt}
+
+
+def saved_model_client(*args, stdin: str = ""):
+    """Run ``tests/saved_model_client.py`` in a fresh Python that cannot import this
+    project (only TensorFlow), from outside the repository; its JSON answer."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    done = subprocess.run([sys.executable, str(ROOT / "tests" / "saved_model_client.py"),
+                           *map(str, args)], input=stdin, capture_output=True, text=True,
+                          env=env, cwd=os.path.dirname(os.path.abspath(args[1])), check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])

@@ -141,3 +141,21 @@ def test_noise_fills_the_gaps(tmp_path):
     gaps = a == 0
     assert gaps.sum() > 0.1 * 8000  # zero-valued samples: the edges and gaps
     assert 0.005 < np.sqrt(np.mean(b[gaps] ** 2)) < 0.02  # -40 dBFS is 0.01 RMS
+
+
+def test_digit_strings_record_where_each_word_ends(tmp_path):
+    folder = tmp_path / "r"
+    folder.mkdir()
+    t = np.arange(800) / 8000
+    for digit in range(10):  # 0.1 s of tone, then 0.1 s of silence inside the recording
+        wave = np.r_[0.1 * np.sin(2 * np.pi * (300 + 50 * digit) * t), np.zeros(800)]
+        sf.write(folder / f"{digit}_ann_0.wav", wave, 8000)
+    quiet = DigitStringConfig(noise_dbfs=None, min_digits=2, max_digits=5)
+    for item in make_digit_strings(fsdd.list_recordings(folder), 5, quiet, 8000,
+                                   tmp_path / "s", seed=0):
+        audio, _ = sf.read(item["audio_filepath"])
+        loud = np.flatnonzero(np.abs(audio) > 1e-3)
+        tone_ends = loud[np.r_[np.diff(loud) > 100, True]] + 1  # the last loud sample of each
+        assert len(item["word_ends"]) == len(tone_ends) == len(item["digits"])
+        # The word ends with its tone, not with the recording's silence (25 ms frames).
+        np.testing.assert_allclose(np.array(item["word_ends"]) * 8000, tone_ends, atol=200)

@@ -2,13 +2,16 @@
 
     python -m pipelines.speech all --config pipelines/configs/speech_smoke.yaml
     ls *.wav | python -m pipelines.speech transcribe --config ...
+    python -m pipelines.speech stream --config ... FILE.wav ...   # or raw PCM on stdin: -
 
 Corpora: isolated FSDD digits, connected digit strings built from FSDD, or any JSONL
 manifests (``python -m data_prep.manifest`` converts LibriSpeech, LJSpeech, Common Voice).
 Files in ``runs/<name>/``: ``config.yaml`` (resolved), ``data/`` (``{split}.jsonl``
 manifests with normalized transcripts, generated audio, ``report.json``), ``features/``
 (cached train/val features and normalization statistics), ``checkpoints/``, ``logs/``
-(TensorBoard and ``history.json``), ``hyps/`` (test transcripts) and ``metrics.json``.
+(TensorBoard and ``history.json``), ``hyps/`` (test transcripts), ``metrics.json``, and
+from the ``export`` stage ``export/`` (a SavedModel transcribing waveforms) and, for a
+causal model, ``tflite/`` (the streaming step as float32 and int8 TFLite models).
 
 Scoring: references are the manifest transcripts after ``normalize_transcript`` (the
 same normalization as for training: lowercase, optional punctuation removal, whitespace
@@ -16,17 +19,33 @@ collapsed); hypotheses are the decoder output with whitespace collapsed. WER and
 jiwer's on those strings (CER counts every character, spaces included).
 
 Modules: ``config`` (the experiment dataclasses), ``data`` (corpora, cached features and
-labels), ``inference`` (batched transcription), ``stages`` (the stages).
+labels), ``inference`` (batched transcription, the SavedModel export), ``streaming`` (the
+streaming step and its driver, the TFLite export), ``stages`` (the stages).
 """
 
 from pipelines import cli
 from pipelines.speech.config import SpeechConfig
 
 DESCRIPTION = "Train and evaluate CTC speech recognition models."
-STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "report")
+STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "stream", "export", "report")
+
+
+def arguments(parser) -> None:
+    """The ``stream`` stage's arguments."""
+    parser.add_argument(
+        "audio", nargs="*", metavar="FILE.wav | -",
+        help="stream: audio files, or - (the default) for raw 16-bit little-endian mono PCM "
+             "on stdin at the model's sample rate (features.sample_rate)")
+    parser.add_argument(
+        "--tflite", action="store_true",
+        help="stream: run the exported TFLite step model (see export) with the LiteRT "
+             "interpreter instead of the Keras model")
+    parser.add_argument("--int8", action="store_true",
+                        help="stream --tflite: the dynamic-range int8 model, not float32")
 
 
 def main(argv=None) -> int:
     """Run ``python -m pipelines.speech`` with ``argv``; the exit code."""
     return cli.main(argv, "speech", DESCRIPTION, SpeechConfig, STAGE_NAMES,
-                    "pipelines.speech.stages", pipeline=["prepare", "train", "evaluate"])
+                    "pipelines.speech.stages", pipeline=["prepare", "train", "evaluate"],
+                    arguments=arguments)

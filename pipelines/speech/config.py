@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
-from data_prep.config_checks import ConfigError, at_least, choice
+from data_prep.config_checks import ConfigError, at_least, choice, positive
 from data_prep.speech_config import (
     DigitStringConfig,
     FeatureConfig,
@@ -78,6 +78,16 @@ class DecodingConfig:
 
 
 @dataclass
+class StreamingConfig:
+    """The ``streaming:`` section: how ``stream`` (and the TFLite step) cut the audio."""
+
+    chunk_ms: float = 160.0  # audio per step: a multiple of hop_ms * conv_stride ** conv_layers
+
+    def validate(self, where):
+        positive(self, where, "chunk_ms")
+
+
+@dataclass
 class SpeechConfig:
     name: str = "speech"
     data: DataConfig = field(default_factory=DataConfig)
@@ -88,6 +98,7 @@ class SpeechConfig:
     model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
+    streaming: StreamingConfig = field(default_factory=StreamingConfig)
 
     SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
 
@@ -101,3 +112,16 @@ class SpeechConfig:
             # thousands of random digit strings.
             raise ConfigError("synthetic.voices: for isolated words (fsdd_digits, or a "
                               "manifest corpus with few distinct transcripts), not fsdd_strings")
+        if self.model.causal:
+            self.streaming_frames()  # a causal model is for streaming: check the chunk now
+
+    def streaming_frames(self) -> int:
+        """Feature frames per streaming chunk; ConfigError unless the chunk holds a whole
+        number of the model's output frames."""
+        step = self.features.hop_ms * self.model.conv_stride ** self.model.conv_layers
+        frames = self.streaming.chunk_ms / self.features.hop_ms
+        if abs(self.streaming.chunk_ms / step - round(self.streaming.chunk_ms / step)) > 1e-6:
+            raise ConfigError(f"streaming.chunk_ms: must be a multiple of {step:g} ms (one "
+                              f"output frame: features.hop_ms x model.conv_stride ** "
+                              f"model.conv_layers), got {self.streaming.chunk_ms:g}")
+        return round(frames)

@@ -1,12 +1,15 @@
-"""Transcribing audio with a trained model: features, batched CTC decoding."""
+"""Transcribing audio with a trained model: features, batched CTC decoding, and the
+SavedModel export."""
 
 from __future__ import annotations
 
 import time
 
 import keras
+import tensorflow as tf
 
 from data_prep.char_vocabulary import CharVocabulary
+from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
@@ -66,3 +69,51 @@ def transcribe_files(decoder, vocab, paths, cfg: SpeechConfig, stats, speakers=N
     texts = transcribe_features(decoder, vocab, features, cfg.decoding.batch_size)
     end = time.perf_counter()
     return texts, {"feature_seconds": middle - start, "decode_seconds": end - middle}
+
+
+def vocabulary_table(vocab: CharVocabulary) -> tf.Tensor:
+    """The text of every label id as a string tensor (the blank's is empty)."""
+    return tf.constant([vocab.decode([i]) for i in range(vocab.size)])
+
+
+def ids_to_text(ids, table, blank_index: int):
+    """``transcribe_features``' text in the graph: [B, L] ids padded with -1 -> [B]
+    strings, whitespace collapsed."""
+    text = tf.strings.reduce_join(tf.gather(table, tf.where(ids >= 0, ids, blank_index)),
+                                  axis=-1)
+    return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
+
+
+def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: GraphFeatures,
+                      path) -> None:
+    """Write a SavedModel whose ``transcribe`` signature maps waveforms to transcripts.
+
+    ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] at the
+    model's sample rate, each row zero-padded after its length, and int32 ``[batch]``
+    lengths -> ``[batch]`` strings. Features (``GraphFeatures``), the acoustic model, the
+    configured CTC search and the vocabulary lookup all run in the graph, so serving
+    needs only TensorFlow.
+    """
+    table = vocabulary_table(vocab)
+
+    def transcribe(waveforms, lengths):
+        # Shapes and dtypes are checked by the signature; these are the value checks.
+        checks = [
+            tf.debugging.assert_equal(tf.shape(lengths)[0], tf.shape(waveforms)[0], message=(
+                "transcribe: lengths must have one entry per waveform (row of waveforms)")),
+            tf.debugging.assert_non_negative(lengths, message="transcribe: negative length"),
+            tf.debugging.assert_less_equal(lengths, tf.shape(waveforms)[1], message=(
+                "transcribe: a length exceeds the padded length of waveforms")),
+            tf.debugging.assert_all_finite(waveforms, "transcribe: NaN or infinite samples"),
+        ]
+        with tf.control_dependencies(checks):
+            feats, frames = features(waveforms, lengths)
+        ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
+        return ids_to_text(ids, table, vocab.blank_index)
+
+    archive = keras.export.ExportArchive()
+    archive.track(decoder.model)
+    archive.add_endpoint("transcribe", transcribe, input_signature=[
+        tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+        tf.TensorSpec([None], tf.int32, name="lengths")])
+    archive.write_out(str(path), verbose=False)

@@ -1,4 +1,4 @@
-"""The speech stages: prepare, train, evaluate, transcribe and report."""
+"""The speech stages: prepare, train, evaluate, transcribe, stream, export and report."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import numpy as np
 from data_prep import fsdd
 from data_prep.audio_features import AudioError, extract_features, global_stats
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
-from data_prep.file_io import atomic_savez, atomic_write_json, write_lines
+from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
+from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
 from data_prep.speech_dataset import make_training_dataset
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
@@ -32,7 +33,23 @@ from pipelines.speech.data import (
     normalize_features,
     vocabulary,
 )
-from pipelines.speech.inference import load_recognizer, transcribe_features, transcribe_files
+from pipelines.speech.inference import (
+    export_recognizer,
+    load_checkpoint,
+    load_recognizer,
+    transcribe_features,
+    transcribe_files,
+)
+from pipelines.speech.streaming import (
+    PartialDisplay,
+    StreamStep,
+    convert_to_tflite,
+    export_step,
+    file_blocks,
+    stdin_blocks,
+    stream_utterance,
+    tflite_runner,
+)
 
 # Translation's training fields: batches here are sized in utterances, and the CTC loss
 # has no label smoothing.
@@ -53,7 +70,7 @@ def prepare(ctx: cli.Context) -> None:
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or features: what was trained on the old ones must not be reused.
-    run.invalidate("prepare", "train", "evaluate")
+    run.invalidate("prepare", "train", "evaluate", "export")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
     vocab = vocabulary(cfg)
@@ -231,6 +248,81 @@ def transcribe(ctx: cli.Context) -> None:
         sys.stdout.flush()  # typed input: each transcript as soon as it is ready
 
 
+def stream_step(cfg: SpeechConfig, run) -> StreamStep:
+    """The streaming step of the run's (causal) model; ConfigError if it cannot stream."""
+    try:
+        return StreamStep(load_checkpoint(run),
+                          GraphFeatures(cfg.features, load_stats(run, cfg.features)),
+                          cfg.streaming_frames())
+    except ValueError as e:  # features a stream cannot compute
+        raise ConfigError(str(e)) from e
+
+
+def stream(ctx: cli.Context) -> None:
+    """Transcribe audio chunk by chunk as it arrives: partial hypotheses on stderr, one
+    final transcript per utterance on stdout (as ``transcribe`` writes them)."""
+    cfg, run = ctx.config, ctx.run
+    if not cfg.model.causal:
+        raise ConfigError("model.causal: streaming needs a causal model (trained with "
+                          "model.causal: true, as in fsdd_strings_streaming.yaml)")
+    if ctx.options.int8 and not ctx.options.tflite:
+        raise ConfigError("--int8: selects the TFLite model; use it with --tflite")
+    run.require("train", "stream")
+    if ctx.options.tflite and not run.is_current("export", export_fingerprint(cfg, run)):
+        # TFLite files of an earlier model or chunk size would stream something else.
+        raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
+                          "the model or config; run the export stage before 'stream --tflite'")
+    step = stream_step(cfg, run)
+    variant = "int8" if ctx.options.int8 else "float32"
+    runner = (tflite_runner(run.path("tflite", f"stream_{variant}.tflite"), step)
+              if ctx.options.tflite else step.keras_runner())
+    if cfg.decoding.strategy != "greedy":
+        print(f"[stream] decoding greedily (decoding.strategy={cfg.decoding.strategy} is for "
+              "transcribe and evaluate)", file=sys.stderr)
+    display, vocab = PartialDisplay(sys.stderr), vocabulary(cfg)
+    for source in ctx.options.audio or ["-"]:
+        blocks = (stdin_blocks(sys.stdin.buffer, cfg.features.sample_rate) if source == "-"
+                  else file_blocks(source, cfg.features, step.chunk_samples))
+        text = stream_utterance(step, runner, blocks, vocab, display)
+        display.clear()
+        print(text, flush=True)
+
+
+def export_fingerprint(cfg: SpeechConfig, run) -> str:
+    return fingerprint("export", run.require("train", "export"), cfg.decoding,
+                       cfg.streaming if cfg.model.causal else None)
+
+
+def export(ctx: cli.Context) -> None:
+    """A SavedModel transcribing waveforms with the configured decoding, all in its graph;
+    for a causal model also the TFLite streaming step, float32 and dynamic-range int8."""
+    cfg, run = ctx.config, ctx.run
+    fp = export_fingerprint(cfg, run)
+    target = run.path("export")
+    if not ctx.start("export", fp, target):
+        return
+    features = GraphFeatures(cfg.features, load_stats(run, cfg.features))
+    decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
+    staging = run.path(".export.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_recognizer(decoder, vocabulary(cfg), features, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    print(f"[export] SavedModel with a 'transcribe' signature (float32 waveforms at "
+          f"{cfg.features.sample_rate} Hz + int32 lengths -> strings) in {target}")
+    if cfg.model.causal:
+        step_model = run.path("tflite", "step_savedmodel")
+        shutil.rmtree(step_model, ignore_errors=True)
+        export_step(stream_step(cfg, run), step_model)
+        for variant, quantize in (("float32", False), ("int8", True)):
+            path = run.path("tflite", f"stream_{variant}.tflite")
+            atomic_write_bytes(path, convert_to_tflite(step_model, quantize))
+            print(f"[export] TFLite streaming step ({variant}, {cfg.streaming.chunk_ms:g} ms "
+                  f"chunks): {path} ({path.stat().st_size / 1e6:.2f} MB)")
+        shutil.rmtree(step_model)
+    run.mark_done("export", fp)
+
+
 def report(ctx: cli.Context) -> None:
     """Execute notebooks/speech_report.ipynb for this run into ``report/``."""
     report_stage(ctx, "speech_report")
@@ -240,4 +332,4 @@ def report(ctx: cli.Context) -> None:
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
                SynthesisError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
-          "report": report}
+          "stream": stream, "export": export, "report": report}
