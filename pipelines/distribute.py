@@ -20,6 +20,7 @@ take the chief's training state and weights when training starts (``broadcast``)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -178,19 +179,24 @@ def current(distribution: str) -> tuple[tf.distribute.Strategy, Role]:
 
 
 def replica_slice(batch, replica, replicas):
-    """Rows ``[rows * r // n, rows * (r + 1) // n)`` of every tensor of ``batch``: the
-    share of replica ``r`` of ``n``. Shares differ by at most one row; a batch of fewer
-    rows than replicas leaves some replicas an empty share."""
-    rows = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
-    start, end = rows * replica // replicas, rows * (replica + 1) // replicas
-    return tf.nest.map_structure(lambda t: t[start:end], batch)
+    """``(share, rows)``: rows ``[rows * r // n, rows * (r + 1) // n)`` of every tensor
+    of ``batch``, the share of replica ``r`` of ``n``, and their number. Shares differ by
+    at most one row. A batch of fewer rows than replicas leaves some replicas no row;
+    they get the first row as a stand-in (some layers cannot run on an empty batch), and
+    ``rows`` 0 tells the step to give it no weight."""
+    total = tf.shape(tf.nest.flatten(batch)[0], out_type=tf.int64)[0]
+    start, end = total * replica // replicas, total * (replica + 1) // replicas
+    rows = end - start
+    start, end = tf.where(rows > 0, start, 0), tf.where(rows > 0, end, 1)
+    return tf.nest.map_structure(lambda t: t[start:end], batch), rows
 
 
 def distributed_batches(strategy: tf.distribute.Strategy, make_dataset):
-    """``make_dataset()``'s global batches as per-replica slices.
+    """``make_dataset()``'s global ``(x, y)`` batches as per-replica ``(x, y, rows)``
+    shares (``replica_slice``; one replica: the batches themselves, ``rows`` None).
 
     Every input pipeline (one per worker) builds the same global batches; worker ``p``
-    with ``L`` local replicas yields, for each global batch, the slices of replicas
+    with ``L`` local replicas yields, for each global batch, the shares of replicas
     ``p*L .. p*L+L-1``, which ``tf.distribute`` hands to its replicas in that order.
     """
     def dataset_fn(context: tf.distribute.InputContext):
@@ -201,12 +207,14 @@ def distributed_batches(strategy: tf.distribute.Strategy, make_dataset):
         local = replicas // context.num_input_pipelines
         first = context.input_pipeline_id * local
 
-        def slices(*batch):
-            batch = batch[0] if len(batch) == 1 else batch
-            return tf.data.Dataset.range(first, first + local).map(
-                lambda r: replica_slice(batch, r, replicas))
+        def shares(x, y):
+            def share(r):
+                (x_r, y_r), rows = replica_slice((x, y), r, replicas)
+                return x_r, y_r, rows
 
-        return dataset.flat_map(slices).prefetch(tf.data.AUTOTUNE)
+            return tf.data.Dataset.range(first, first + local).map(share)
+
+        return dataset.flat_map(shares).prefetch(tf.data.AUTOTUNE)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -223,17 +231,44 @@ def broadcast_arrays(strategy: tf.distribute.Strategy, role: Role, arrays: list[
     """
     if role.count == 1 or not arrays:
         return arrays
-    # Collectives reduce floats and 64-bit integers; other integer types travel as int64.
+    # One flat vector per dtype (a collective takes one dtype); collectives reduce floats
+    # and 64-bit integers, so other integer types travel as int64.
     wire = [a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a for a in arrays]
+    groups = {}
+    for position, a in enumerate(wire):
+        groups.setdefault(a.dtype, []).append(position)
+    flat = [np.concatenate([wire[i].ravel() for i in group]) for group in groups.values()]
 
-    def contribute():
+    reduced = strategy.experimental_local_results(_chief_values(strategy, flat))[0]
+    result = [None] * len(arrays)
+    for group, values in zip(groups.values(), reduced, strict=True):
+        values = np.asarray(values)
+        offset = 0
+        for i in group:
+            size = arrays[i].size
+            result[i] = values[offset:offset + size].reshape(arrays[i].shape).astype(
+                arrays[i].dtype)
+            offset += size
+    return result
+
+
+@tf.function(reduce_retracing=True)
+def _chief_values(strategy, flat):
+    def contribute(*values):
         ctx = tf.distribute.get_replica_context()
         first = tf.equal(ctx.replica_id_in_sync_group, 0)
-        values = [tf.where(first, tf.constant(a), tf.zeros_like(a)) for a in wire]
-        return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+        return [ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.where(first, v, tf.zeros_like(v)))
+                for v in values]
 
-    reduced = strategy.experimental_local_results(strategy.run(tf.function(contribute)))[0]
-    return [np.asarray(r).astype(a.dtype) for r, a in zip(reduced, arrays, strict=True)]
+    return strategy.run(contribute, args=tuple(flat))
+
+
+def weights_checksum(variables) -> str:
+    """A short hash of the values of ``variables``: equal on workers that agree."""
+    digest = hashlib.sha256()
+    for v in variables:
+        digest.update(np.ascontiguousarray(v.numpy()).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def broadcast_json(strategy: tf.distribute.Strategy, role: Role, value):

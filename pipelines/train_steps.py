@@ -9,10 +9,11 @@ the gradients over all replicas itself, and the optimizer clips and applies the 
 gradient.
 
 Loss: a model or its compiled loss may expose the loss of a batch as a sum over its
-units (real target tokens, utterances) and their count, ``(sum, count)``; the step
-divides each replica's sum by the count of the *global* batch, so the gradients of the
-replicas add up to the gradient of the whole batch on one device. Any other compiled
-loss is taken as a mean over the batch rows.
+units (real target tokens, utterances) and their count, ``(sum, count)``; any other
+compiled loss is taken as a mean over the batch rows. Each replica weights the mean loss
+(and gradient) of its share of the global batch by its share of the global batch's units,
+so the replicas' gradients add up to the gradient one device computes for the whole
+batch, the loss averaged over its real tokens or utterances.
 """
 
 from __future__ import annotations
@@ -31,6 +32,18 @@ SUM = tf.distribute.ReduceOp.SUM
 
 def _rows(x):
     return tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
+
+
+def _scaled(grad, weight):
+    """``grad * weight``, keeping a sparse (embedding) gradient sparse: Keras' global-norm
+    clipping measures an IndexedSlices gradient slice by slice, so densifying it would
+    change the clipping."""
+    if grad is None:
+        return None
+    if isinstance(grad, tf.IndexedSlices):
+        return tf.IndexedSlices(grad.values * tf.cast(weight, grad.values.dtype), grad.indices,
+                                grad.dense_shape)
+    return grad * tf.cast(weight, grad.dtype)
 
 
 class Steps:
@@ -65,8 +78,9 @@ class Steps:
         reduced = iter(context.all_reduce(SUM, present))
         return [None if v is None else next(reduced) for v in values]
 
-    def _replica_loss(self, x, y, training):
-        """This replica's share of the global batch's loss; the shares add up to it."""
+    def _local_loss(self, x, y, training):
+        """``(mean, count)``: the loss of this replica's share of the batch, averaged over
+        its units (real tokens, utterances, rows), and their number."""
         model = self.model
         y_pred = model(x, training=training)
         if hasattr(model, "loss_sum_and_count"):
@@ -76,29 +90,40 @@ class Steps:
         else:
             # A mean over rows (layer losses included), which Keras divides by the
             # number of replicas under a strategy.
-            count = _rows(x)
-            mean = model.compute_loss(x, y, y_pred, training=training) * self.replicas
-            return mean * count / tf.maximum(self._all_replicas(count), 1.0)
-        loss = total / tf.maximum(self._all_replicas(tf.cast(count, tf.float32)), 1.0)
-        if model.losses:  # layer losses (regularizers): once per global batch
-            loss += ops.sum(model.losses) / self.replicas
-        return loss
+            return model.compute_loss(x, y, y_pred, training=training) * self.replicas, _rows(x)
+        mean = total / tf.maximum(tf.cast(count, tf.float32), 1.0)
+        if model.losses:  # layer losses (regularizers): once per batch
+            mean += ops.sum(model.losses)
+        return mean, tf.cast(count, tf.float32)
 
-    def _replica_train(self, x, y):
-        model = self.model
+    def _weight(self, count, rows):
+        """This replica's share of the global batch's units (0 for a stand-in row, see
+        ``distribute.replica_slice``): its mean loss and gradient times this add up, over
+        replicas, to the global batch's."""
+        count = tf.where(rows > 0, count, 0.0)
+        return count / tf.maximum(self._all_replicas(count), 1.0)
+
+    def _replica_train(self, x, y, rows=None):
+        model, variables = self.model, self.model.trainable_variables
         with tf.GradientTape() as tape:
-            loss = self._replica_loss(x, y, training=True)
-            scaled = model.optimizer.scale_loss(loss)  # loss scaling (mixed_float16)
-        grads = tape.gradient(scaled, model.trainable_variables)
-        model.optimizer.apply(self._all_replicas(grads), model.trainable_variables)
-        return loss, _rows(x)
+            mean, count = self._local_loss(x, y, training=True)
+            scaled = model.optimizer.scale_loss(mean)  # loss scaling (mixed_float16)
+        grads = tape.gradient(scaled, variables)
+        if self.replicas > 1:
+            weight = self._weight(count, rows)
+            mean = mean * weight
+            grads = self._all_replicas([_scaled(g, weight) for g in grads])
+        model.optimizer.apply(grads, variables)
+        return mean, _rows(x) if rows is None else tf.cast(rows, tf.float32)
 
-    def _replica_test(self, x, y):
-        return self._replica_loss(x, y, training=False), _rows(x)
+    def _replica_test(self, x, y, rows=None):
+        mean, count = self._local_loss(x, y, training=False)
+        if self.replicas > 1:
+            mean = mean * self._weight(count, rows)
+        return mean, _rows(x) if rows is None else tf.cast(rows, tf.float32)
 
     def _run(self, replica_fn, iterator):
-        x, y = next(iterator)
-        loss, rows = self.strategy.run(replica_fn, args=(x, y))
+        loss, rows = self.strategy.run(replica_fn, args=next(iterator))
         return (self.strategy.reduce(SUM, loss, axis=None),
                 self.strategy.reduce(SUM, rows, axis=None))
 

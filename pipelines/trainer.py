@@ -369,6 +369,9 @@ def train(
 
     state["stop_reason"] = stop
     atomic_write_json(state_path, state)
+    if role.count > 1:
+        log(f"[cluster] {role.description}: weights checksum "
+            f"{distribute.weights_checksum(model.variables)} (the same on every worker)")
     log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
         f"at epoch {state['best_epoch']}")
