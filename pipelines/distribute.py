@@ -23,8 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import threading
+import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,9 +114,8 @@ def start(distribution: str, timeout_seconds: float) -> Role:
 
     For ``multi_worker`` this must run before TensorFlow executes anything ("Collective
     ops must be configured at program startup"), so the command line calls it before the
-    first stage. It waits for every worker of ``TF_CONFIG``; if they are not all up
-    within ``timeout_seconds``, it prints one line and ends the process (TensorFlow's
-    own wait has no timeout and cannot be interrupted).
+    first stage. It waits for every worker of ``TF_CONFIG``: ConfigError if they are not
+    all up within ``timeout_seconds``.
     """
     global _started
     if _started is not None:
@@ -132,25 +131,16 @@ def start(distribution: str, timeout_seconds: float) -> Role:
         cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG"))
         role = role_of(cluster, task_type, index)
         addresses = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
-        message = (f"error: training.distribution=multi_worker: not every worker of TF_CONFIG "
-                   f"({', '.join(addresses)}) was reachable within {timeout_seconds:g} s; "
-                   "start the same command on every worker (or raise "
-                   "training.cluster_timeout_seconds)\n")
-        # A watchdog, because the strategy's constructor waits for the other workers
-        # without a deadline.
-        watchdog = threading.Timer(timeout_seconds, _give_up, args=(message,))
-        watchdog.daemon = True
-        watchdog.start()
+        # The strategy's constructor waits for the other workers without a deadline (and
+        # without letting Python run), so wait for them here first.
+        wait_for_peers(addresses, cluster[task_type][index], timeout_seconds)
         try:
             strategy = tf.distribute.MultiWorkerMirroredStrategy()
-            broadcast_arrays(strategy, role, [np.zeros(1, np.float32)])  # a barrier
         except RuntimeError as e:
             if "program startup" in str(e):
                 raise RuntimeError("distribute.start must run before TensorFlow executes "
                                    "any operation") from e
             raise
-        finally:
-            watchdog.cancel()
         _started = (distribution, strategy, role)
     else:
         raise ConfigError(f"training.distribution: unknown strategy {distribution!r}; "
@@ -158,10 +148,43 @@ def start(distribution: str, timeout_seconds: float) -> Role:
     return _started[2]
 
 
-def _give_up(message: str) -> None:
-    sys.stderr.write(message)
-    sys.stderr.flush()
-    os._exit(1)
+def wait_for_peers(addresses: list[str], own: str, timeout_seconds: float) -> None:
+    """Listen on this worker's own address and wait until every other address accepts a
+    connection (its worker listens likewise, or has started TensorFlow's server there).
+
+    Raises ConfigError if that takes longer than ``timeout_seconds``, or if this
+    worker's port is taken.
+    """
+    port = int(own.rpartition(":")[2])
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(("", port))
+    except OSError as e:
+        listener.close()
+        raise ConfigError(f"TF_CONFIG: this worker's address {own}: cannot listen on port "
+                          f"{port} ({e.strerror})") from None
+    listener.listen()
+    deadline = time.monotonic() + timeout_seconds
+    pending = [a for a in addresses if a != own]
+    try:
+        while pending:
+            for address in list(pending):
+                host, _, peer_port = address.rpartition(":")
+                try:
+                    socket.create_connection((host, int(peer_port)), timeout=1).close()
+                    pending.remove(address)
+                except OSError:
+                    pass
+            if pending and time.monotonic() > deadline:
+                raise ConfigError(
+                    f"training.distribution=multi_worker: no answer from {', '.join(pending)} "
+                    f"within {timeout_seconds:g} s; start the same command on every worker "
+                    "of TF_CONFIG (or raise training.cluster_timeout_seconds)")
+            if pending:
+                time.sleep(0.5)
+    finally:
+        listener.close()
 
 
 def current(distribution: str) -> tuple[tf.distribute.Strategy, Role]:
