@@ -23,10 +23,11 @@ import keras
 import tensorflow as tf
 
 from data_prep.text_dataset import make_training_dataset
-from pipelines import translation
 from pipelines.benchmark import StepTimer, _batch_tokens, load_translation_data, timed_fit
 from pipelines.config import load_config
 from pipelines.train_steps import Steps, run_epoch
+from pipelines.translation.config import TranslationConfig
+from pipelines.translation.stages import build_model
 
 
 def timed_loop(model, dataset, warmup: int, steps: int) -> float:
@@ -48,7 +49,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=150)
     args = p.parse_args()
-    cfg = load_config(translation.TranslationConfig, args.config, args.overrides)
+    cfg = load_config(TranslationConfig, args.config, args.overrides)
     data = load_translation_data(cfg, None, args.data_dir or os.environ.get("PIPELINES_DATA_DIR"))
     t = cfg.training
 
@@ -63,7 +64,7 @@ def main() -> None:
     for round_ in range(args.rounds):
         for name in (("fit", "loop") if round_ % 2 == 0 else ("loop", "fit")):
             keras.utils.set_random_seed(t.seed)
-            model = translation.build_model(cfg, data.source_tok, data.target_tok)
+            model = build_model(cfg, data.source_tok, data.target_tok)
             start = time.perf_counter()
             if name == "fit":
                 seconds = timed_fit(model, dataset(), args.warmup, args.steps, shuffle=False)

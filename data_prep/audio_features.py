@@ -16,56 +16,19 @@ import os
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import librosa
 import numpy as np
 import scipy.sparse
 from tqdm import tqdm
 
+from data_prep.speech_config import FeatureConfig
+
 EPSILON = 1e-6  # floor inside the log, and added to standard deviations
 
 
 class AudioError(ValueError):
     """Unreadable, corrupt or empty audio; the message names the file."""
-
-
-@dataclass
-class FeatureConfig:
-    """The ``features:`` section of a speech config.
-
-    Window and hop are given in milliseconds so a config works at any sample rate.
-    The speech pipeline validates the values (``pipelines/speech.py``).
-    """
-
-    kind: str = "log_mel"  # log_mel | mfcc
-    sample_rate: int = 8000  # audio is resampled to this rate
-    window_ms: float = 25.0
-    hop_ms: float = 10.0
-    n_mels: int = 40
-    n_mfcc: int = 13  # mfcc only: cepstral coefficients kept
-    fmin: float = 20.0
-    fmax: float | None = None  # None: half the sample rate
-    normalization: str = "utterance"  # utterance | speech | global | none
-    # normalization=speech: per-utterance statistics of the frames at most this many dB
-    # below the loudest one, so that the amount of silence around a word does not move them.
-    speech_db: float = 30.0
-    # Trim leading and trailing audio quieter than this many dB below the utterance's
-    # loudest frame (librosa.effects.trim), or None: keep it. Isolated-word recordings
-    # are cut inconsistently (FSDD: 0 to 0.5 s of silence around the word).
-    trim_db: float | None = None
-
-    @property
-    def num_features(self) -> int:
-        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
-
-    @property
-    def hop_length(self) -> int:
-        return round(self.sample_rate * self.hop_ms / 1000)
-
-    @property
-    def win_length(self) -> int:
-        return round(self.sample_rate * self.window_ms / 1000)
 
 
 # What the decoders' message-less exceptions mean when librosa reads a file.

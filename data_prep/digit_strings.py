@@ -10,7 +10,6 @@ strings, sample for sample.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,22 +18,7 @@ from tqdm import tqdm
 
 from data_prep.audio_features import load_audio
 from data_prep.fsdd import Recording
-
-
-@dataclass
-class DigitStringConfig:
-    """The ``strings:`` section of a speech config (``data.corpus: fsdd_strings``)."""
-
-    train_count: int = 5000  # strings per split
-    val_count: int = 300
-    test_count: int = 1000
-    min_digits: int = 1
-    max_digits: int = 7
-    min_gap: float = 0.05  # seconds of silence between two digits
-    max_gap: float = 0.4
-    max_edge: float = 0.2  # up to this much silence before the first and after the last digit
-    noise_dbfs: float | None = -60.0  # RMS of added white noise (dB full scale); null: none
-    seed: int = 0
+from data_prep.speech_config import DigitStringConfig
 
 
 def make_digit_strings(recordings: list[Recording], count: int, cfg: DigitStringConfig,

@@ -7,37 +7,13 @@ a batch holds utterances of similar duration and little padding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import tensorflow as tf
 
+from data_prep.speech_config import SpecAugmentConfig
+
 LABEL_PAD = -1
 NUM_BUCKETS = 8
-
-
-@dataclass
-class SpecAugmentConfig:
-    """The ``augment:`` section: training-time augmentation of features.
-
-    SpecAugment masking (Park et al., 2019): masked regions are set to the utterance's
-    mean feature value (zero for normalized features). Time stretching, applied before
-    the masks, resamples the frames of an utterance to a random multiple of its length
-    (linear interpolation), a tempo change that keeps the pitch; an utterance is never
-    squeezed below the frames its transcript needs. SpecAugment's time warping is not
-    implemented.
-    """
-
-    freq_masks: int = 2  # frequency masks per utterance (0: none)
-    freq_mask_width: int = 8  # widest frequency mask, in feature bins
-    time_masks: int = 2  # time masks per utterance (0: none)
-    time_mask_width: int = 10  # widest time mask, in frames
-    time_mask_fraction: float = 0.1  # and at most this fraction of the utterance
-    time_stretch: list[float] | None = None  # [low, high] range of length factors, or off
-
-    @property
-    def active(self) -> bool:
-        return bool(self.freq_masks or self.time_masks or self.time_stretch)
 
 
 def _mask(seed, size, max_width):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-SCORES = ("additive", "dot", "general", "scaled_dot")
+from models.config import SCORES
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")

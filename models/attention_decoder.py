@@ -6,10 +6,8 @@ import keras
 from keras import ops
 
 from models.attention import Attention
+from models.config import ATTENTION_OUTPUTS, INITS
 from models.rnn_cells import make_cell, num_states
-
-INITS = ("bridge", "zeros")
-ATTENTION_OUTPUTS = ("tanh", "residual_norm")
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-STRATEGIES = ("greedy", "beam_search", "closed_set")
+from models.config import STRATEGIES
 
 
 def ctc_frames_needed(ids: list[int]) -> int:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import keras
 from keras import ops
 
+from models.config import CTCRecognizerConfig
 from models.rnn_cells import bidirectional_rnn
-
-
-@dataclass
-class CTCRecognizerConfig:
-    """Architecture hyper-parameters (the ``model:`` section of a speech config)."""
-
-    num_features: int = 0  # set from the feature config by the pipeline
-    vocab_size: int = 0  # characters + blank, set from the vocabulary by the pipeline
-    blank_index: int = 0  # set from data.blank_index by the pipeline
-    conv_layers: int = 1  # convolutional front end layers (0: none)
-    conv_channels: int = 128
-    conv_kernel: int = 5  # in frames
-    conv_stride: int = 2  # time subsampling of each conv layer
-    cell: str = "gru"  # gru | lstm | rnn
-    rnn_layers: int = 2
-    rnn_units: int = 128  # per direction
-    dropout: float = 0.2
 
 
 def subsampled_length(length, conv_layers: int, conv_stride: int):

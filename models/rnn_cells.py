@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import keras
 
-CELLS = {"gru": keras.layers.GRUCell, "lstm": keras.layers.LSTMCell, "rnn": keras.layers.SimpleRNNCell}
+from models.config import CELL_TYPES
+
+CELLS = dict(zip(CELL_TYPES, (keras.layers.GRUCell, keras.layers.LSTMCell,
+                              keras.layers.SimpleRNNCell), strict=True))
 
 
 def make_cell(cell_type: str, units: int, name: str) -> keras.layers.Layer:

@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import keras
 from keras import ops
 
 from models.attention_decoder import AttentionDecoder
+from models.config import Seq2SeqConfig
 from models.rnn_encoder import RNNEncoder
-
-
-@dataclass
-class Seq2SeqConfig:
-    """Architecture hyper-parameters (the ``model:`` section of a translation config)."""
-
-    source_vocab_size: int = 0  # set from the tokenizer by the pipeline
-    target_vocab_size: int = 0
-    embedding_dim: int = 256
-    cell: str = "gru"  # gru | lstm | rnn
-    encoder_layers: int = 1
-    encoder_units: int = 256  # per direction
-    decoder_layers: int = 1
-    decoder_units: int = 512
-    attention: str = "scaled_dot"  # additive (Bahdanau) | dot | general (Luong) | scaled_dot
-    attention_units: int = 256  # additive and scaled_dot scorers only
-    attentional_dim: int = 512  # = decoder_units for residual_norm; = embedding_dim if tied
-    attention_output: str = "residual_norm"  # residual_norm | tanh (Luong)
-    decoder_init: str = "zeros"  # zeros | bridge (from the encoder's final states)
-    input_feeding: bool = False
-    tie_embeddings: bool = False
-    dropout: float = 0.1
-
 
 # Options added after models were first saved, with the behaviour those models have.
 LEGACY_DEFAULTS = {"decoder_init": "bridge", "attention_output": "tanh"}

@@ -15,7 +15,7 @@ results are printed as a table and written as JSON (``--out``). The parts
     Translation training throughput in steady state: real (non-padding) target tokens
     per second over ``--train-steps`` steps after ``--warmup-steps`` warm-up steps
     (tracing excluded, no validation). "ours": the config's model from
-    ``pipelines.translation.build_model`` on the token-bucketed batches of
+    ``pipelines.translation.stages.build_model`` on the token-bucketed batches of
     ``make_training_dataset``, trained with ``model.fit``. "reference": the textbook Keras
     recipe (the TensorFlow "NMT with attention" tutorial: embeddings, bidirectional GRU
     encoder, GRU decoder, one-head ``MultiHeadAttention`` over the decoder outputs,
@@ -72,10 +72,18 @@ from data_prep.subword_tokenizer import train_sentencepiece  # noqa: E402
 from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
 from models.decoding import Translator, max_output_length  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
-from pipelines import translation  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import bleu_chrf  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402
+from pipelines.translation.config import SPLITS, TranslationConfig  # noqa: E402
+from pipelines.translation.data import (  # noqa: E402
+    drop_long,
+    load_split,
+    load_tokenizers,
+    tokenizer_pair,
+)
+from pipelines.translation.inference import translate_texts  # noqa: E402
+from pipelines.translation.stages import build_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "pipelines" / "configs"
@@ -206,7 +214,7 @@ def flops_per_target_token(c: Seq2SeqConfig, stats: TokenStats) -> dict:
 
 @dataclass
 class TranslationData:
-    cfg: translation.TranslationConfig
+    cfg: TranslationConfig
     source_tok: object
     target_tok: object
     tokenizer_from: str
@@ -218,12 +226,12 @@ class TranslationData:
 def load_translation_data(cfg, run_dir, data_dir) -> TranslationData:
     """The config's corpus, and the tokenizers of ``run_dir`` or ones trained here as the
     pipeline's prepare stage does (training pairs too long for ``data.max_length`` dropped)."""
-    corpora = {split: translation.load_split(cfg.data, split, data_dir)[0]
-               for split in translation.SPLITS}
+    corpora = {split: load_split(cfg.data, split, data_dir)[0]
+               for split in SPLITS}
     train = drop_empty(corpora["train"])
     run = RunDir(run_dir) if run_dir else None
     if run and run.path("tokenizer", "source.model").is_file():
-        source_tok, target_tok = translation.load_tokenizers(run)
+        source_tok, target_tok = load_tokenizers(run)
         origin = str(run.path("tokenizer"))
     else:
         t = cfg.tokenizer
@@ -235,9 +243,9 @@ def load_translation_data(cfg, run_dir, data_dir) -> TranslationData:
             protos = tuple(train_sentencepiece(getattr(train, side), t.vocab_size, t.model_type,
                                                t.character_coverage)
                            for side in ("source", "target"))
-        source_tok, target_tok = translation.tokenizer_pair(*protos)
+        source_tok, target_tok = tokenizer_pair(*protos)
         origin = "trained here on the training split"
-    train = translation.drop_long(train, source_tok, target_tok, cfg.data.max_length)
+    train = drop_long(train, source_tok, target_tok, cfg.data.max_length)
     return TranslationData(cfg, source_tok, target_tok, origin, train, corpora["val"],
                            corpora["test"])
 
@@ -291,7 +299,7 @@ def train_ours(data: TranslationData, warmup: int, steps: int) -> tuple[dict, ke
     """Steady-state training throughput of the config's model on our bucketed batches."""
     cfg, t = data.cfg, data.cfg.training
     keras.utils.set_random_seed(t.seed)
-    model = translation.build_model(cfg, data.source_tok, data.target_tok)
+    model = build_model(cfg, data.source_tok, data.target_tok)
 
     def dataset():
         return make_training_dataset(data.train.source, data.train.target, data.source_tok,
@@ -459,13 +467,13 @@ def train_epoch(data: TranslationData, params: int) -> dict:
     val_src, _ = encode_pairs(data, data.val)
     results = {}
     keras.utils.set_random_seed(t.seed)
-    model = translation.build_model(cfg, data.source_tok, data.target_tok)
+    model = build_model(cfg, data.source_tok, data.target_tok)
     start = time.perf_counter()
     model.fit(make_training_dataset(data.train.source, data.train.target, data.source_tok,
                                     data.target_tok, t.batch_tokens, cfg.data.max_length,
                                     seed=t.seed), epochs=1, verbose=0, shuffle=False)
     seconds = time.perf_counter() - start
-    hyps = translation.translate_texts(model, data.source_tok, data.target_tok, data.val.source,
+    hyps = translate_texts(model, data.source_tok, data.target_tok, data.val.source,
                                        cfg.decoding, 1, progress=False)
     results["ours"] = {"seconds": round(seconds, 1),
                        "val_bleu": bleu_chrf(hyps, data.val.target)["bleu"]}
@@ -544,7 +552,7 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
         name = "greedy" if beam == 1 else f"beam{beam}"
         # As the pipeline does it (evaluate): translate_texts, one graph traced per call.
         start = time.perf_counter()
-        hyps = translation.translate_texts(model, data.source_tok, data.target_tok, texts, d,
+        hyps = translate_texts(model, data.source_tok, data.target_tok, texts, d,
                                            beam, progress=False)
         cold = time.perf_counter() - start
         # Steady state: the same batches through an already traced Translator.
@@ -594,7 +602,7 @@ def load_decode_model(data: TranslationData, run_dir):
     if path and path.is_file():
         return keras.saving.load_model(path), f"trained checkpoint {path}"
     keras.utils.set_random_seed(data.cfg.training.seed)
-    return (translation.build_model(data.cfg, data.source_tok, data.target_tok),
+    return (build_model(data.cfg, data.source_tok, data.target_tok),
             "freshly built (untrained)")
 
 
@@ -605,15 +613,19 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
            warmup: int, steps: int) -> dict:
     """Feature extraction speed, training frames per second and inference real-time factor."""
     from data_prep.audio_features import extract_features, global_stats, normalize
+    from data_prep.char_vocabulary import normalize_transcript
     from data_prep.speech_dataset import make_training_dataset as speech_dataset
     from models.ctc_decoding import CTCDecoder, ctc_frames_needed
     from models.ctc_recognizer import subsampled_length
-    from pipelines import speech as sp
+    from pipelines.speech.config import SpeechConfig
+    from pipelines.speech.data import load_entries, min_input_frames, vocabulary
+    from pipelines.speech.inference import transcribe_files
+    from pipelines.speech.stages import build_model as build_speech_model
 
-    cfg = load_config(sp.SpeechConfig, cfg_path, overrides)
-    vocab = sp.vocabulary(cfg)
+    cfg = load_config(SpeechConfig, cfg_path, overrides)
+    vocab = vocabulary(cfg)
     with tempfile.TemporaryDirectory() as tmp:
-        entries = sp.load_entries(cfg, RunDir(tmp), data_dir)
+        entries = load_entries(cfg, RunDir(tmp), data_dir)
         train, test = entries["train"][:utterances], entries["test"][:test_utterances]
         audio = sum(e["duration"] for e in train)
         extract_features([train[0]["audio_filepath"]], cfg.features)  # first-call set-up
@@ -625,17 +637,17 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
             "audio_seconds_per_second": round(audio / seconds, 1)}}
         stats = global_stats(raw) if cfg.features.normalization == "global" else None
         features = [normalize(f, cfg.features, stats) for f in raw]
-        labels = [vocab.encode(sp.normalize_transcript(e["text"], cfg.data.lowercase,
-                                                       cfg.data.remove_punctuation))
+        labels = [vocab.encode(normalize_transcript(e["text"], cfg.data.lowercase,
+                                                   cfg.data.remove_punctuation))
                   for e in train]
         # As the pipeline's load_labelled: drop utterances too short for their transcript.
         keep = [i for i, (f, y) in enumerate(zip(features, labels)) if ctc_frames_needed(y)
                 <= subsampled_length(len(f), cfg.model.conv_layers, cfg.model.conv_stride)]
         features, labels = [features[i] for i in keep], [labels[i] for i in keep]
-        min_lengths = [sp.min_input_frames(ctc_frames_needed(y), cfg.model) for y in labels]
+        min_lengths = [min_input_frames(ctc_frames_needed(y), cfg.model) for y in labels]
         t = cfg.training
         keras.utils.set_random_seed(t.seed)
-        model = sp.build_model(cfg, vocab)
+        model = build_speech_model(cfg, vocab)
         augment = cfg.augment if cfg.augment.active else None
 
         def dataset():
@@ -656,8 +668,8 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
         decoder = CTCDecoder(model, "greedy")
         paths = [e["audio_filepath"] for e in test]
         test_audio = sum(e["duration"] for e in test)
-        sp.transcribe_files(decoder, vocab, paths[:1], cfg, stats)  # traces the graph
-        _, times = sp.transcribe_files(decoder, vocab, paths, cfg, stats)
+        transcribe_files(decoder, vocab, paths[:1], cfg, stats)  # traces the graph
+        _, times = transcribe_files(decoder, vocab, paths, cfg, stats)
         total = times["feature_seconds"] + times["decode_seconds"]
         result["inference"] = {
             "strategy": "greedy", "utterances": len(test), "audio_seconds": round(test_audio, 1),
@@ -811,14 +823,14 @@ def run(args) -> dict:
             overrides.append(f"data.limit_train={args.limit_train}")
         if args.limit_val:
             overrides.append(f"data.limit_val={args.limit_val}")
-        cfg = load_config(translation.TranslationConfig, config, overrides)
+        cfg = load_config(TranslationConfig, config, overrides)
         data = load_translation_data(cfg, args.run_dir, data_dir)
         src, tgt = encode_pairs(data, data.train)
         stats = TokenStats.from_lengths(list(map(len, src)), list(map(len, tgt)))
         model_cfg = dataclasses.replace(cfg.model, source_vocab_size=data.source_tok.vocab_size,
                                         target_vocab_size=data.target_tok.vocab_size)
         keras.utils.set_random_seed(cfg.training.seed)
-        params = translation.build_model(cfg, data.source_tok, data.target_tok).count_params()
+        params = build_model(cfg, data.source_tok, data.target_tok).count_params()
         results["translation"] = {
             "config": str(config), "overrides": overrides, "train_pairs": len(data.train),
             "tokenizer": data.tokenizer_from,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from data_prep.download import DownloadError
 from data_prep.file_io import CorpusError, decode_lines, read_lines
-from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
+from pipelines.config import ConfigError, load_config
 from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import RunDir
 
@@ -34,23 +35,16 @@ def quiet_tensorflow() -> None:
         import tensorflow_text  # noqa: F401
 
 
-def preflight(name: str, description: str, stages: list[str]) -> None:
-    """What ``python -m pipelines.<task>`` does before importing TensorFlow, which takes
-    seconds: answer --help, reject bad arguments and an unreadable config file or
-    ``--set`` at once, and keep TensorFlow quiet unless --verbose. (The fields are
-    validated by ``main``: their dataclasses live next to the Keras models.)"""
-    # Until main runs a stage, Ctrl-C (say, during the imports) just ends the process.
+def run_script(main: Callable[[], int]) -> None:
+    """``python -m pipelines.<task>``: run the pipeline's ``main`` and exit with its code.
+
+    Until ``main`` runs a stage, Ctrl-C (say, during the TensorFlow import) just ends the
+    process with one word.
+    """
     global _stderr_fd
     _stderr_fd = os.dup(2)  # the real stderr, also while quiet_tensorflow silences fd 2
     signal.signal(signal.SIGINT, _interrupted_before_start)
-    args = parser(name, description, [*stages, "all"]).parse_args()
-    try:
-        apply_overrides(load_yaml(args.config), args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if not args.verbose:
-        quiet_tensorflow()
+    exit_with(main())
 
 
 _stderr_fd = 2
@@ -120,23 +114,40 @@ class Context:
         self.run.record(self.pipeline, self.config)
         self.changing = True
 
+    def start(self, stage: str, fp: str, output) -> bool:
+        """Whether ``stage`` must run: False, after saying it is up to date, when it last
+        finished with fingerprint ``fp`` and --force is not given (``output``: what it
+        made, shown to the user); else ``begin`` and True."""
+        if self.run.up_to_date(stage, fp, self.force, output):
+            return False
+        self.begin()
+        return True
 
-def main(argv, name: str, description: str, config_cls, stages: dict[str, Callable],
-         pipeline: list[str], user_errors: tuple = ()) -> int:
+
+def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, ...],
+         stages_module: str, pipeline: list[str]) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
-    ``name``: the pipeline, recorded in the run directories it makes.
-    ``user_errors``: the pipeline's own exception types to report like ``USER_ERRORS``.
+    TensorFlow takes seconds to import, so it is imported only once the arguments and
+    the config are known to be good: ``config_cls`` must import none of it, and
+    ``stages_module`` (which does) is imported after validation, quietly unless
+    ``--verbose``. That module defines ``STAGES`` ({name: function(Context)}, the
+    ``stage_names``) and ``USER_ERRORS``, its own exception types to report like
+    ``USER_ERRORS`` here. ``name``: the pipeline, recorded in the run directories it makes.
     """
-    args = parser(name, description, [*stages, "all"]).parse_args(argv)
-    if signal.getsignal(signal.SIGINT) is _interrupted_before_start:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
+    args = parser(name, description, [*stage_names, "all"]).parse_args(argv)
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from pipelines import distribute  # imports TensorFlow: not before the preflight
+    if not args.verbose:
+        quiet_tensorflow()
+    module = importlib.import_module(stages_module)
+    stages, user_errors = module.STAGES, module.USER_ERRORS
+    if signal.getsignal(signal.SIGINT) is _interrupted_before_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
+    from pipelines import distribute  # imports TensorFlow, as the stages module did
 
     todo = pipeline if args.stage == "all" else [args.stage]
     try:

@@ -31,9 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.config import ConfigError
-
-DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
-MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+from pipelines.training_config import DISTRIBUTIONS
 
 
 class ClusterError(RuntimeError):

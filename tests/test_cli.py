@@ -14,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
+SPEECH_SMOKE = ROOT / "pipelines" / "configs" / "speech_smoke.yaml"
 
 
 def user_env(**extra) -> dict:
@@ -26,20 +27,50 @@ def run_module(*args) -> subprocess.CompletedProcess:
                           text=True, timeout=300)
 
 
-@pytest.mark.parametrize("args, code", [
-    (["--help"], 0),
-    (["prepare", "--config", "missing.yaml"], 2),
-    (["prepare", "--config", str(SMOKE), "--set", "model.cell"], 2),
+@pytest.mark.parametrize("pipeline, args, code", [
+    ("translation", ["--help"], 0),
+    ("translation", ["prepare", "--config", "missing.yaml"], 2),
+    ("translation", ["prepare", "--config", str(SMOKE), "--set", "model.cell"], 2),
+    ("translation", ["train", "--config", str(SMOKE), "--set", "model.attention=bahdanau"], 2),
+    ("speech", ["--help"], 0),
+    ("speech", ["train", "--config", str(SPEECH_SMOKE), "--set", "features.kind=fbank"], 2),
 ])
-def test_help_and_unreadable_config_answer_before_importing_tensorflow(args, code):
-    result = run_module("-X", "importtime", "-m", "pipelines.translation", *args)
+def test_help_and_config_errors_answer_before_importing_tensorflow(pipeline, args, code):
+    result = run_module("-X", "importtime", "-m", f"pipelines.{pipeline}", *args)
     assert result.returncode == code
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")]
-    assert "pipelines.cli" in imported and "tensorflow" not in imported
+    assert "pipelines.cli" in imported
+    assert not {"tensorflow", "keras", "librosa"} & set(imported)
     errors = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     if code:
         assert len(errors) == 1 and errors[0].startswith("error: ")
+
+
+# Runs a pipeline's main in-process, then tells which heavy libraries it imported.
+IMPORTED_AFTER_MAIN = (
+    "import importlib, sys\n"
+    "code = importlib.import_module(f'pipelines.{sys.argv[1]}').main(sys.argv[2:])\n"
+    "print(code, sorted({'tensorflow', 'keras', 'librosa'} & set(sys.modules)))\n"
+)
+
+
+@pytest.mark.parametrize("pipeline, config, override, field", [
+    ("translation", SMOKE, "model.cell=transformer", "model.cell"),
+    ("translation", SMOKE, "decoding.beam_size=0", "decoding.beam_size"),
+    ("translation", SMOKE, "training.learning_rate=-1", "training.learning_rate"),
+    ("speech", SPEECH_SMOKE, "model.cell=transformer", "model.cell"),
+    ("speech", SPEECH_SMOKE, "augment.time_mask_fraction=2", "augment.time_mask_fraction"),
+    ("speech", SPEECH_SMOKE, "strings.max_digits=0", "strings.max_digits"),
+])
+def test_a_bad_config_value_is_one_line_and_tensorflow_is_never_imported(
+        pipeline, config, override, field, tmp_path):
+    result = run_module("-c", IMPORTED_AFTER_MAIN, pipeline, "train", "--config", str(config),
+                        "--run-dir", str(tmp_path / "run"), "--set", override)
+    assert result.stdout == "2 []\n"  # exit code 2; none of them in sys.modules
+    assert result.stderr.startswith(f"error: {field}: ") and result.stderr.count("\n") == 1
+    assert result.stderr.endswith(f"(from --set {override})\n")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_failing_command_prints_one_line_and_no_tensorflow_logging(tmp_path):
@@ -52,9 +83,11 @@ def test_a_failing_command_prints_one_line_and_no_tensorflow_logging(tmp_path):
 
 def test_stage_names_known_before_import_match_the_stages():
     from pipelines import speech, translation
+    from pipelines.speech import stages as speech_stages
+    from pipelines.translation import stages as translation_stages
 
-    for module in (translation, speech):
-        assert tuple(module.STAGES) == module.STAGE_NAMES
+    for package, stages in ((translation, translation_stages), (speech, speech_stages)):
+        assert tuple(stages.STAGES) == package.STAGE_NAMES
 
 
 @pytest.mark.slow
@@ -126,19 +159,25 @@ def test_input_batches_follow_the_reads_and_number_lines(monkeypatch):
 def test_ctrl_c_before_a_stage_starts_just_ends_the_process(monkeypatch, capsys):
     from pipelines import cli, translation
 
-    monkeypatch.setattr(cli, "quiet_tensorflow", lambda: None)  # already imported here
-    monkeypatch.setattr(sys, "argv", ["x", "train", "--config", str(SMOKE)])
+    handlers, codes = [], []
+    monkeypatch.setattr(cli, "exit_with", codes.append)
+
+    def main():
+        # During the imports main makes, Ctrl-C prints one word and exits: no traceback.
+        handlers.append(signal.getsignal(signal.SIGINT))
+        code = translation.main(["train", "--config", str(SMOKE), "--run-dir",
+                                 "/nonexistent/run"])
+        # Once a stage runs, Ctrl-C is a KeyboardInterrupt its stage turns into one line.
+        handlers.append(signal.getsignal(signal.SIGINT))
+        return code
+
     previous = signal.getsignal(signal.SIGINT)
     try:
-        cli.preflight("translation", translation.DESCRIPTION, translation.STAGE_NAMES)
-        # During the imports that follow, Ctrl-C prints one word and exits: no traceback.
-        assert signal.getsignal(signal.SIGINT) is cli._interrupted_before_start
-        translation.main(["train", "--config", str(SMOKE), "--run-dir", "/nonexistent/run"])
-        # Once a stage runs, Ctrl-C is a KeyboardInterrupt its stage turns into one line.
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        cli.run_script(main)
     finally:
         signal.signal(signal.SIGINT, previous)
-    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+    assert handlers == [cli._interrupted_before_start, signal.default_int_handler]
+    assert codes == [1] and "stage 'prepare' has not run yet" in capsys.readouterr().err
 
 
 @dataclass
@@ -150,7 +189,7 @@ class TinyConfig:
     (True, "interrupted during the work stage; rerun the same command to finish it\n"),
     (False, "interrupted during the work stage\n"),
 ])
-def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, changes_the_run, message):
+def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, monkeypatch, changes_the_run, message):
     from pipelines import cli
 
     def work(ctx):
@@ -158,8 +197,11 @@ def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, changes_the_run, messag
             ctx.begin()
         raise KeyboardInterrupt
 
+    stages = SimpleNamespace(STAGES={"work": work}, USER_ERRORS=())
+    monkeypatch.setitem(sys.modules, "tiny_stages", stages)
     (tmp_path / "c.yaml").write_text("name: tiny\n")
     code = cli.main(["work", "--config", str(tmp_path / "c.yaml"), "--run-dir",
-                     str(tmp_path / "run")], "tiny", "", TinyConfig, {"work": work}, ["work"])
+                     str(tmp_path / "run")], "tiny", "", TinyConfig, ("work",), "tiny_stages",
+                    ["work"])
     assert code == 130 and capsys.readouterr().err == message
     assert not (tmp_path / "run").exists()  # a new run with no finished stage is not kept

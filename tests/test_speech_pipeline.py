@@ -13,11 +13,15 @@ from data_prep.audio_features import FeatureConfig, extract_features, normalize
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder
-from models.ctc_recognizer import subsampled_length
+from models.ctc_recognizer import CTCRecognizerConfig, subsampled_length
 from pipelines import speech
 from pipelines.config import ConfigError, load_config
 from pipelines.metrics import wer_cer
 from pipelines.run_dir import RunDir
+from pipelines.speech.config import SPLITS, SpeechConfig
+from pipelines.speech.data import load_features, load_labelled, min_input_frames, vocabulary
+from pipelines.speech.inference import transcribe_features
+from pipelines.speech.stages import build_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 SMOKE = CONFIGS / "speech_smoke.yaml"
@@ -59,20 +63,20 @@ def fsdd_dir(data_dir) -> Path:
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
-        load_config(speech.SpeechConfig, SMOKE, [override])
+        load_config(SpeechConfig, SMOKE, [override])
 
 
 def test_all_configs_load():
     for name in ("speech_smoke", "speech_demo", "fsdd_digits", "fsdd_strings"):
-        cfg = load_config(speech.SpeechConfig, CONFIGS / f"{name}.yaml")
+        cfg = load_config(SpeechConfig, CONFIGS / f"{name}.yaml")
         assert cfg.name == name and cfg.data.blank_index == 0
 
 
 @pytest.mark.parametrize("layers, stride", [(0, 2), (1, 2), (2, 2), (1, 3)])
 def test_min_input_frames_is_the_fewest_that_give_enough_logit_frames(layers, stride):
-    model = speech.CTCRecognizerConfig(conv_layers=layers, conv_stride=stride)
+    model = CTCRecognizerConfig(conv_layers=layers, conv_stride=stride)
     for needed in range(1, 12):
-        n = speech.min_input_frames(needed, model)
+        n = min_input_frames(needed, model)
         assert subsampled_length(n, layers, stride) >= needed
         assert n == 1 or subsampled_length(n - 1, layers, stride) < needed
 
@@ -84,7 +88,7 @@ def tone_corpus(root: Path) -> dict:
     t = np.arange(2400) / 8000
     words = {"lo": np.sin(2 * np.pi * 300 * t), "hi": np.sin(2 * np.pi * 1200 * t)}
     manifests = {}
-    for split in speech.SPLITS:
+    for split in SPLITS:
         lines = []
         for i in range(8):
             names = [["lo", "hi"][j] for j in rng.integers(2, size=1 + i % 2)]
@@ -143,7 +147,7 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     train_texts = {e["text"] for e in read_manifest(run_dir / "data" / "train.jsonl")}
     hyps = (run_dir / "hyps" / "test.closed_set.txt").read_text().splitlines()
     assert len(hyps) == 8 and set(hyps) <= train_texts
-    monkeypatch.setattr(speech, "MAX_CANDIDATES", len(train_texts) - 1)
+    monkeypatch.setattr(speech.inference, "MAX_CANDIDATES", len(train_texts) - 1)
     assert run("evaluate", *common, "--set", "decoding.strategy=closed_set", "--force") == 1
     assert f"{len(train_texts)} distinct transcripts" in capsys.readouterr().err
 
@@ -156,10 +160,10 @@ def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
     assert run("prepare", *config, "--run-dir", tmp_path / "fast",
                "--set", "data.speed_perturbation=[1.0,1.25]") == 0
     assert "features of 9 train utterances x 2 speeds and 8 val" in capsys.readouterr().out
-    cfg = load_config(speech.SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
-    vocab = speech.vocabulary(cfg)
-    plain = speech.load_features(RunDir(tmp_path / "plain"), "train")
-    x, y, skipped = speech.load_labelled(RunDir(tmp_path / "fast"), "train", vocab, cfg)
+    cfg = load_config(SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
+    vocab = vocabulary(cfg)
+    plain = load_features(RunDir(tmp_path / "plain"), "train")
+    x, y, skipped = load_labelled(RunDir(tmp_path / "fast"), "train", vocab, cfg)
     # Two copies of the 9 training utterances; the too-short one is skipped in each.
     assert skipped == 2 and len(x) == len(y) == 2 * 8
     np.testing.assert_allclose(x[0], plain[0])  # the speed-1.0 copy comes first
@@ -258,22 +262,22 @@ def test_model_overfits_a_handful_of_utterances(fsdd_dir):
 
     recordings = [r for r in fsdd.list_recordings(fsdd_dir / fsdd.RECORDINGS)
                   if r.speaker == "jackson" and r.index == 10 and r.digit in (0, 1, 3, 5, 7, 9)]
-    cfg = speech.SpeechConfig()
+    cfg = SpeechConfig()
     cfg.features = FeatureConfig()
     cfg.model.dropout, cfg.model.rnn_layers, cfg.model.rnn_units = 0.0, 1, 64
     cfg.training.learning_rate = 0.005
-    vocab = speech.vocabulary(cfg)
+    vocab = vocabulary(cfg)
     features = [normalize(f, cfg.features) for f in
                 extract_features([r.path for r in recordings], cfg.features)]
     labels = [vocab.encode(r.text) for r in recordings]
     keras.utils.set_random_seed(0)
-    model = speech.build_model(cfg, vocab)
+    model = build_model(cfg, vocab)
     dataset = make_training_dataset(features, labels, batch_size=6, shuffle=False).cache()
     decoder = CTCDecoder(model, "greedy")
     texts = [r.text for r in recordings]
     for _ in range(20):
         model.fit(dataset.repeat(), steps_per_epoch=25, shuffle=False, verbose=0)
-        hyps = speech.transcribe_features(decoder, vocab, features, batch_size=6)
+        hyps = transcribe_features(decoder, vocab, features, batch_size=6)
         if wer_cer(hyps, texts)["wer"] == 0.0:
             break
     assert hyps == texts

@@ -13,6 +13,10 @@ from pipelines import translation
 from pipelines.config import load_config
 from pipelines.metrics import bleu_chrf
 from pipelines.run_dir import RunDir
+from pipelines.translation.config import TranslationConfig
+from pipelines.translation.data import load_tokenizers
+from pipelines.translation.inference import translate_texts
+from pipelines.translation.stages import build_model
 
 SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "translation_smoke.yaml"
 
@@ -95,10 +99,10 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
     texts += ["", "  "]  # blank sources: empty translations
     got = [s.decode() for s in exported.translate(tf.constant(texts)).numpy()]
     assert got[-2:] == ["", ""]
-    cfg = load_config(translation.TranslationConfig, SMOKE)
-    source_tok, target_tok = translation.load_tokenizers(RunDir(run_dir))
+    cfg = load_config(TranslationConfig, SMOKE)
+    source_tok, target_tok = load_tokenizers(RunDir(run_dir))
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
-    assert got == translation.translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
+    assert got == translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
                                               beam_size=1, progress=False)
 
 
@@ -126,16 +130,16 @@ def test_small_model_memorizes_64_pairs(multi30k_dir):
     corpus = load_multi30k("train", "de", "en", multi30k_dir)
     src, tgt = corpus.source[:64], corpus.target[:64]
     tok = SubwordTokenizer(train_sentencepiece(src + tgt, 600, "unigram"))
-    cfg = load_config(translation.TranslationConfig, SMOKE, [
+    cfg = load_config(TranslationConfig, SMOKE, [
         "model.embedding_dim=128", "model.attentional_dim=256", "model.encoder_units=128",
         "model.decoder_units=256", "model.dropout=0.0", "training.label_smoothing=0.0",
         "training.learning_rate=0.003", "decoding.batch_tokens=4000",
     ])
     keras.utils.set_random_seed(0)
-    model = translation.build_model(cfg, tok, tok)
+    model = build_model(cfg, tok, tok)
     data = make_training_dataset(src, tgt, tok, tok, max_tokens=1200, max_length=80, seed=0)
     model.fit(data.repeat(), steps_per_epoch=50, epochs=8, verbose=0, shuffle=False)
-    hyps = translation.translate_texts(model, tok, tok, src, cfg.decoding, beam_size=1,
+    hyps = translate_texts(model, tok, tok, src, cfg.decoding, beam_size=1,
                                        progress=False)
     scores = bleu_chrf(hyps, tgt)
     assert scores["bleu"] > 90, (scores, hyps[:3])
@@ -210,14 +214,14 @@ def test_other_pipelines_run_directory_is_refused(tmp_path, capsys):
 
 
 def test_blank_sources_translate_to_empty_strings(toy_tokenizer, tmp_path):
-    cfg = load_config(translation.TranslationConfig, SMOKE, [
+    cfg = load_config(TranslationConfig, SMOKE, [
         "model.embedding_dim=8", "model.encoder_units=8", "model.decoder_units=8",
         "model.attentional_dim=8", "decoding.beam_size=2"])
-    model = translation.build_model(cfg, toy_tokenizer, toy_tokenizer)
-    got = translation.translate_texts(model, toy_tokenizer, toy_tokenizer,
+    model = build_model(cfg, toy_tokenizer, toy_tokenizer)
+    got = translate_texts(model, toy_tokenizer, toy_tokenizer,
                                       ["", "ein hund .", "  "], cfg.decoding, 2, progress=False)
     assert got[0] == "" and got[2] == "" and len(got) == 3
-    assert translation.translate_texts(model, toy_tokenizer, toy_tokenizer, [""],
+    assert translate_texts(model, toy_tokenizer, toy_tokenizer, [""],
                                        cfg.decoding, 1, progress=False) == [""]
 
 

@@ -23,7 +23,7 @@ from data_prep.manifest import read_manifest
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
 from pipelines.run_dir import RunDir
-from pipelines.speech import SpeechConfig
+from pipelines.speech.config import SpeechConfig
 
 BLANK_LABEL = "∅"  # how the CTC blank is shown in plots
 SPACE_LABEL = "␣"  # and the word separator
@@ -211,10 +211,11 @@ def ctc_examples(run: SpeechRun, indices: list[int]) -> list[dict]:
     import keras
 
     from data_prep.audio_features import compute_features, load_audio, normalize
-    from pipelines.speech import load_stats
+    from pipelines.speech.data import load_stats
+    from pipelines.speech.inference import load_checkpoint
 
     cfg = run.config
-    model = keras.saving.load_model(run.root / "checkpoints" / "best.keras")
+    model = load_checkpoint(RunDir(run.root))
     stats = load_stats(RunDir(run.root), cfg.features)
     hop = cfg.features.hop_ms / 1000
     subsampling = cfg.model.conv_stride ** cfg.model.conv_layers

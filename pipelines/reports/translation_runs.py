@@ -18,7 +18,8 @@ from data_prep.file_io import read_lines
 from data_prep.special_ids import EOS_ID, PAD_ID
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
-from pipelines.translation import TranslationConfig, tokenizer_pair
+from pipelines.translation.config import TranslationConfig
+from pipelines.translation.data import tokenizer_pair
 
 # Upper ends (inclusive) of the source-length buckets, in words; the last bucket is open.
 LENGTH_EDGES = (5, 10, 15, 20, 30)
@@ -152,13 +153,13 @@ def attention_examples(run: TranslationRun, indices: list[int]) -> list[dict]:
     "source_pieces", "output_pieces", "weights" [outputs, sources], "translation"}``; the
     pieces end with ``</s>`` where the model read or wrote end-of-sentence.
     """
-    import keras
-
     from models.decoding import Translator
+    from pipelines.run_dir import RunDir
+    from pipelines.translation.inference import load_checkpoint
 
     source_tok, target_tok = tokenizer_pair((run.root / "tokenizer" / "source.model").read_bytes(),
                                             (run.root / "tokenizer" / "target.model").read_bytes())
-    model = keras.saving.load_model(run.root / "checkpoints" / "best.keras")
+    model = load_checkpoint(RunDir(run.root))
     d = run.config.decoding
     translator = Translator(model, 1, 0.0, d.max_length_ratio, d.max_length_offset)
     examples = []

@@ -1,0 +1,81 @@
+"""Architecture configs and the allowed values of their options.
+
+Free of Keras and TensorFlow, so that a pipeline can load and validate an experiment
+config (and answer ``--help``) before paying for the TensorFlow import. The layers and
+models check their arguments against the same tuples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data_prep.config_checks import ConfigError, at_least, choice, fraction
+
+CELL_TYPES = ("gru", "lstm", "rnn")  # models.rnn_cells.CELLS maps them to Keras cells
+SCORES = ("additive", "dot", "general", "scaled_dot")  # models.attention.Attention
+INITS = ("bridge", "zeros")  # decoder start states (models.attention_decoder)
+ATTENTION_OUTPUTS = ("tanh", "residual_norm")  # the attentional vector (attention_decoder)
+STRATEGIES = ("greedy", "beam_search", "closed_set")  # models.ctc_decoding.CTCDecoder
+
+
+@dataclass
+class Seq2SeqConfig:
+    """Architecture hyper-parameters (the ``model:`` section of a translation config)."""
+
+    source_vocab_size: int = 0  # set from the tokenizer by the pipeline
+    target_vocab_size: int = 0
+    embedding_dim: int = 256
+    cell: str = "gru"  # gru | lstm | rnn
+    encoder_layers: int = 1
+    encoder_units: int = 256  # per direction
+    decoder_layers: int = 1
+    decoder_units: int = 512
+    attention: str = "scaled_dot"  # additive (Bahdanau) | dot | general (Luong) | scaled_dot
+    attention_units: int = 256  # additive and scaled_dot scorers only
+    attentional_dim: int = 512  # = decoder_units for residual_norm; = embedding_dim if tied
+    attention_output: str = "residual_norm"  # residual_norm | tanh (Luong)
+    decoder_init: str = "zeros"  # zeros | bridge (from the encoder's final states)
+    input_feeding: bool = False
+    tie_embeddings: bool = False
+    dropout: float = 0.1
+
+    def validate(self, where):
+        choice(self.cell, CELL_TYPES, f"{where}.cell")
+        choice(self.attention, SCORES, f"{where}.attention")
+        choice(self.attention_output, ATTENTION_OUTPUTS, f"{where}.attention_output")
+        choice(self.decoder_init, INITS, f"{where}.decoder_init")
+        at_least(self, where, 1, "embedding_dim", "encoder_layers", "encoder_units",
+                 "decoder_layers", "decoder_units", "attention_units", "attentional_dim")
+        fraction(self.dropout, f"{where}.dropout")
+        if self.tie_embeddings and self.attentional_dim != self.embedding_dim:
+            raise ConfigError(f"{where}.tie_embeddings: needs {where}.attentional_dim "
+                              f"({self.attentional_dim}) equal to {where}.embedding_dim "
+                              f"({self.embedding_dim})")
+        if self.attention_output == "residual_norm" and self.attentional_dim != self.decoder_units:
+            raise ConfigError(f"{where}.attentional_dim: must be {where}.decoder_units "
+                              f"({self.decoder_units}) for attention_output=residual_norm "
+                              f"(h + W context), got {self.attentional_dim}")
+
+
+@dataclass
+class CTCRecognizerConfig:
+    """Architecture hyper-parameters (the ``model:`` section of a speech config)."""
+
+    num_features: int = 0  # set from the feature config by the pipeline
+    vocab_size: int = 0  # characters + blank, set from the vocabulary by the pipeline
+    blank_index: int = 0  # set from data.blank_index by the pipeline
+    conv_layers: int = 1  # convolutional front end layers (0: none)
+    conv_channels: int = 128
+    conv_kernel: int = 5  # in frames
+    conv_stride: int = 2  # time subsampling of each conv layer
+    cell: str = "gru"  # gru | lstm | rnn
+    rnn_layers: int = 2
+    rnn_units: int = 128  # per direction
+    dropout: float = 0.2
+
+    def validate(self, where):
+        choice(self.cell, CELL_TYPES, f"{where}.cell")
+        at_least(self, where, 1, "conv_channels", "conv_kernel", "conv_stride", "rnn_layers",
+                 "rnn_units")
+        at_least(self, where, 0, "conv_layers")
+        fraction(self.dropout, f"{where}.dropout")

@@ -1,0 +1,92 @@
+"""The speech experiment config: one dataclass per YAML section.
+
+Imports no TensorFlow, Keras or librosa: a config is loaded and validated before they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
+from data_prep.config_checks import ConfigError, at_least, choice
+from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
+from models.config import STRATEGIES, CTCRecognizerConfig
+from pipelines.training_config import TrainingConfig
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "fsdd_digits"  # fsdd_digits | fsdd_strings | manifest
+    test_takes: int = 5  # FSDD standard split: takes 0..4 of every speaker are test
+    val_takes: int = 5  # the next takes are held out of training for validation
+    test_speakers: list[str] | None = None  # FSDD leave-speakers-out split instead
+    manifests: dict | None = None  # corpus=manifest: {train: path, val: path, test: path}
+    vocabulary: str = ENGLISH_CHARACTERS  # output characters
+    blank_index: int = 0  # CTC blank id; the characters take the other ids
+    lowercase: bool = True
+    remove_punctuation: bool = False
+    # Speed perturbation of the training set: prepare caches the features of one copy of
+    # every training utterance per factor (Kaldi and ESPnet use [0.9, 1.0, 1.1]).
+    speed_perturbation: list[float] = field(default_factory=lambda: [1.0])
+    limit_train: int | None = None  # use only the first N utterances (quick experiments)
+    limit_val: int | None = None
+    limit_test: int | None = None
+
+    def validate(self, where):
+        choice(self.corpus, ("fsdd_digits", "fsdd_strings", "manifest"), f"{where}.corpus")
+        if self.corpus == "manifest":
+            if self.test_speakers is not None:
+                raise ConfigError(f"{where}.test_speakers: FSDD only; a manifest corpus "
+                                  "has its own test manifest")
+            for split in SPLITS:
+                if not isinstance((self.manifests or {}).get(split), str):
+                    raise ConfigError(f"{where}.manifests.{split}: expected a manifest path "
+                                      "for corpus=manifest")
+        elif self.test_speakers is None and self.test_takes < 1:
+            raise ConfigError(f"{where}.test_takes: must be at least 1")
+        at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
+        speeds = self.speed_perturbation
+        if (not isinstance(speeds, list) or not speeds or len(set(speeds)) != len(speeds)
+                or not all(isinstance(x, (int, float)) and 0.5 <= x <= 2.0 for x in speeds)):
+            raise ConfigError(f"{where}.speed_perturbation: expected a list of distinct "
+                              f"factors in [0.5, 2], got {speeds!r}")
+        try:
+            CharVocabulary(self.vocabulary, self.blank_index)
+        except ValueError as e:
+            raise ConfigError(f"{where}.vocabulary: {e}") from e
+
+
+@dataclass
+class DecodingConfig:
+    # closed_set: the likeliest of the training set's distinct transcripts (isolated words)
+    strategy: str = "beam_search"  # greedy | beam_search | closed_set
+    beam_width: int = 16
+    batch_size: int = 64  # utterances per decoding batch
+
+    def validate(self, where):
+        choice(self.strategy, STRATEGIES, f"{where}.strategy")
+        for name in ("beam_width", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{where}.{name}: must be at least 1")
+
+
+@dataclass
+class SpeechConfig:
+    name: str = "speech"
+    data: DataConfig = field(default_factory=DataConfig)
+    strings: DigitStringConfig = field(default_factory=DigitStringConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
+
+    def validate(self, where):
+        for name in self.SET_BY_PIPELINE:
+            if getattr(self.model, name.split(".")[1]):
+                raise ConfigError(f"{name}: set by the pipeline from the features and "
+                                  "data sections; do not set it")

@@ -1,0 +1,208 @@
+"""The translation stages: prepare, train, evaluate, translate, export and report."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import sys
+import time
+
+from data_prep.download import sha256_of
+from data_prep.file_io import (
+    CorpusError,
+    atomic_write_bytes,
+    atomic_write_json,
+    write_lines,
+)
+from data_prep.parallel_corpus import drop_empty
+from data_prep.subword_tokenizer import TokenizerError, train_sentencepiece
+from data_prep.text_dataset import make_training_dataset
+from models.losses import MaskedLabelSmoothingLoss
+from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines import cli, trainer
+from pipelines.metrics import bleu_chrf
+from pipelines.reports.notebooks import ReportError, report_stage
+from pipelines.run_dir import fingerprint
+from pipelines.translation.config import SPLITS, TranslationConfig
+from pipelines.translation.data import (
+    drop_long,
+    load_prepared,
+    load_split,
+    load_tokenizers,
+    tokenizer_pair,
+)
+from pipelines.translation.inference import (
+    export_translator,
+    load_checkpoint,
+    make_translator,
+    translate_texts,
+    translate_with,
+)
+
+DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
+UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in tokens
+
+
+def prepare(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    corpora, files = {}, []
+    for split in SPLITS:
+        corpora[split], split_files = load_split(cfg.data, split, ctx.data_dir)
+        if not len(corpora[split]):
+            raise CorpusError(f"{' and '.join(map(str, split_files))}: the {split} split "
+                              "has no lines")
+        files += [str(f) for f in split_files]
+    fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
+    if not ctx.start("prepare", fp, run.path("data")):
+        return
+    # New data or tokenizers: what was trained on the old ones must not be reused.
+    run.invalidate("prepare", *DOWNSTREAM_STAGES)
+    train = drop_empty(corpora["train"])
+    if not len(train):
+        raise CorpusError(f"every one of the {len(corpora['train'])} training pairs has an "
+                          "empty source or target side")
+    tok_dir = run.path("tokenizer")
+    tok_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.tokenizer.joint:
+        proto = train_sentencepiece(train.source + train.target, cfg.tokenizer.vocab_size,
+                                    cfg.tokenizer.model_type, cfg.tokenizer.character_coverage)
+        protos = {"source": proto, "target": proto}
+    else:
+        protos = {side: train_sentencepiece(getattr(train, side), cfg.tokenizer.vocab_size,
+                                            cfg.tokenizer.model_type,
+                                            cfg.tokenizer.character_coverage)
+                  for side in ("source", "target")}
+    for side, proto in protos.items():
+        atomic_write_bytes(tok_dir / f"{side}.model", proto)
+    source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
+    corpora["train"] = drop_long(train, source_tok, target_tok, cfg.data.max_length)
+    if not len(corpora["train"]):
+        raise CorpusError(f"every one of the {len(train)} non-empty training pairs is longer "
+                          f"than data.max_length={cfg.data.max_length} subwords on some side; "
+                          "raise data.max_length")
+    report = {"files": files, "source_vocab_size": source_tok.vocab_size,
+              "target_vocab_size": target_tok.vocab_size}
+    for split, corpus in corpora.items():
+        write_lines(run.path("data", f"{split}.src"), corpus.source)
+        write_lines(run.path("data", f"{split}.tgt"), corpus.target)
+        report[split] = {"pairs": len(corpus), "dropped": corpus.dropped}
+    atomic_write_json(run.path("data", "report.json"), report)
+    run.mark_done("prepare", fp)
+    dropped = corpora["train"].dropped
+    print(f"[prepare] train {len(corpora['train'])} pairs (dropped {dropped.get('empty', 0)} "
+          f"empty, {dropped['too_long']} longer than {cfg.data.max_length} subwords), "
+          f"val {len(corpora['val'])}, test {len(corpora['test'])}; vocab "
+          f"{source_tok.vocab_size}/{target_tok.vocab_size}")
+
+
+def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTranslator:
+    model_cfg = dataclasses.replace(cfg.model, source_vocab_size=source_tok.vocab_size,
+                                    target_vocab_size=target_tok.vocab_size)
+    model = Seq2SeqTranslator(**dataclasses.asdict(model_cfg))
+    return trainer.build_and_compile(model, cfg.training,
+                                     loss=MaskedLabelSmoothingLoss(cfg.training.label_smoothing))
+
+
+def train(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
+    checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
+                                trainer.resumable_config(training))
+    fp = fingerprint(checkpoint_fp, training)
+    if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
+        return
+    if ctx.force:
+        trainer.discard_checkpoints(run)
+    source_tok, target_tok = load_tokenizers(run)
+    train_src, train_tgt = load_prepared(run, "train")
+    val_src, val_tgt = load_prepared(run, "val")
+    t = cfg.training
+
+    def train_dataset(epoch):
+        return make_training_dataset(train_src, train_tgt, source_tok, target_tok,
+                                     t.batch_tokens, cfg.data.max_length, seed=t.seed + epoch)
+
+    val_dataset = make_training_dataset(val_src, val_tgt, source_tok, target_tok, t.batch_tokens,
+                                        cfg.data.max_length, shuffle=False)
+
+    def validate(model):
+        hyps = translate_texts(model, source_tok, target_tok, val_src, cfg.decoding, 1,
+                               progress=False)
+        return {"val_bleu": bleu_chrf(hyps, val_tgt)["bleu"]}
+
+    state = trainer.train(
+        run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
+        validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, checkpoint_fp,
+    )
+    run.mark_done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
+                  train_seconds=state["train_seconds"])
+
+
+def evaluate(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
+    if not ctx.start("evaluate", fp, run.path("metrics.json")):
+        return
+    source_tok, target_tok = load_tokenizers(run)
+    model = load_checkpoint(run)
+    test_src, test_tgt = load_prepared(run, "test")
+    results = {}
+    for beam in dict.fromkeys([cfg.decoding.beam_size, 1]):
+        start = time.time()
+        hyps = translate_texts(model, source_tok, target_tok, test_src, cfg.decoding, beam)
+        seconds = time.time() - start
+        name = "greedy" if beam == 1 else f"beam{beam}"
+        write_lines(run.path("hyps", f"test.{name}.txt"), hyps)
+        results[beam] = {**bleu_chrf(hyps, test_tgt), "beam_size": beam,
+                         "decode_seconds": round(seconds, 2),
+                         "sentences_per_second": round(len(hyps) / max(seconds, 1e-9), 1)}
+    main = results[cfg.decoding.beam_size]
+    metrics = {**main, "test_sentences": len(test_src), "length_penalty": cfg.decoding.length_penalty,
+               "greedy": results[1]}
+    atomic_write_json(run.path("metrics.json"), metrics)
+    run.mark_done("evaluate", fp)
+    print(f"[evaluate] test BLEU {main['bleu']} chrF {main['chrf']} (beam {main['beam_size']}); "
+          f"greedy BLEU {results[1]['bleu']}\n[evaluate] {main['signature']}")
+
+
+def translate(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    run.require("train", "translate")
+    source_tok, target_tok = load_tokenizers(run)
+    model = load_checkpoint(run)
+    translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
+    from_file = ctx.input not in (None, "-")
+    for lines in cli.input_batches(ctx.input):
+        texts = [line.strip() for line in lines]
+        for line in translate_with(translator, source_tok, target_tok, texts,
+                                   cfg.decoding.batch_tokens, progress=from_file):
+            print(line)
+        sys.stdout.flush()  # typed input: each translation as soon as it is ready
+
+
+def export(ctx: cli.Context) -> None:
+    cfg, run = ctx.config, ctx.run
+    fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
+    target = run.path("export")
+    if not ctx.start("export", fp, target):
+        return
+    source_tok, target_tok = load_tokenizers(run)
+    model = load_checkpoint(run)
+    staging = run.path(".export.tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    export_translator(model, source_tok, target_tok, cfg.decoding, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    run.mark_done("export", fp)
+    print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
+
+
+def report(ctx: cli.Context) -> None:
+    """Execute notebooks/translation_report.ipynb for this run into ``report/``."""
+    report_stage(ctx, "translation_report")
+
+
+# Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
+USER_ERRORS = (ReportError, TokenizerError)
+STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
+          "export": export, "report": report}
