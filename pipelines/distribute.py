@@ -116,6 +116,8 @@ def start(distribution: str, timeout_seconds: float) -> Role:
     all up within ``timeout_seconds``.
     """
     global _started
+    if distribution == "multi_worker":  # a bad TF_CONFIG is reported first
+        cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG"))
     if _started is not None:
         if _started[0] != distribution:
             raise ConfigError(f"training.distribution: this process already trains with "
@@ -126,7 +128,6 @@ def start(distribution: str, timeout_seconds: float) -> Role:
     elif distribution == "mirrored":
         _started = (distribution, tf.distribute.MirroredStrategy(), Role())
     elif distribution == "multi_worker":
-        cluster, task_type, index = parse_tf_config(os.environ.get("TF_CONFIG"))
         role = role_of(cluster, task_type, index)
         addresses = [a for job in ("chief", "worker") for a in cluster.get(job, [])]
         # The strategy's constructor waits for the other workers without a deadline (and
