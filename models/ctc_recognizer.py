@@ -118,16 +118,22 @@ class CTCRecognizer(keras.Model):
         return self.output_layer(self.drop(x, training=training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        total, count = self.loss_sum_and_count(x, y, y_pred)
+        total = total / ops.maximum(count, 1.0)
+        if self.losses:  # layer-added losses, as keras.Model.compute_loss would add them
+            total = total + ops.sum(self.losses)
+        return total
+
+    def loss_sum_and_count(self, x, y, y_pred):
+        """The CTC loss summed over the utterances of a batch, and their number (float32):
+        the loss is a mean per utterance, also over a batch split across replicas."""
         labels = ops.cast(y, "int32")
         # Labels are padded with -1; ctc_loss reads only the first label_length of each row.
         label_lengths = ops.sum(ops.cast(labels >= 0, "int32"), axis=-1)
         loss = ops.ctc_loss(labels, ops.cast(y_pred, "float32"), label_lengths,
                             self.output_lengths(x["feature_lengths"]),
                             mask_index=self.config.blank_index)
-        total = ops.mean(loss)
-        if self.losses:  # layer-added losses, as keras.Model.compute_loss would add them
-            total = total + ops.sum(self.losses)
-        return total
+        return ops.sum(loss), ops.cast(ops.shape(labels)[0], "float32")
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -27,13 +27,19 @@ class MaskedLabelSmoothingLoss(keras.losses.Loss):
         self.label_smoothing, self.pad_id = label_smoothing, pad_id
 
     def call(self, y_true, y_pred):
+        total, count = self.sum_and_count(y_true, y_pred)
+        return total / ops.maximum(count, 1.0)
+
+    def sum_and_count(self, y_true, y_pred):
+        """The summed loss of the real target tokens and their number (float32), for a
+        trainer that averages over the tokens of a batch split across replicas."""
         y_true = ops.cast(y_true, "int32")
         log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
         nll = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
         smooth = -ops.mean(log_probs, axis=-1)
         loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
         mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
-        return ops.sum(loss * mask) / ops.maximum(ops.sum(mask), 1.0)
+        return ops.sum(loss * mask), ops.sum(mask)
 
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing,

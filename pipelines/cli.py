@@ -9,8 +9,10 @@ import argparse
 import dataclasses
 import importlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -154,15 +156,31 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     stages, user_errors = module.STAGES, module.USER_ERRORS
     if signal.getsignal(signal.SIGINT) is _interrupted_before_start:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # stages handle Ctrl-C
-    run = RunDir(args.run_dir or Path("runs") / config.name)
+    from pipelines import distribute  # imports TensorFlow, as the stages module did
+
+    todo = pipeline if args.stage == "all" else [args.stage]
+    try:
+        role = start_cluster(config, todo)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    worker_dir = None
+    if not role.is_chief:
+        # Only the chief writes the run: this worker prepares the same data (prepare is
+        # deterministic) and trains in a directory of its own, removed at exit.
+        worker_dir = tempfile.mkdtemp(prefix=f"{name}-worker{role.index}-")
+        todo = [s for s in ("prepare", "train") if s in stages]
+        print(f"[cluster] {role.description}: training with the chief, which writes the "
+              f"run; this worker's files go to {worker_dir} (removed at exit)")
+    run = RunDir(worker_dir or args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()
     ctx = Context(config, run, args.data_dir, args.force, args.input, name, args)
     stage = None
     try:
         run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
-        for stage in pipeline if args.stage == "all" else [args.stage]:
+        for stage in todo:
             stages[stage](ctx)
-    except (*USER_ERRORS, *user_errors) as e:
+    except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
         print(f"error: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt as e:
@@ -172,9 +190,24 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
         code = 130
     else:
         return 0
+    finally:
+        if worker_dir:
+            shutil.rmtree(worker_dir, ignore_errors=True)
     if not existed:
         run.discard_if_unfinished()
     return code
+
+
+def start_cluster(config, stages: list[str]):
+    """Start the ``training.distribution`` strategy when ``stages`` train, and return this
+    process's role. A cluster (``multi_worker``) must start before TensorFlow runs
+    anything, so before the first stage."""
+    from pipelines import distribute
+
+    training = getattr(config, "training", None)
+    if training is None or "train" not in stages or training.distribution != "multi_worker":
+        return distribute.Role()
+    return distribute.start(training.distribution, training.cluster_timeout_seconds)
 
 
 def exit_with(code: int) -> None:

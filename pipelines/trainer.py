@@ -1,15 +1,22 @@
 """The training loop shared by the translation and speech pipelines.
 
-``model.fit`` runs one epoch at a time so that, between epochs, we can validate with a
-task metric (BLEU, WER), keep the best checkpoint, adapt the learning rate, stop early
-or on a time budget, and save everything needed to resume after an interrupt:
+Training runs one epoch at a time (compiled steps under a ``tf.distribute`` strategy,
+``pipelines.train_steps``) so that, between epochs, we can validate with a task metric
+(BLEU, WER), keep the best checkpoint, adapt the learning rate, stop early or on a time
+budget, and save everything needed to resume after an interrupt:
 ``checkpoints/last.keras`` (weights and optimizer state) plus ``train_state.json``.
 Each epoch's shuffle seed is ``seed + epoch``, so a resumed run sees the same batches as
 an uninterrupted one.
+
+On several devices or machines (``training.distribution``, ``pipelines.distribute``)
+every process runs this same loop; the chief validates and its scores, training state
+and weights are shared with the other workers, which so take the same decisions and
+write only to their temporary run directories.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -18,7 +25,6 @@ import shutil
 import signal
 import sys
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,20 +33,30 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.file_io import atomic_write_json
+from pipelines import distribute
 from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
+from pipelines.train_steps import Steps, run_epoch
 from pipelines.training_config import TrainingConfig
 
 # Fields that only decide when to stop: changing them lets a run continue from its
 # checkpoints instead of starting over.
 STOPPING_FIELDS = ("epochs", "max_minutes", "patience")
+# Where training runs: one device and N replicas compute the same steps, so a run may be
+# resumed on another set of devices.
+PLACEMENT_FIELDS = ("distribution", "cluster_timeout_seconds")
 
 STATE_FILE = "train_state.json"  # in the run directory, beside checkpoints/
 
 
 def resumable_config(config: TrainingConfig) -> dict:
-    """The training settings that checkpoints depend on (all but the stopping criteria)."""
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in STOPPING_FIELDS}
+    """The training settings that checkpoints depend on (all but the stopping criteria
+    and the placement). ``mixed_precision`` counts only when on, so the runs made before
+    it existed keep their fingerprints."""
+    skip = STOPPING_FIELDS + PLACEMENT_FIELDS
+    if config.mixed_precision == "none":
+        skip += ("mixed_precision",)
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
 
 
 def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingConfig:
@@ -59,7 +75,8 @@ def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
 
 
 def build_and_compile(model: keras.Model, config: TrainingConfig, loss=None) -> keras.Model:
-    """Build ``model`` and compile it with ``make_optimizer(config)`` and ``loss``."""
+    """Build ``model`` and compile it with ``make_optimizer(config)`` and ``loss`` (under
+    mixed_float16, Keras wraps the optimizer in a LossScaleOptimizer)."""
     model.build()
     model.compile(
         optimizer=make_optimizer(config),
@@ -90,8 +107,8 @@ LOG_EVERY_STEPS = 200
 
 
 class _Progress(keras.callbacks.ProgbarLogger):
-    """Keras' progress output, with the run's epoch count: ``fit`` runs one epoch at a
-    time, so Keras alone would print "Epoch 3/3". Without a terminal (``verbose=2``: one
+    """Keras' progress output, with the run's epoch count: each epoch is a training run
+    of its own, so Keras alone would print "Epoch 3/3". Without a terminal (``verbose=2``: one
     line per epoch), also a line every ``LOG_EVERY_STEPS`` steps. ``seen``: the steps done
     in the current epoch."""
 
@@ -114,14 +131,13 @@ class _Progress(keras.callbacks.ProgbarLogger):
                 f"{k}={float(v):.4g}" for k, v in (logs or {}).items()))
 
 
-class _StopOnCtrlC(keras.callbacks.Callback):
-    """Ctrl-C during ``fit`` ends the epoch after the current step instead of raising
-    inside it: a KeyboardInterrupt unwinding through TensorFlow while its input threads
-    still run crashed the process now and then ("free(): invalid next size"). A second
-    Ctrl-C raises at once."""
+class _StopOnCtrlC:
+    """Ctrl-C during an epoch ends it after the current step instead of raising inside
+    it: a KeyboardInterrupt unwinding through TensorFlow while its input threads still
+    run crashed the process now and then ("free(): invalid next size"). A second Ctrl-C
+    raises at once."""
 
     def __init__(self):
-        super().__init__()
         self.requested = False
 
     def _handler(self, signum, frame):
@@ -129,25 +145,17 @@ class _StopOnCtrlC(keras.callbacks.Callback):
             raise KeyboardInterrupt
         self.requested = True
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.requested:
-            self.model.stop_training = True
-
-    def on_test_batch_end(self, batch, logs=None):
-        if self.requested:
-            self.model.stop_evaluating = True
-
-    def fit(self, model, *args, **kwargs):
-        """``model.fit`` with Ctrl-C stopping it cleanly; raises KeyboardInterrupt after."""
+    @contextlib.contextmanager
+    def watching(self):
+        """Ctrl-C sets ``requested`` inside; KeyboardInterrupt on leaving if it did."""
         self.requested = False
         previous = signal.signal(signal.SIGINT, self._handler)
         try:
-            result = model.fit(*args, **kwargs)
+            yield
         finally:
             signal.signal(signal.SIGINT, previous)
         if self.requested:
             raise KeyboardInterrupt
-        return result
 
 
 def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
@@ -195,102 +203,169 @@ def train(
     """Train (or resume training) and return the final training state.
 
     Args:
-        run: the run directory; checkpoints, logs and the history go under it.
-        build_model: returns a new compiled model (used when there is nothing to resume).
-        train_dataset: epoch -> training batches for that epoch.
-        val_dataset: batches for the validation loss, or None.
-        validate: model -> dict of validation metrics, including ``metric.name``.
+        run: the run directory; checkpoints, logs and the history go under it (on a
+            worker other than the chief: a temporary directory).
+        build_model: returns a new compiled model (used when there is nothing to resume);
+            called under the strategy's scope and ``config.mixed_precision``.
+        train_dataset: epoch -> global training batches for that epoch (the same on
+            every worker of a cluster).
+        val_dataset: global batches for the validation loss, or None.
+        validate: model -> dict of validation metrics, including ``metric.name``; only
+            the chief calls it.
         metric: the metric that selects the best checkpoint and triggers early stopping.
         config: the training section of the experiment config.
         fingerprint: identifies the data, model and ``resumable_config(config)``;
             resuming a run with a different fingerprint is refused so no work is silently
             mixed or lost.
     """
+    strategy, role = distribute.current(config.distribution)
     last_path = run.path("checkpoints", "last.keras")
     best_path = run.path("checkpoints", "best.keras")
     state_path = run.path(STATE_FILE)
-    last_path.parent.mkdir(parents=True, exist_ok=True)
     state = _load_state(state_path)
     if state and state["fingerprint"] != fingerprint:
         raise ConfigError(
             f"{run.root}: holds checkpoints of a different data/model/training config; "
             "use --force to discard them and train from scratch, or another --run-dir"
         )
+    if distribute.broadcast_json(strategy, role, fingerprint) != fingerprint:
+        raise ConfigError(f"{role.description}: the chief prepared other data or has "
+                          "another model/training config; run the same command and config "
+                          "on every worker")
+    last_path.parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    if state and last_path.is_file():
-        log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
-        model = keras.saving.load_model(last_path)
-    else:
-        state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
-                 "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
-                 "stop_reason": None, "history": []}
-        model = build_model()
+    with strategy.scope():
+        if state and last_path.is_file():
+            log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
+            model = keras.saving.load_model(last_path)
+        else:
+            state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
+                     "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
+                     "stop_reason": None, "history": []}
+            with _dtype_policy(config.mixed_precision):
+                model = build_model()
+        # The optimizer's variables must be made under the strategy (keras#19246).
+        model.optimizer.build(model.trainable_variables)
+    # In a cluster the chief's state and weights (a resumed run's) are everyone's.
+    state = distribute.broadcast_json(strategy, role, state)
+    distribute.broadcast_variables(strategy, role, model.variables + model.optimizer.variables)
+    steps = Steps(model, strategy)
     progress, ctrl_c = _Progress(config.epochs, log), _StopOnCtrlC()
-    callbacks = [keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard"))),
-                 progress, ctrl_c]
+    verbose = 1 if sys.stdout.isatty() else 2
+    tensorboard = keras.callbacks.TensorBoard(log_dir=str(run.path("logs", "tensorboard")))
+
+    def callbacks():
+        # A new list per epoch, as per model.fit call: it hands the callbacks the model,
+        # which reopens the TensorBoard writers the last epoch's end closed.
+        return keras.callbacks.CallbackList([tensorboard, progress], model=model,
+                                            verbose=verbose, epochs=config.epochs, steps=None)
     writer = tf.summary.create_file_writer(str(run.path("logs", "tensorboard", "metrics")))
     budget = None if config.max_minutes is None else 60.0 * config.max_minutes
-    verbose = 1 if sys.stdout.isatty() else 2
-    # Bucketed datasets have unknown length, so Keras warns at the end of every epoch.
-    warnings.filterwarnings("ignore", message="Your input ran out of data")
-
-    while True:
-        epoch = state["epoch"]
-        stop = _stop_reason(state, config, budget)
-        if stop:
-            break
-        start = time.time()
-        _seed_random_layers(model, config.seed, epoch)
-        result = _interruptible(
-            lambda: f"after step {progress.seen}", epoch, ctrl_c.fit, model,
-            train_dataset(epoch), validation_data=val_dataset, initial_epoch=epoch,
-            epochs=epoch + 1, callbacks=callbacks, verbose=verbose, shuffle=False,
-        )
-        logs = {k: float(v[-1]) for k, v in result.history.items()}
-        if not all(math.isfinite(v) for v in logs.values()):
-            raise NonFiniteLossError(
-                f"epoch {epoch + 1}: non-finite training values {logs}; the last good "
-                f"checkpoint is {last_path}. Lower training.learning_rate or check the data."
-            )
-        scores = _interruptible(lambda: "during the validation", epoch, validate, model)
-        seconds = time.time() - start  # the budget counts validation too
-        value = float(scores[metric.name])
-        lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
-        entry = {"epoch": epoch + 1, **logs, **scores, "learning_rate": lr,
-                 "epoch_seconds": round(seconds, 1)}
-        with writer.as_default():
-            for k, v in scores.items():
-                tf.summary.scalar(k, v, step=epoch + 1)
-            tf.summary.scalar("learning_rate", lr, step=epoch + 1)
-        state["history"].append(entry)
-        state["train_seconds"] += seconds
-        state["epoch"] = epoch + 1
-        if metric.improved(value, state["best"]):
-            state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
-            _save_model(model, best_path)
-        else:
-            state["bad_epochs"] += 1
-            state["lr_bad_epochs"] += 1
-            if (config.lr_schedule == "plateau" and state["lr_bad_epochs"] >= config.lr_patience
-                    and lr > config.min_learning_rate):
-                new_lr = max(lr * config.lr_decay_factor, config.min_learning_rate)
-                model.optimizer.learning_rate.assign(new_lr)
-                state["lr_bad_epochs"] = 0
-                log(f"[train] {metric.name} stalled: learning rate {lr:.2e} -> {new_lr:.2e}")
-        log(f"[train] epoch {epoch + 1}: " + ", ".join(
-            f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
-        # The checkpoint first, then the state that points at it: an interrupt between
-        # the two only repeats one epoch.
-        _save_model(model, last_path)
-        atomic_write_json(state_path, state)
-        atomic_write_json(run.path("logs", "history.json"), state["history"])
+    try:
+        while True:
+            epoch = state["epoch"]
+            stop = _stop_reason(state, config, budget)
+            if stop:
+                break
+            start = time.time()
+            _seed_random_layers(model, config.seed, epoch)
+            logs = _interruptible(lambda: f"after step {progress.seen}", epoch, _fit_epoch,
+                                  steps, callbacks(), ctrl_c, epoch, train_dataset, val_dataset)
+            if not all(math.isfinite(v) for v in logs.values()):
+                raise NonFiniteLossError(
+                    f"epoch {epoch + 1}: non-finite training values {logs}; the last good "
+                    f"checkpoint is {last_path}. Lower training.learning_rate or check the "
+                    "data."
+                )
+            scores = (_interruptible(lambda: "during the validation", epoch, validate, model)
+                      if role.is_chief else None)
+            scores = distribute.broadcast_json(strategy, role, scores)
+            seconds = time.time() - start  # the budget counts validation too
+            value = float(scores[metric.name])
+            lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+            entry = {"epoch": epoch + 1, **logs, **scores, "learning_rate": lr,
+                     "epoch_seconds": round(seconds, 1)}
+            with writer.as_default():
+                for k, v in scores.items():
+                    tf.summary.scalar(k, v, step=epoch + 1)
+                tf.summary.scalar("learning_rate", lr, step=epoch + 1)
+            state["history"].append(entry)
+            state["train_seconds"] += seconds
+            state["epoch"] = epoch + 1
+            if metric.improved(value, state["best"]):
+                state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
+                _save_model(model, best_path)
+            else:
+                state["bad_epochs"] += 1
+                state["lr_bad_epochs"] += 1
+                if (config.lr_schedule == "plateau"
+                        and state["lr_bad_epochs"] >= config.lr_patience
+                        and lr > config.min_learning_rate):
+                    new_lr = max(lr * config.lr_decay_factor, config.min_learning_rate)
+                    model.optimizer.learning_rate.assign(new_lr)
+                    state["lr_bad_epochs"] = 0
+                    log(f"[train] {metric.name} stalled: learning rate {lr:.2e} -> "
+                        f"{new_lr:.2e}")
+            log(f"[train] epoch {epoch + 1}: " + ", ".join(
+                f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
+            # The checkpoint first, then the state that points at it: an interrupt between
+            # the two only repeats one epoch.
+            _save_model(model, last_path)
+            atomic_write_json(state_path, state)
+            atomic_write_json(run.path("logs", "history.json"), state["history"])
+    except distribute.PEER_ERRORS as e:
+        if role.count == 1:
+            raise
+        kept = (f"the chief's last checkpoint is epoch {state['epoch']}" if state["epoch"]
+                else "no epoch had finished")
+        first_line = (e.message or type(e).__name__).strip().splitlines()[0]
+        raise distribute.ClusterError(
+            f"{role.description}: lost contact with the cluster during epoch "
+            f"{state['epoch'] + 1} ({type(e).__name__}: {first_line}); {kept}; rerun the "
+            "same command on every worker to resume") from None
 
     state["stop_reason"] = stop
     atomic_write_json(state_path, state)
+    if role.count > 1:
+        log(f"[cluster] {role.description}: weights checksum "
+            f"{distribute.weights_checksum(model.variables)} (the same on every worker)")
     log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
         f"at epoch {state['best_epoch']}")
     return state
+
+
+def _fit_epoch(steps: Steps, callbacks, ctrl_c: _StopOnCtrlC, epoch: int, train_dataset,
+               val_dataset) -> dict:
+    """Train one epoch and compute the validation loss, calling the callbacks as
+    ``model.fit(initial_epoch=epoch, epochs=epoch + 1)`` does; Ctrl-C stops after the
+    current step. Returns ``{"loss", "val_loss"}`` (without a validation set: ``loss``)."""
+    with ctrl_c.watching():
+        callbacks.on_train_begin()
+        callbacks.on_epoch_begin(epoch)
+        logs = run_epoch(steps, lambda: train_dataset(epoch), callbacks, training=True,
+                         stop=lambda: ctrl_c.requested)
+        if val_dataset is not None and not ctrl_c.requested:
+            callbacks.on_test_begin()
+            val_logs = run_epoch(steps, lambda: val_dataset, callbacks, training=False,
+                                 stop=lambda: ctrl_c.requested)
+            callbacks.on_test_end(val_logs)
+            logs.update({f"val_{k}": v for k, v in val_logs.items()})
+        if not ctrl_c.requested:
+            callbacks.on_epoch_end(epoch, logs)
+        callbacks.on_train_end(logs)
+    return logs
+
+
+@contextlib.contextmanager
+def _dtype_policy(name: str):
+    """Layers made inside use the Keras dtype policy ``name`` (``none``: float32)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if name == "none" else name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _seed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:

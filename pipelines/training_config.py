@@ -6,6 +6,10 @@ from dataclasses import dataclass
 
 from data_prep.config_checks import ConfigError, at_least, choice, fraction, positive
 
+# training.distribution: pipelines.distribute; training.mixed_precision: Keras dtype policies.
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+
 
 @dataclass
 class TrainingConfig:
@@ -28,16 +32,23 @@ class TrainingConfig:
     batch_tokens: int = 4000  # translation: padded tokens per batch
     batch_size: int = 32  # speech: utterances per batch
     label_smoothing: float = 0.1
+    # Batch sizes above are global (per step), split over the replicas.
+    distribution: str = "none"  # none | mirrored (local GPUs) | multi_worker (TF_CONFIG)
+    mixed_precision: str = "none"  # none | mixed_float16 (with loss scaling) | mixed_bfloat16
+    cluster_timeout_seconds: float = 600.0  # multi_worker: wait this long for all workers
 
     def validate(self, where):
         choice(self.lr_schedule, ("plateau", "constant"), f"{where}.lr_schedule")
+        choice(self.distribution, DISTRIBUTIONS, f"{where}.distribution")
+        choice(self.mixed_precision, MIXED_PRECISION, f"{where}.mixed_precision")
         for name in ("epochs", "batch_tokens", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}: must be at least 1")
         fraction(self.label_smoothing, f"{where}.label_smoothing")
         at_least(self, where, 1, "lr_patience")
         at_least(self, where, 0, "min_learning_rate")
-        positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon")
+        positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon",
+                 "cluster_timeout_seconds")
         if not 0.0 < self.lr_decay_factor <= 1.0:
             raise ConfigError(f"{where}.lr_decay_factor: must be in (0, 1], "
                               f"got {self.lr_decay_factor!r}")

@@ -1,0 +1,88 @@
+"""The trainer's compiled loop (``pipelines.train_steps``) against ``model.fit``: steady-state
+training throughput on one device, same model, same batches, same process.
+
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_loop.py --rounds 3
+
+The model and batches are ``pipelines/configs/translation_demo.yaml``'s (Multi30k De->En,
+the default model; ``--set`` overrides fields). Each round trains a fresh model (same
+seed) with ``model.fit`` and with the trainer's loop, in alternating order, for
+``--warmup`` untimed and ``--steps`` timed steps, and reports real target tokens per
+second (``pipelines.benchmark``'s measure). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import keras
+import tensorflow as tf
+
+from data_prep.text_dataset import make_training_dataset
+from pipelines.benchmark import StepTimer, _batch_tokens, load_translation_data, timed_fit
+from pipelines.config import load_config
+from pipelines.train_steps import Steps, run_epoch
+from pipelines.translation.config import TranslationConfig
+from pipelines.translation.stages import build_model
+
+
+def timed_loop(model, dataset, warmup: int, steps: int) -> float:
+    """``timed_fit`` for the trainer's loop under the default (one-device) strategy."""
+    timer = StepTimer()
+    callbacks = keras.callbacks.CallbackList([timer], model=model)
+    model.optimizer.build(model.trainable_variables)
+    run_epoch(Steps(model, tf.distribute.get_strategy()), lambda: dataset, callbacks,
+              training=True, stop=lambda: len(timer.times) >= warmup + steps)
+    return timer.times[-1] - timer.times[warmup - 1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default="pipelines/configs/translation_demo.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--data-dir")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=30)
+    p.add_argument("--steps", type=int, default=150)
+    args = p.parse_args()
+    cfg = load_config(TranslationConfig, args.config, args.overrides)
+    data = load_translation_data(cfg, None, args.data_dir or os.environ.get("PIPELINES_DATA_DIR"))
+    t = cfg.training
+
+    def dataset():
+        return make_training_dataset(data.train.source, data.train.target, data.source_tok,
+                                     data.target_tok, t.batch_tokens, cfg.data.max_length,
+                                     seed=t.seed).repeat()
+
+    counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
+    tokens = sum(c[0] for c in counts[args.warmup:])
+    results = {"fit": [], "loop": []}
+    for round_ in range(args.rounds):
+        for name in (("fit", "loop") if round_ % 2 == 0 else ("loop", "fit")):
+            keras.utils.set_random_seed(t.seed)
+            model = build_model(cfg, data.source_tok, data.target_tok)
+            start = time.perf_counter()
+            if name == "fit":
+                seconds = timed_fit(model, dataset(), args.warmup, args.steps, shuffle=False)
+            else:
+                seconds = timed_loop(model, dataset(), args.warmup, args.steps)
+            results[name].append(round(tokens / seconds, 1))
+            print(f"round {round_ + 1} {name}: {tokens / seconds:.0f} target tokens/s "
+                  f"({time.perf_counter() - start:.0f} s with warm-up)", flush=True)
+    print(json.dumps({
+        "config": args.config, "overrides": args.overrides, "warmup": args.warmup,
+        "steps": args.steps, "timed_target_tokens": tokens,
+        "target_tokens_per_second": results,
+        "median": {k: statistics.median(v) for k, v in results.items()},
+        "machine": f"{platform.processor() or platform.machine()}, "
+                   f"{len(tf.config.list_logical_devices('CPU'))} TF CPU device(s)",
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
