@@ -41,11 +41,9 @@ class TrainingConfig:
         choice(self.lr_schedule, ("plateau", "constant"), f"{where}.lr_schedule")
         choice(self.distribution, DISTRIBUTIONS, f"{where}.distribution")
         choice(self.mixed_precision, MIXED_PRECISION, f"{where}.mixed_precision")
-        for name in ("epochs", "batch_tokens", "batch_size", "patience"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}: must be at least 1")
         fraction(self.label_smoothing, f"{where}.label_smoothing")
-        at_least(self, where, 1, "lr_patience")
+        at_least(self, where, 1, "epochs", "batch_tokens", "batch_size", "patience",
+                 "lr_patience")
         at_least(self, where, 0, "min_learning_rate")
         positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon",
                  "cluster_timeout_seconds")

@@ -72,9 +72,7 @@ class DecodingConfig:
 
     def validate(self, where):
         choice(self.strategy, STRATEGIES, f"{where}.strategy")
-        for name in ("beam_width", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{where}.{name}: must be at least 1")
+        at_least(self, where, 1, "beam_width", "batch_size")
 
 
 @dataclass
