@@ -164,6 +164,12 @@ class AttentionDecoder(keras.layers.Layer):
 
     def call(self, target_in, memory, memory_mask, final, training=False):
         """Teacher-forced logits [B, T, V] for decoder inputs [B, T] (BOS + target)."""
+        return self.logits(self.attentional_vectors(target_in, memory, memory_mask, final,
+                                                    training=training))
+
+    def attentional_vectors(self, target_in, memory, memory_mask, final, training=False):
+        """Teacher-forced attentional vectors [B, T, attentional_dim] (dropout applied in
+        training): ``call`` without the projection to the vocabulary."""
         keys = self.attention.precompute_keys(memory)
         states, attentional = self.initial_state(final)
         x = self.drop(self.embedding(target_in), training=training)
@@ -174,7 +180,7 @@ class AttentionDecoder(keras.layers.Layer):
             for rnn, layer_states in zip(self.rnns, states):
                 x = rnn(x, initial_state=layer_states, training=training)
             attentional, _ = self._attend(x, memory, keys, memory_mask)
-        return self.logits(self.drop(attentional, training=training))
+        return self.drop(attentional, training=training)
 
     def _scan_with_feeding(self, x, states, attentional, memory, keys, memory_mask, training):
         def body(carry, x_t):

@@ -118,15 +118,19 @@ class CTCRecognizer(keras.Model):
         return self.output_layer(self.drop(x, training=training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        total, count = self.loss_sum_and_count(x, y, y_pred)
+        total, count = self._ctc_sum_and_count(x, y, y_pred)
         total = total / ops.maximum(count, 1.0)
         if self.losses:  # layer-added losses, as keras.Model.compute_loss would add them
             total = total + ops.sum(self.losses)
         return total
 
-    def loss_sum_and_count(self, x, y, y_pred):
-        """The CTC loss summed over the utterances of a batch, and their number (float32):
-        the loss is a mean per utterance, also over a batch split across replicas."""
+    def loss_sum_and_count(self, x, y, training=False):
+        """The CTC loss summed over the utterances of a batch, and their number (float32),
+        for the trainer: the loss is a mean per utterance, also over a batch split across
+        replicas."""
+        return self._ctc_sum_and_count(x, y, self(x, training=training))
+
+    def _ctc_sum_and_count(self, x, y, y_pred):
         labels = ops.cast(y, "int32")
         # Labels are padded with -1; ctc_loss reads only the first label_length of each row.
         label_lengths = ops.sum(ops.cast(labels >= 0, "int32"), axis=-1)

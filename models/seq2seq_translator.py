@@ -7,6 +7,7 @@ from dataclasses import asdict
 import keras
 from keras import ops
 
+from data_prep.special_ids import PAD_ID
 from models.attention_decoder import AttentionDecoder
 from models.config import Seq2SeqConfig
 from models.rnn_encoder import RNNEncoder
@@ -55,6 +56,24 @@ class Seq2SeqTranslator(keras.Model):
     def call(self, inputs, training=False):
         memory, mask, final = self.encoder(inputs["source"], training=training)
         return self.decoder(inputs["target_in"], memory, mask, final, training=training)
+
+    def loss_sum_and_count(self, x, y, training=False):
+        """The compiled token loss (``MaskedLabelSmoothingLoss``) summed over the real
+        target tokens of a batch, and their number, for the trainer.
+
+        Same value as the loss of ``call``'s logits, but only real tokens are projected to
+        the vocabulary: the projection is about 60% of the model's FLOPs (8000 x 512 per
+        token against ~5 MFLOP for everything else) and padding 10-15% of a bucketed batch.
+        """
+        memory, mask, final = self.encoder(x["source"], training=training)
+        attentional = self.decoder.attentional_vectors(x["target_in"], memory, mask, final,
+                                                       training=training)
+        labels = ops.reshape(ops.cast(y, "int32"), (-1,))
+        # Row indices of the real tokens in the flattened [B * T] batch.
+        real = ops.nonzero(ops.not_equal(labels, PAD_ID))[0]
+        attentional = ops.take(
+            ops.reshape(attentional, (-1, ops.shape(attentional)[-1])), real, axis=0)
+        return self.loss.sum_and_count(ops.take(labels, real), self.decoder.logits(attentional))
 
     def encode(self, source):
         """Inference-time encoding: ``(memory, keys, mask, states, attentional)``."""

@@ -16,7 +16,8 @@ results are printed as a table and written as JSON (``--out``). The parts
     per second over ``--train-steps`` steps after ``--warmup-steps`` warm-up steps
     (tracing excluded, no validation). "ours": the config's model from
     ``pipelines.translation.stages.build_model`` on the token-bucketed batches of
-    ``make_training_dataset``, trained with ``model.fit``. "reference": the textbook Keras
+    ``make_training_dataset``, trained with the trainer's own compiled loop
+    (``pipelines.train_steps``, as ``train`` runs it). "reference": the textbook Keras
     recipe (the TensorFlow "NMT with attention" tutorial: embeddings, bidirectional GRU
     encoder, GRU decoder, one-head ``MultiHeadAttention`` over the decoder outputs,
     ``Dense`` to the vocabulary) with as many parameters as ours, on the same subword
@@ -75,6 +76,7 @@ from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import bleu_chrf  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402
+from pipelines.train_steps import Steps, run_epoch  # noqa: E402
 from pipelines.translation.config import SPLITS, TranslationConfig  # noqa: E402
 from pipelines.translation.data import (  # noqa: E402
     drop_long,
@@ -271,6 +273,29 @@ class StepTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
+def trainer_pass(model, make_dataset, limit: int | None = None) -> list[float]:
+    """Train ``model`` with the trainer's own compiled loop (``pipelines.train_steps``, as
+    ``train`` runs it on one device) over ``make_dataset()``, or its first ``limit``
+    steps; the wall-clock time at the end of every step."""
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        model.optimizer.build(model.trainable_variables)
+    timer = StepTimer()
+    run_epoch(Steps(model, strategy), make_dataset,
+              keras.callbacks.CallbackList([timer], model=model), training=True,
+              stop=lambda: limit is not None and len(timer.times) >= limit)
+    return timer.times
+
+
+def timed_loop(model, make_dataset, warmup: int, steps: int) -> float:
+    """Train ``warmup + steps`` steps with the trainer's loop; seconds taken by the last
+    ``steps``."""
+    times = trainer_pass(model, make_dataset, warmup + steps)
+    if len(times) != warmup + steps:
+        raise RuntimeError(f"expected {warmup + steps} training steps, got {len(times)}")
+    return times[-1] - times[warmup - 1]
+
+
 def timed_fit(model, x, warmup: int, steps: int, y=None, **fit_kwargs) -> float:
     """Train ``warmup + steps`` steps with ``model.fit``; seconds taken by the last ``steps``."""
     timer = StepTimer()
@@ -308,7 +333,7 @@ def train_ours(data: TranslationData, warmup: int, steps: int) -> tuple[dict, ke
 
     # The same seed gives the same batches: count the tokens of the timed ones.
     counts = [_batch_tokens(y) for _, y in dataset().take(warmup + steps)][warmup:]
-    seconds = timed_fit(model, dataset(), warmup, steps, shuffle=False)
+    seconds = timed_loop(model, dataset, warmup, steps)
     tokens, padded, sentences = (sum(c[i] for c in counts) for i in range(3))
     result = {**throughput(tokens, padded, sentences, seconds, steps),
               "parameters": model.count_params(), "batch_tokens": t.batch_tokens}
@@ -469,9 +494,9 @@ def train_epoch(data: TranslationData, params: int) -> dict:
     keras.utils.set_random_seed(t.seed)
     model = build_model(cfg, data.source_tok, data.target_tok)
     start = time.perf_counter()
-    model.fit(make_training_dataset(data.train.source, data.train.target, data.source_tok,
-                                    data.target_tok, t.batch_tokens, cfg.data.max_length,
-                                    seed=t.seed), epochs=1, verbose=0, shuffle=False)
+    trainer_pass(model, lambda: make_training_dataset(
+        data.train.source, data.train.target, data.source_tok, data.target_tok,
+        t.batch_tokens, cfg.data.max_length, seed=t.seed))
     seconds = time.perf_counter() - start
     hyps = translate_texts(model, data.source_tok, data.target_tok, data.val.source,
                                        cfg.decoding, 1, progress=False)
@@ -662,7 +687,7 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
 
         counts = [(int(np.sum(x["feature_lengths"])), int(np.prod(x["features"].shape[:2])),
                    int(x["features"].shape[0])) for x, _ in dataset().take(warmup + steps)][warmup:]
-        seconds = timed_fit(model, dataset(), warmup, steps, shuffle=False)
+        seconds = timed_loop(model, dataset, warmup, steps)
         frames, padded, utts = (sum(c[i] for c in counts) for i in range(3))
         hop = cfg.features.hop_ms / 1000
         result["train"] = {

@@ -8,9 +8,10 @@ any strategy Keras clips each replica's gradients before summing them over repli
 the gradients over all replicas itself, and the optimizer clips and applies the global
 gradient.
 
-Loss: a model or its compiled loss may expose the loss of a batch as a sum over its
-units (real target tokens, utterances) and their count, ``(sum, count)``; any other
-compiled loss is taken as a mean over the batch rows. Each replica weights the mean loss
+Loss: a model may compute the loss of a batch itself as a sum over its units (real
+target tokens, utterances) and their count, ``model.loss_sum_and_count(x, y, training)``
+-> ``(sum, count)``; any other model's compiled loss is taken as a mean over the batch
+rows. Each replica weights the mean loss
 (and gradient) of its share of the global batch by its share of the global batch's units,
 so the replicas' gradients add up to the gradient one device computes for the whole
 batch, the loss averaged over its real tokens or utterances.
@@ -82,14 +83,12 @@ class Steps:
         """``(mean, count)``: the loss of this replica's share of the batch, averaged over
         its units (real tokens, utterances, rows), and their number."""
         model = self.model
-        y_pred = model(x, training=training)
         if hasattr(model, "loss_sum_and_count"):
-            total, count = model.loss_sum_and_count(x, y, y_pred)
-        elif hasattr(model.loss, "sum_and_count"):
-            total, count = model.loss.sum_and_count(y, y_pred)
+            total, count = model.loss_sum_and_count(x, y, training=training)
         else:
             # A mean over rows (layer losses included), which Keras divides by the
             # number of replicas under a strategy.
+            y_pred = model(x, training=training)
             return model.compute_loss(x, y, y_pred, training=training) * self.replicas, _rows(x)
         mean = total / tf.maximum(tf.cast(count, tf.float32), 1.0)
         if model.losses:  # layer losses (regularizers): once per batch

@@ -3,6 +3,7 @@ import itertools
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from models.attention import SCORES, Attention
@@ -219,3 +220,29 @@ def test_models_saved_before_the_output_and_init_options_load_as_they_were():
     inputs = batch()
     np.testing.assert_allclose(ops.convert_to_numpy(old(inputs)),
                                ops.convert_to_numpy(model(inputs)), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(cell="lstm", input_feeding=True, tie_embeddings=True)])
+def test_training_loss_projects_only_real_tokens_with_the_same_value_and_gradient(variant):
+    """``loss_sum_and_count`` (what the trainer minimizes) skips the projection of padded
+    positions; its sum, count and gradient are those of the compiled loss on ``call``'s
+    logits."""
+    model = tiny(dropout=0.0, **variant)
+    model.compile(optimizer="adam", loss=MaskedLabelSmoothingLoss(0.1))
+    inputs = batch()
+    labels = np.concatenate([inputs["target_in"][:, 1:], np.zeros((3, 1), "int32")], axis=1)
+    assert (labels == 0).any() and (labels != 0).any()
+    variables = model.trainable_variables
+
+    def gradients(loss_fn):
+        with tf.GradientTape() as tape:
+            total, count = loss_fn()
+        return float(total), float(count), [tf.convert_to_tensor(g) for g in
+                                            tape.gradient(total, variables)]
+
+    fast = gradients(lambda: model.loss_sum_and_count(inputs, labels, training=True))
+    full = gradients(lambda: model.loss.sum_and_count(labels, model(inputs, training=True)))
+    assert fast[1] == full[1] == (labels != 0).sum()
+    np.testing.assert_allclose(fast[0], full[0], rtol=1e-5)
+    for a, b in zip(fast[2], full[2], strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
