@@ -103,6 +103,11 @@ def decode_lines(raw: bytes, name, first: int = 1) -> list[str]:
 def read_lines(path: str | os.PathLike) -> list[str]:
     """Lines of a UTF-8 text file (optionally gzip-compressed), unstripped, split as
     ``decode_lines`` splits them."""
+    return list(iter_lines(path))
+
+
+def iter_lines(path: str | os.PathLike):
+    """``read_lines``, streamed: one line at a time, never the whole file in memory."""
     path = Path(path)
     if path.is_dir():
         raise CorpusError(f"{path}: is a directory, not a text file")
@@ -110,4 +115,6 @@ def read_lines(path: str | os.PathLike) -> list[str]:
         raise CorpusError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
-        return decode_lines(f.read(), path)
+        # Binary files iterate at b"\n" only, as decode_lines splits.
+        for number, raw in enumerate(f, start=1):
+            yield from decode_lines(raw, path, number)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.file_io import CorpusError, read_lines
+from data_prep.file_io import CorpusError, iter_lines
 
-__all__ = ["CorpusError", "ParallelCorpus", "drop_empty", "read_parallel", "read_tsv"]
+__all__ = ["CorpusError", "ParallelCorpus", "drop_empty", "iter_parallel", "iter_tsv",
+           "read_parallel", "read_tsv"]
 
 
 @dataclass
@@ -24,23 +25,51 @@ class ParallelCorpus:
     def __len__(self) -> int:
         return len(self.source)
 
+    @classmethod
+    def from_pairs(cls, pairs) -> ParallelCorpus:
+        """The corpus of an iterable of ``(source, target)`` pairs."""
+        corpus = cls([], [])
+        for s, t in pairs:
+            corpus.source.append(s)
+            corpus.target.append(t)
+        return corpus
+
 
 def read_parallel(source_path, target_path) -> ParallelCorpus:
     """Read two aligned files; their line counts must match."""
-    source = [line.strip() for line in read_lines(source_path)]
-    target = [line.strip() for line in read_lines(target_path)]
-    if len(source) != len(target):
-        raise CorpusError(
-            f"line counts differ: {source_path} has {len(source)} lines, "
-            f"{target_path} has {len(target)} lines"
-        )
-    return ParallelCorpus(source, target)
+    return ParallelCorpus.from_pairs(iter_parallel(source_path, target_path))
+
+
+def iter_parallel(source_path, target_path):
+    """``(source, target)`` pairs of two aligned files, stripped, streamed; the files'
+    line counts must match (checked when the shorter one ends)."""
+    source, target = iter_lines(source_path), iter_lines(target_path)
+    count = 0
+    for s in source:
+        t = next(target, None)
+        if t is None:
+            raise _count_mismatch(source_path, count + 1 + sum(1 for _ in source),
+                                  target_path, count)
+        count += 1
+        yield s.strip(), t.strip()
+    rest = sum(1 for _ in target)
+    if rest:
+        raise _count_mismatch(source_path, count, target_path, count + rest)
+
+
+def _count_mismatch(source_path, source_lines, target_path, target_lines) -> CorpusError:
+    return CorpusError(f"line counts differ: {source_path} has {source_lines} lines, "
+                       f"{target_path} has {target_lines} lines")
 
 
 def read_tsv(path) -> ParallelCorpus:
     """Read ``source<TAB>target`` lines; every line must have exactly one tab."""
-    source, target = [], []
-    for number, line in enumerate(read_lines(path), start=1):
+    return ParallelCorpus.from_pairs(iter_tsv(path))
+
+
+def iter_tsv(path):
+    """``(source, target)`` pairs of a ``source<TAB>target`` file, stripped, streamed."""
+    for number, line in enumerate(iter_lines(path), start=1):
         # A blank line is an empty pair (dropped and counted later), not a malformed one.
         parts = line.split("\t") if line.strip() else ["", ""]
         if len(parts) != 2:
@@ -48,9 +77,7 @@ def read_tsv(path) -> ParallelCorpus:
                 f"{path}:{number}: expected 2 tab-separated fields (source, target), "
                 f"found {len(parts)}"
             )
-        source.append(parts[0].strip())
-        target.append(parts[1].strip())
-    return ParallelCorpus(source, target)
+        yield parts[0].strip(), parts[1].strip()
 
 
 def drop_empty(corpus: ParallelCorpus) -> ParallelCorpus:

@@ -8,6 +8,7 @@ pipelines and exported graphs, with no Python in the loop.
 from __future__ import annotations
 
 import io
+import random
 import re
 from pathlib import Path
 
@@ -23,6 +24,27 @@ __all__ = ["BOS_ID", "EOS_ID", "PAD_ID", "UNK_ID", "SubwordTokenizer", "Tokenize
 
 class TokenizerError(ValueError):
     """The tokenizer cannot be trained with these settings on this text."""
+
+
+def reservoir_sample(items, k: int, seed: int = 0) -> list:
+    """A uniform random sample of at most ``k`` of ``items`` in one streamed pass
+    (Vitter's algorithm R), holding only the sample; every item, in order, if there are
+    at most ``k``.
+
+    Not SentencePiece's own ``input_sentence_size`` sampling: it reorders even a corpus
+    smaller than the sample, which changes the trained model (measured on Multi30k), so
+    every small-corpus result would change with it.
+    """
+    rng = random.Random(seed)
+    sample = []
+    for seen, item in enumerate(items):
+        if seen < k:
+            sample.append(item)
+        else:
+            slot = rng.randrange(seen + 1)
+            if slot < k:
+                sample[slot] = item
+    return sample
 
 
 def train_sentencepiece(

@@ -1,8 +1,10 @@
 """``tf.data`` input pipelines for translation.
 
-Sentences are tokenized in the graph (tensorflow-text SentencePiece), grouped into
-length buckets and batched by *token count*, so a batch of short sentences holds many
-of them and padding stays small (the ``batch_type: tokens`` of OpenNMT/JoeyNMT).
+Training pairs come tokenized from TFRecord shards (``data_prep.pair_shards``), or as
+sentences in memory tokenized in the graph (tensorflow-text SentencePiece); either way
+they are grouped into length buckets and batched by *token count*, so a batch of short
+sentences holds many of them and padding stays small (the ``batch_type: tokens`` of
+OpenNMT/JoeyNMT).
 """
 
 from __future__ import annotations
@@ -23,12 +25,7 @@ def bucket_boundaries(max_length: int, width: int = 4) -> list[int]:
 
 def _tokenize_pairs(dataset, source_tok: SubwordTokenizer, target_tok: SubwordTokenizer):
     def tokenize(src, tgt):
-        src_ids = source_tok.tokenize(src)
-        tgt_ids = target_tok.tokenize(tgt)
-        eos = tf.fill([src_ids.nrows(), 1], EOS_ID)
-        bos = tf.fill([tgt_ids.nrows(), 1], BOS_ID)
-        # Source ends with EOS; target gets BOS for the decoder input and EOS as the last label.
-        return tf.concat([src_ids, eos], axis=1), tf.concat([bos, tgt_ids, eos], axis=1)
+        return source_tok.tokenize(src), target_tok.tokenize(tgt)
 
     def dense(src, tgt):
         # Unbatched rows of a ragged batch are rank-1 "ragged" tensors with no ragged
@@ -38,8 +35,41 @@ def _tokenize_pairs(dataset, source_tok: SubwordTokenizer, target_tok: SubwordTo
     return dataset.batch(TOKENIZE_CHUNK).map(tokenize).unbatch().map(dense)
 
 
+def _with_eos_and_bos(src, tgt):
+    # Source ends with EOS; target gets BOS for the decoder input and EOS as the last label.
+    return (tf.concat([src, [EOS_ID]], axis=0), tf.concat([[BOS_ID], tgt, [EOS_ID]], axis=0))
+
+
 def _to_model_inputs(src, tgt):
     return {"source": src, "target_in": tgt[:, :-1]}, tgt[:, 1:]
+
+
+def batch_by_tokens(pairs: tf.data.Dataset, max_tokens: int, max_length: int,
+                    seed: int | None = None, shuffle: bool = True) -> tf.data.Dataset:
+    """Batches ``({"source", "target_in"}, target_out)`` of about ``max_tokens`` tokens
+    from a dataset of ``(source ids, target ids)`` pairs (no BOS/EOS yet).
+
+    Args:
+        pairs: int32 id sequences, in the order to batch them.
+        max_tokens: padded tokens per batch (batch size x longest sequence in the bucket).
+        max_length: longest sequence (in subwords, without BOS/EOS) the buckets must cover.
+        seed: batch shuffle seed; the same seed gives the same batches in the same order.
+        shuffle: shuffle the batches (training); off for validation.
+    """
+    boundaries = bucket_boundaries(max_length + 2)
+    batch_sizes = [max(1, max_tokens // (b - 1)) for b in boundaries]
+    batch_sizes.append(max(1, max_tokens // (boundaries[-1] + 8)))
+    dataset = pairs.map(_with_eos_and_bos).bucket_by_sequence_length(
+        element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
+        bucket_boundaries=boundaries,
+        bucket_batch_sizes=batch_sizes,
+        padding_values=(PAD_ID, PAD_ID),
+    )
+    if shuffle:
+        # Buckets fill at different rates; shuffling whole batches removes the resulting
+        # short-to-long drift within an epoch.
+        dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=False)
+    return dataset.map(_to_model_inputs).prefetch(tf.data.AUTOTUNE)
 
 
 def make_training_dataset(
@@ -52,34 +82,19 @@ def make_training_dataset(
     seed: int | None = None,
     shuffle: bool = True,
 ) -> tf.data.Dataset:
-    """Batches ``({"source", "target_in"}, target_out)`` of about ``max_tokens`` tokens.
+    """``batch_by_tokens`` of sentence pairs held in memory, tokenized in the graph.
 
     Args:
         source, target: aligned sentences (already filtered to ``max_length`` tokens).
         source_tok, target_tok: the SentencePiece tokenizers.
-        max_tokens: padded tokens per batch (batch size x longest sequence in the bucket).
-        max_length: longest sequence (in subwords, with BOS/EOS) the buckets must cover.
-        seed: shuffle seed; the same seed gives the same batches in the same order.
-        shuffle: shuffle examples and batches (training); off for validation.
+        max_tokens, max_length, seed, shuffle: as for ``batch_by_tokens``; ``shuffle``
+            also shuffles the pairs (all of them).
     """
     dataset = tf.data.Dataset.from_tensor_slices((source, target))
     if shuffle:
         dataset = dataset.shuffle(len(source), seed=seed, reshuffle_each_iteration=False)
-    dataset = _tokenize_pairs(dataset, source_tok, target_tok)
-    boundaries = bucket_boundaries(max_length + 2)
-    batch_sizes = [max(1, max_tokens // (b - 1)) for b in boundaries]
-    batch_sizes.append(max(1, max_tokens // (boundaries[-1] + 8)))
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda s, t: tf.maximum(tf.shape(s)[0], tf.shape(t)[0]),
-        bucket_boundaries=boundaries,
-        bucket_batch_sizes=batch_sizes,
-        padding_values=(PAD_ID, PAD_ID),
-    )
-    if shuffle:
-        # Buckets fill at different rates; shuffling whole batches removes the resulting
-        # short-to-long drift within an epoch.
-        dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=False)
-    return dataset.map(_to_model_inputs).prefetch(tf.data.AUTOTUNE)
+    return batch_by_tokens(_tokenize_pairs(dataset, source_tok, target_tok), max_tokens,
+                           max_length, seed, shuffle)
 
 
 def make_source_batches(

@@ -16,15 +16,15 @@ results are printed as a table and written as JSON (``--out``). The parts
     per second over ``--train-steps`` steps after ``--warmup-steps`` warm-up steps
     (tracing excluded, no validation). "ours": the config's model from
     ``pipelines.translation.stages.build_model`` on the token-bucketed batches of
-    ``make_training_dataset``, trained with the trainer's own compiled loop
-    (``pipelines.train_steps``, as ``train`` runs it). "reference": the textbook Keras
-    recipe (the TensorFlow "NMT with attention" tutorial: embeddings, bidirectional GRU
-    encoder, GRU decoder, one-head ``MultiHeadAttention`` over the decoder outputs,
-    ``Dense`` to the vocabulary) with as many parameters as ours, on the same subword
-    data, every sentence padded to one fixed length, batches of 64 sentences,
-    ``model.fit`` on NumPy arrays with a masked sparse cross-entropy. Our throughput is
-    also given in model FLOP/s (``flops_per_target_token``) as a fraction of the matmul
-    peak.
+    ``batch_by_tokens`` from TFRecord shards, trained with the trainer's own compiled
+    loop (``pipelines.train_steps``): the input pipeline and loop of ``train``.
+    "reference": the textbook Keras recipe (the TensorFlow "NMT with attention"
+    tutorial: embeddings, bidirectional GRU encoder, GRU decoder, one-head
+    ``MultiHeadAttention`` over the decoder outputs, ``Dense`` to the vocabulary) with
+    as many parameters as ours, on the same subword data, every sentence padded to one
+    fixed length, batches of 64 sentences, ``model.fit`` on NumPy arrays with a masked
+    sparse cross-entropy. Our throughput is also given in model FLOP/s
+    (``flops_per_target_token``) as a fraction of the matmul peak.
 ``train_epoch`` (optional, long)
     One full training epoch of each model from scratch, then validation BLEU (greedy;
     ours through ``translate_texts``, the reference through its own batched greedy loop).
@@ -67,10 +67,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
+from data_prep.pair_shards import pair_dataset, verified_shards, write_pair_shards  # noqa: E402
 from data_prep.parallel_corpus import ParallelCorpus, drop_empty  # noqa: E402
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
-from data_prep.subword_tokenizer import train_sentencepiece  # noqa: E402
-from data_prep.text_dataset import make_source_batches, make_training_dataset  # noqa: E402
+from data_prep.text_dataset import batch_by_tokens, make_source_batches  # noqa: E402
 from models.decoding import Translator, max_output_length  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -82,7 +82,9 @@ from pipelines.translation.data import (  # noqa: E402
     drop_long,
     load_split,
     load_tokenizers,
+    tokenized_pairs,
     tokenizer_pair,
+    train_tokenizers,
 )
 from pipelines.translation.inference import translate_texts  # noqa: E402
 from pipelines.translation.stages import build_model  # noqa: E402
@@ -236,16 +238,8 @@ def load_translation_data(cfg, run_dir, data_dir) -> TranslationData:
         source_tok, target_tok = load_tokenizers(run)
         origin = str(run.path("tokenizer"))
     else:
-        t = cfg.tokenizer
-        if t.joint:
-            proto = train_sentencepiece(train.source + train.target, t.vocab_size, t.model_type,
-                                        t.character_coverage)
-            protos = (proto, proto)
-        else:
-            protos = tuple(train_sentencepiece(getattr(train, side), t.vocab_size, t.model_type,
-                                               t.character_coverage)
-                           for side in ("source", "target"))
-        source_tok, target_tok = tokenizer_pair(*protos)
+        protos = train_tokenizers(cfg.tokenizer, train.source, train.target)
+        source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
         origin = "trained here on the training split"
     train = drop_long(train, source_tok, target_tok, cfg.data.max_length)
     return TranslationData(cfg, source_tok, target_tok, origin, train, corpora["val"],
@@ -320,16 +314,32 @@ def _batch_tokens(labels) -> tuple[int, int, int]:
     return int((labels != PAD_ID).sum()), labels.size, labels.shape[0]
 
 
-def train_ours(data: TranslationData, warmup: int, steps: int) -> tuple[dict, keras.Model]:
+def training_shards(data: TranslationData, directory) -> list[Path]:
+    """The training pairs in TFRecord shards under ``directory``, as ``prepare`` writes
+    them for ``train``."""
+    pairs = tokenized_pairs(zip(data.train.source, data.train.target), data.source_tok,
+                            data.target_tok, data.cfg.data.max_length, {"count": 0})
+    write_pair_shards(pairs, directory, "train", data.cfg.data.shard_pairs)
+    return verified_shards(directory, "train")
+
+
+def training_batches(data: TranslationData, shards: list[Path], seed: int) -> tf.data.Dataset:
+    """One epoch of training batches, exactly as the ``train`` stage makes them."""
+    cfg = data.cfg
+    return batch_by_tokens(pair_dataset(shards, seed, True, cfg.data.shuffle_buffer),
+                           cfg.training.batch_tokens, cfg.data.max_length, seed=seed)
+
+
+def train_ours(data: TranslationData, warmup: int, steps: int, workdir
+               ) -> tuple[dict, keras.Model]:
     """Steady-state training throughput of the config's model on our bucketed batches."""
     cfg, t = data.cfg, data.cfg.training
     keras.utils.set_random_seed(t.seed)
     model = build_model(cfg, data.source_tok, data.target_tok)
+    shards = training_shards(data, workdir)
 
     def dataset():
-        return make_training_dataset(data.train.source, data.train.target, data.source_tok,
-                                     data.target_tok, t.batch_tokens, cfg.data.max_length,
-                                     seed=t.seed).repeat()
+        return training_batches(data, shards, t.seed).repeat()
 
     # The same seed gives the same batches: count the tokens of the timed ones.
     counts = [_batch_tokens(y) for _, y in dataset().take(warmup + steps)][warmup:]
@@ -486,7 +496,7 @@ def reference_greedy(model: ReferenceTranslator, source_ids: list[list[int]], ma
     return outputs
 
 
-def train_epoch(data: TranslationData, params: int) -> dict:
+def train_epoch(data: TranslationData, params: int, workdir) -> dict:
     """One epoch from scratch for both models, then greedy validation BLEU."""
     cfg, t = data.cfg, data.cfg.training
     val_src, _ = encode_pairs(data, data.val)
@@ -494,9 +504,8 @@ def train_epoch(data: TranslationData, params: int) -> dict:
     keras.utils.set_random_seed(t.seed)
     model = build_model(cfg, data.source_tok, data.target_tok)
     start = time.perf_counter()
-    trainer_pass(model, lambda: make_training_dataset(
-        data.train.source, data.train.target, data.source_tok, data.target_tok,
-        t.batch_tokens, cfg.data.max_length, seed=t.seed))
+    shards = training_shards(data, workdir)
+    trainer_pass(model, lambda: training_batches(data, shards, t.seed))
     seconds = time.perf_counter() - start
     hyps = translate_texts(model, data.source_tok, data.target_tok, data.val.source,
                                        cfg.decoding, 1, progress=False)
@@ -873,7 +882,8 @@ def run(args) -> dict:
                             "flops_per_target_token": flops_per_target_token(model_cfg, stats)}
         lap("translation_data")
         if "train" in args.parts:
-            ours, _ = train_ours(data, args.warmup_steps, args.train_steps)
+            with tempfile.TemporaryDirectory() as shards:
+                ours, _ = train_ours(data, args.warmup_steps, args.train_steps, shards)
             reference = train_reference(data, params, args.warmup_steps, args.train_steps)
             flops = results["model"]["flops_per_target_token"]["training"]
             ours["model_gflops"] = round(ours["target_tokens_per_second"] * flops / 1e9, 2)
@@ -886,7 +896,8 @@ def run(args) -> dict:
                                  / reference["target_tokens_per_second"], 2)}
             lap("train")
         if "train_epoch" in args.parts:
-            results["train_epoch"] = train_epoch(data, params)
+            with tempfile.TemporaryDirectory() as shards:
+                results["train_epoch"] = train_epoch(data, params, shards)
             lap("train_epoch")
         if "decode" in args.parts:
             model, model_from = load_decode_model(data, args.run_dir)

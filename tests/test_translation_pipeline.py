@@ -7,6 +7,7 @@ import keras
 import pytest
 
 from data_prep.multi30k import load_multi30k
+from data_prep.pair_shards import pair_dataset, verified_shards
 from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
 from data_prep.text_dataset import make_training_dataset
 from pipelines import translation
@@ -17,7 +18,7 @@ from pipelines.translation.config import TranslationConfig
 from pipelines.translation.data import load_tokenizers
 from pipelines.translation.inference import translate_texts
 from pipelines.translation.stages import build_model
-from tests.helpers import saved_model_client
+from tests.helpers import TOY_PAIRS, saved_model_client
 
 SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "translation_smoke.yaml"
 
@@ -162,7 +163,7 @@ def test_prepare_separate_vocabularies_and_dropped_pairs(toy_corpus, tmp_path):
                "--set", f"data.paths={json.dumps(toy_corpus)}", "--set", "tokenizer.joint=false",
                "--set", "tokenizer.vocab_size=60", "--set", "data.max_length=40") == 0
     report = json.loads((run_dir / "data" / "report.json").read_text())
-    assert report["train"] == {"pairs": 8, "dropped": {"empty": 1, "too_long": 1}}
+    assert report["train"] == {"pairs": 8, "dropped": {"empty": 1, "too_long": 1}, "shards": 1}
     assert (run_dir / "tokenizer" / "source.model").read_bytes() != \
         (run_dir / "tokenizer" / "target.model").read_bytes()
 
@@ -269,3 +270,40 @@ def test_changing_a_training_field_translation_ignores_keeps_the_run(toy_transla
     assert run("train", *args, "--set", "training.batch_size=7", "--set", "training.epochs=2") == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
 
+
+
+def test_prepare_streams_training_pairs_into_shards_and_samples_for_the_tokenizer(
+        toy_corpus, tmp_path):
+    # 3 pairs per shard: the 8 toy pairs span 3 shards, and train reads back all of them;
+    # SentencePiece trained on a 4-pair sample knows fewer pieces than on all 8.
+    args = toy_prepare_args(toy_corpus, tmp_path / "run") + ["--set", "data.shard_pairs=3"]
+    assert run("prepare", *args) == 0
+    report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    assert len(TOY_PAIRS) == 8
+    assert report["train"]["shards"] == 3 and report["train"]["pairs"] == 8
+    shards = verified_shards(tmp_path / "run" / "data", "train")
+    read = [tuple(x.numpy().tolist() for x in pair)
+            for pair in pair_dataset(shards, seed=0, shuffle=False, shuffle_buffer=1)]
+    tok, _ = load_tokenizers(RunDir(tmp_path / "run"))
+    # (interleaved from the shards: compared as sets)
+    assert sorted(read) == sorted((tok.encode([s])[0], tok.encode([t])[0]) for s, t in TOY_PAIRS)
+
+    sampled = toy_prepare_args(toy_corpus, tmp_path / "sampled") + [
+        "--set", "tokenizer.sample_pairs=4"]
+    assert run("prepare", *sampled) == 0
+    small, _ = load_tokenizers(RunDir(tmp_path / "sampled"))
+    assert small.vocab_size < tok.vocab_size
+
+
+def test_corrupt_training_shard_is_an_error_naming_it(toy_translation_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(Path(toy_translation_run[toy_translation_run.index("--run-dir") + 1]),
+                    run_dir)
+    args = list(toy_translation_run)
+    args[args.index("--run-dir") + 1] = str(run_dir)
+    shard = run_dir / "data" / "train-00000.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-5])
+    assert run("train", *args, "--force") == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert str(shard) in err and "truncated or corrupt" in err

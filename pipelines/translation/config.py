@@ -23,13 +23,16 @@ class DataConfig:
     # For corpus=files: {split: [source_path, target_path]}; for corpus=tsv: {split: path}.
     paths: dict | None = None
     max_length: int = 80  # training pairs with more subwords on either side are dropped
+    shard_pairs: int = 100_000  # prepare writes the tokenized training pairs in shards of this many
+    shuffle_buffer: int = 200_000  # train shuffles pairs within a buffer of this many
     limit_train: int | None = None  # use only the first N pairs (quick experiments)
     limit_val: int | None = None
     limit_test: int | None = None
 
     def validate(self, where):
         choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
-        at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test")
+        at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test",
+                 "shard_pairs", "shuffle_buffer")
         if self.corpus == "multi30k":
             choice(self.source_lang, MULTI30K_LANGUAGES, f"{where}.source_lang")
             choice(self.target_lang, MULTI30K_LANGUAGES, f"{where}.target_lang")
@@ -54,11 +57,15 @@ class TokenizerConfig:
     vocab_size: int = 8000
     joint: bool = True  # one vocabulary for both languages
     character_coverage: float = 1.0
+    # SentencePiece trains on a uniform random sample of at most this many training pairs
+    # (drawn in one streamed pass; all of them if fewer).
+    sample_pairs: int = 1_000_000
 
     def validate(self, where):
         choice(self.model_type, ("unigram", "bpe"), f"{where}.model_type")
         # SentencePiece reserves 4 ids (pad, unk, bos, eos) and needs room for pieces.
         at_least(self, where, 8, "vocab_size")
+        at_least(self, where, 1, "sample_pairs")
         if not 0.0 < self.character_coverage <= 1.0:
             raise ConfigError(f"{where}.character_coverage: must be in (0, 1], "
                               f"got {self.character_coverage!r}")

@@ -2,29 +2,63 @@
 
 from __future__ import annotations
 
+import itertools
+
 from data_prep.file_io import read_lines
-from data_prep.multi30k import load_multi30k, multi30k_file
-from data_prep.parallel_corpus import ParallelCorpus, read_parallel, read_tsv
-from data_prep.subword_tokenizer import SubwordTokenizer
-from pipelines.translation.config import DataConfig
+from data_prep.multi30k import multi30k_file
+from data_prep.parallel_corpus import ParallelCorpus, iter_parallel, iter_tsv
+from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
+from pipelines.translation.config import DataConfig, TokenizerConfig
+
+
+def split_files(data: DataConfig, split: str, data_dir) -> list:
+    """The files one split is read from (Multi30k's are fetched if absent)."""
+    if data.corpus == "multi30k":
+        name = "test2016" if split == "test" else split
+        return [multi30k_file(name, lang, data_dir) for lang in (data.source_lang, data.target_lang)]
+    return list(data.paths[split]) if data.corpus == "files" else [data.paths[split]]
+
+
+def iter_split(data: DataConfig, split: str, files: list):
+    """The ``(source, target)`` pairs of one split from its ``files``, streamed (at most
+    ``data.limit_<split>`` of them)."""
+    pairs = iter_tsv(files[0]) if data.corpus == "tsv" else iter_parallel(*files)
+    return itertools.islice(pairs, getattr(data, f"limit_{split}"))
 
 
 def load_split(data: DataConfig, split: str, data_dir) -> tuple[ParallelCorpus, list]:
-    """One split as a corpus, and the files it came from (for the stage fingerprint)."""
-    if data.corpus == "multi30k":
-        name = "test2016" if split == "test" else split
-        files = [multi30k_file(name, lang, data_dir) for lang in (data.source_lang, data.target_lang)]
-        corpus = load_multi30k(name, data.source_lang, data.target_lang, data_dir)
-    elif data.corpus == "files":
-        files = list(data.paths[split])
-        corpus = read_parallel(*files)
-    else:
-        files = [data.paths[split]]
-        corpus = read_tsv(files[0])
-    limit = getattr(data, f"limit_{split}")
-    if limit is not None:
-        corpus = ParallelCorpus(corpus.source[:limit], corpus.target[:limit])
-    return corpus, files
+    """One split as a corpus in memory, and the files it came from."""
+    files = split_files(data, split, data_dir)
+    return ParallelCorpus.from_pairs(iter_split(data, split, files)), files
+
+
+def train_tokenizers(tok: TokenizerConfig, sources: list[str], targets: list[str]
+                     ) -> dict[str, bytes]:
+    """SentencePiece model protos ``{"source", "target"}`` trained on these sentences:
+    one model on both sides for a joint vocabulary (the same bytes twice)."""
+    if tok.joint:
+        proto = train_sentencepiece(sources + targets, tok.vocab_size, tok.model_type,
+                                    tok.character_coverage)
+        return {"source": proto, "target": proto}
+    return {side: train_sentencepiece(text, tok.vocab_size, tok.model_type,
+                                      tok.character_coverage)
+            for side, text in (("source", sources), ("target", targets))}
+
+
+def tokenized_pairs(pairs, source_tok, target_tok, max_length: int, too_long: dict,
+                    chunk: int = 10_000):
+    """``(source ids, target ids)`` of text pairs, streamed (tokenized ``chunk`` pairs at
+    a time); pairs with more than ``max_length`` subwords on either side are dropped and
+    counted in ``too_long["count"]``."""
+    pairs = iter(pairs)
+    while block := list(itertools.islice(pairs, chunk)):
+        sources = source_tok.encode([s for s, _ in block])
+        targets = target_tok.encode([t for _, t in block])
+        for source, target in zip(sources, targets, strict=True):
+            if len(source) <= max_length and len(target) <= max_length:
+                yield source, target
+            else:
+                too_long["count"] += 1
 
 
 def drop_long(corpus: ParallelCorpus, source_tok, target_tok, max_length) -> ParallelCorpus:

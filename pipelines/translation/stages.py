@@ -14,9 +14,10 @@ from data_prep.file_io import (
     atomic_write_json,
     write_lines,
 )
-from data_prep.parallel_corpus import drop_empty
-from data_prep.subword_tokenizer import TokenizerError, train_sentencepiece
-from data_prep.text_dataset import make_training_dataset
+from data_prep.pair_shards import ShardError, pair_dataset, verified_shards, write_pair_shards
+from data_prep.parallel_corpus import ParallelCorpus
+from data_prep.subword_tokenizer import TokenizerError, reservoir_sample
+from data_prep.text_dataset import batch_by_tokens, make_training_dataset
 from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines import cli, trainer
@@ -25,11 +26,13 @@ from pipelines.reports.notebooks import ReportError, report_stage
 from pipelines.run_dir import fingerprint
 from pipelines.translation.config import SPLITS, TranslationConfig
 from pipelines.translation.data import (
-    drop_long,
+    iter_split,
     load_prepared,
-    load_split,
     load_tokenizers,
+    split_files,
+    tokenized_pairs,
     tokenizer_pair,
+    train_tokenizers,
 )
 from pipelines.translation.inference import (
     export_translator,
@@ -44,55 +47,74 @@ UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in 
 
 
 def prepare(ctx: cli.Context) -> None:
+    """Tokenizers and data: val and test as text; the training pairs, streamed in two
+    passes (a sample for SentencePiece, then tokenized into TFRecord shards), so a corpus
+    of any size never has to fit in memory."""
     cfg, run = ctx.config, ctx.run
-    corpora, files = {}, []
-    for split in SPLITS:
-        corpora[split], split_files = load_split(cfg.data, split, ctx.data_dir)
-        if not len(corpora[split]):
-            raise CorpusError(f"{' and '.join(map(str, split_files))}: the {split} split "
-                              "has no lines")
-        files += [str(f) for f in split_files]
-    fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in files])
+    files = {split: split_files(cfg.data, split, ctx.data_dir) for split in SPLITS}
+    held_out = {split: ParallelCorpus.from_pairs(iter_split(cfg.data, split, files[split]))
+                for split in ("val", "test")}
+    for split, corpus in held_out.items():
+        if not len(corpus):
+            raise _no_lines(split, files[split])
+    fp = fingerprint("prepare", cfg.data, cfg.tokenizer,
+                     [sha256_of(f) for split in SPLITS for f in files[split]])
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or tokenizers: what was trained on the old ones must not be reused.
     run.invalidate("prepare", *DOWNSTREAM_STAGES)
-    train = drop_empty(corpora["train"])
-    if not len(train):
-        raise CorpusError(f"every one of the {len(corpora['train'])} training pairs has an "
+    counts = {}
+
+    def train_pairs():
+        """The non-empty training pairs, streamed; counts what it read and skipped."""
+        counts.update(read=0, empty=0)
+        for source, target in iter_split(cfg.data, "train", files["train"]):
+            counts["read"] += 1
+            if source and target:
+                yield source, target
+            else:
+                counts["empty"] += 1
+
+    sample = reservoir_sample(train_pairs(), cfg.tokenizer.sample_pairs)
+    if not counts["read"]:
+        raise _no_lines("train", files["train"])
+    if not sample:
+        raise CorpusError(f"every one of the {counts['read']} training pairs has an "
                           "empty source or target side")
+    protos = train_tokenizers(cfg.tokenizer, [s for s, _ in sample], [t for _, t in sample])
+    del sample
     tok_dir = run.path("tokenizer")
-    tok_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.tokenizer.joint:
-        proto = train_sentencepiece(train.source + train.target, cfg.tokenizer.vocab_size,
-                                    cfg.tokenizer.model_type, cfg.tokenizer.character_coverage)
-        protos = {"source": proto, "target": proto}
-    else:
-        protos = {side: train_sentencepiece(getattr(train, side), cfg.tokenizer.vocab_size,
-                                            cfg.tokenizer.model_type,
-                                            cfg.tokenizer.character_coverage)
-                  for side in ("source", "target")}
     for side, proto in protos.items():
         atomic_write_bytes(tok_dir / f"{side}.model", proto)
     source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
-    corpora["train"] = drop_long(train, source_tok, target_tok, cfg.data.max_length)
-    if not len(corpora["train"]):
-        raise CorpusError(f"every one of the {len(train)} non-empty training pairs is longer "
-                          f"than data.max_length={cfg.data.max_length} subwords on some side; "
-                          "raise data.max_length")
-    report = {"files": files, "source_vocab_size": source_tok.vocab_size,
-              "target_vocab_size": target_tok.vocab_size}
-    for split, corpus in corpora.items():
+    too_long = {"count": 0}
+    shards = write_pair_shards(
+        tokenized_pairs(train_pairs(), source_tok, target_tok, cfg.data.max_length, too_long),
+        run.path("data"), "train", cfg.data.shard_pairs)
+    kept = sum(shard["pairs"] for shard in shards)
+    if not kept:
+        raise CorpusError(f"every one of the {counts['read'] - counts['empty']} non-empty "
+                          f"training pairs is longer than data.max_length={cfg.data.max_length}"
+                          " subwords on some side; raise data.max_length")
+    dropped = {"empty": counts["empty"], "too_long": too_long["count"]}
+    report = {"files": [str(f) for split in SPLITS for f in files[split]],
+              "source_vocab_size": source_tok.vocab_size,
+              "target_vocab_size": target_tok.vocab_size,
+              "train": {"pairs": kept, "dropped": dropped, "shards": len(shards)}}
+    for split, corpus in held_out.items():
         write_lines(run.path("data", f"{split}.src"), corpus.source)
         write_lines(run.path("data", f"{split}.tgt"), corpus.target)
         report[split] = {"pairs": len(corpus), "dropped": corpus.dropped}
     atomic_write_json(run.path("data", "report.json"), report)
     run.mark_done("prepare", fp)
-    dropped = corpora["train"].dropped
-    print(f"[prepare] train {len(corpora['train'])} pairs (dropped {dropped.get('empty', 0)} "
+    print(f"[prepare] train {kept} pairs in {len(shards)} shards (dropped {dropped['empty']} "
           f"empty, {dropped['too_long']} longer than {cfg.data.max_length} subwords), "
-          f"val {len(corpora['val'])}, test {len(corpora['test'])}; vocab "
+          f"val {len(held_out['val'])}, test {len(held_out['test'])}; vocab "
           f"{source_tok.vocab_size}/{target_tok.vocab_size}")
+
+
+def _no_lines(split, files) -> CorpusError:
+    return CorpusError(f"{' and '.join(map(str, files))}: the {split} split has no lines")
 
 
 def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTranslator:
@@ -114,13 +136,13 @@ def train(ctx: cli.Context) -> None:
     if ctx.force:
         trainer.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
-    train_src, train_tgt = load_prepared(run, "train")
+    shards = verified_shards(run.path("data"), "train")
     val_src, val_tgt = load_prepared(run, "val")
     t = cfg.training
 
     def train_dataset(epoch):
-        return make_training_dataset(train_src, train_tgt, source_tok, target_tok,
-                                     t.batch_tokens, cfg.data.max_length, seed=t.seed + epoch)
+        pairs = pair_dataset(shards, t.seed + epoch, True, cfg.data.shuffle_buffer)
+        return batch_by_tokens(pairs, t.batch_tokens, cfg.data.max_length, seed=t.seed + epoch)
 
     val_dataset = make_training_dataset(val_src, val_tgt, source_tok, target_tok, t.batch_tokens,
                                         cfg.data.max_length, shuffle=False)
@@ -203,6 +225,6 @@ def report(ctx: cli.Context) -> None:
 
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
-USER_ERRORS = (ReportError, TokenizerError)
+USER_ERRORS = (ReportError, ShardError, TokenizerError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
           "export": export, "report": report}
