@@ -323,9 +323,8 @@ def training_shards(data: TranslationData, directory) -> list[Path]:
     return verified_shards(directory, "train")
 
 
-def training_batches(data: TranslationData, shards: list[Path], seed: int) -> tf.data.Dataset:
+def training_batches(cfg: TranslationConfig, shards: list[Path], seed: int) -> tf.data.Dataset:
     """One epoch of training batches, exactly as the ``train`` stage makes them."""
-    cfg = data.cfg
     return batch_by_tokens(pair_dataset(shards, seed, True, cfg.data.shuffle_buffer),
                            cfg.training.batch_tokens, cfg.data.max_length, seed=seed)
 
@@ -339,7 +338,7 @@ def train_ours(data: TranslationData, warmup: int, steps: int, workdir
     shards = training_shards(data, workdir)
 
     def dataset():
-        return training_batches(data, shards, t.seed).repeat()
+        return training_batches(cfg, shards, t.seed).repeat()
 
     # The same seed gives the same batches: count the tokens of the timed ones.
     counts = [_batch_tokens(y) for _, y in dataset().take(warmup + steps)][warmup:]
@@ -505,7 +504,7 @@ def train_epoch(data: TranslationData, params: int, workdir) -> dict:
     model = build_model(cfg, data.source_tok, data.target_tok)
     start = time.perf_counter()
     shards = training_shards(data, workdir)
-    trainer_pass(model, lambda: training_batches(data, shards, t.seed))
+    trainer_pass(model, lambda: training_batches(cfg, shards, t.seed))
     seconds = time.perf_counter() - start
     hyps = translate_texts(model, data.source_tok, data.target_tok, data.val.source,
                                        cfg.decoding, 1, progress=False)
