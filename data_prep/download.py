@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tarfile
+import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.file_io import atomic_file
@@ -87,3 +91,49 @@ def fetch(relative_path: str, url: str, sha256: str | None, data_dir_arg=None) -
     where = f"{base / relative_path} (data directory)" if base else f"${DATA_DIR_ENV} is not set"
     print(f"[download] {relative_path} not found locally ({where}); fetching {url}")
     return download(url, cached, sha256)
+
+
+def extract_files(archive: Path, dest: Path, name_of: Callable[[list[str]], str | None]) -> int:
+    """Extract the regular-file members of a tar archive that ``name_of`` names into
+    ``dest`` (``name_of(member path parts)`` -> a plain file name, or None to skip).
+
+    Members are written only under the names ``name_of`` gives, so a malicious member
+    path cannot escape ``dest``. Files go to a temporary folder renamed to ``dest`` at the
+    end: an interrupted extraction never looks like a complete dataset. Returns the
+    number of files extracted (0 leaves no ``dest``).
+    """
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        count = 0
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = name_of(member.name.split("/")) if member.isfile() else None
+                if name:
+                    with tar.extractfile(member) as src, open(tmp / name, "wb") as out:
+                        shutil.copyfileobj(src, out)
+                    count += 1
+        if count:
+            os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return count
+
+
+def fetch_folder(relative_dir: str, archive: str, url: str,
+                 name_of: Callable[[list[str]], str | None], what: str,
+                 data_dir_arg=None) -> Path:
+    """A dataset folder in the upstream layout: ``relative_dir`` in the data directory or
+    in the download cache, else extracted into the cache from its release archive
+    (``archive``, found or downloaded as ``fetch`` does, with no published checksum to
+    verify) with ``extract_files(..., name_of)``; ``what`` names the files it must hold."""
+    base = data_dir(data_dir_arg)
+    if base is not None and (base / relative_dir).is_dir():
+        return base / relative_dir
+    cached = cache_dir() / relative_dir
+    if cached.is_dir():
+        return cached
+    path = fetch(archive, url, None, data_dir_arg)
+    if not extract_files(path, cached, name_of):
+        raise DownloadError(f"{path}: the archive holds no {what}")
+    return cached

@@ -7,15 +7,11 @@ file names, never assumed: copies differ (upstream v1.0.10 has 6 speakers x 50 t
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_prep.download import cache_dir, data_dir, fetch
+from data_prep.download import fetch_folder
 
 RECORDINGS = "fsdd/recordings"
 VERSION = "1.0.10"
@@ -46,44 +42,16 @@ class Recording:
 
 def recordings_dir(data_dir_arg=None) -> Path:
     """The ``recordings/`` folder: in the data directory, in the cache, or downloaded."""
-    base = data_dir(data_dir_arg)
-    if base is not None and (base / RECORDINGS).is_dir():
-        return base / RECORDINGS
-    cached = cache_dir() / RECORDINGS
-    if cached.is_dir():
-        return cached
     # Upstream publishes no checksum for its release archives, and GitHub's generated
     # archives are not guaranteed byte-stable, so there is no sha256 to verify against.
-    archive = fetch(ARCHIVE, ARCHIVE_URL, None, data_dir_arg)
-    extract_recordings(archive, cached)
-    return cached
+    return fetch_folder(RECORDINGS, ARCHIVE, ARCHIVE_URL, _recording_name,
+                        "recordings/*.wav files", data_dir_arg)
 
 
-def extract_recordings(archive: Path, dest: Path) -> Path:
-    """Extract the ``*/recordings/*.wav`` members of the release archive into ``dest``.
-
-    Only wav files directly inside ``recordings/`` are written, by their base name, so a
-    malicious member path cannot escape ``dest``. Files go to a temporary folder that is
-    renamed at the end: an interrupted extraction never looks like a complete dataset.
-    """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".recordings.", dir=dest.parent))
-    try:
-        count = 0
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar:
-                parts = member.name.split("/")
-                if (member.isfile() and len(parts) >= 2 and parts[-2] == "recordings"
-                        and _NAME.match(parts[-1])):
-                    with tar.extractfile(member) as src, open(tmp / parts[-1], "wb") as out:
-                        shutil.copyfileobj(src, out)
-                    count += 1
-        if count == 0:
-            raise FSDDError(f"{archive}: no recordings/*.wav files in the archive")
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+def _recording_name(parts: list[str]) -> str | None:
+    """``*/recordings/{digit}_{speaker}_{index}.wav`` members, by their base names."""
+    ok = len(parts) >= 2 and parts[-2] == "recordings" and _NAME.match(parts[-1])
+    return parts[-1] if ok else None
 
 
 def list_recordings(folder: Path) -> list[Recording]:

@@ -8,16 +8,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from data_prep.config_checks import ConfigError, at_least, choice, positive
+from data_prep.iwslt14 import LANGUAGES as IWSLT14_LANGUAGES
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES
 from models.config import Seq2SeqConfig
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
+CORPORA = ("multi30k", "iwslt14", "files", "tsv")
+LANGUAGES = {"multi30k": MULTI30K_LANGUAGES, "iwslt14": IWSLT14_LANGUAGES}  # standard corpora
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "multi30k"  # multi30k | files (two aligned files per split) | tsv
+    # multi30k | iwslt14 (de-en) | files (two aligned files per split) | tsv
+    corpus: str = "multi30k"
     source_lang: str = "de"
     target_lang: str = "en"
     # For corpus=files: {split: [source_path, target_path]}; for corpus=tsv: {split: path}.
@@ -30,12 +34,12 @@ class DataConfig:
     limit_test: int | None = None
 
     def validate(self, where):
-        choice(self.corpus, ("multi30k", "files", "tsv"), f"{where}.corpus")
+        choice(self.corpus, CORPORA, f"{where}.corpus")
         at_least(self, where, 1, "max_length", "limit_train", "limit_val", "limit_test",
                  "shard_pairs", "shuffle_buffer")
-        if self.corpus == "multi30k":
-            choice(self.source_lang, MULTI30K_LANGUAGES, f"{where}.source_lang")
-            choice(self.target_lang, MULTI30K_LANGUAGES, f"{where}.target_lang")
+        if self.corpus in LANGUAGES:
+            choice(self.source_lang, LANGUAGES[self.corpus], f"{where}.source_lang")
+            choice(self.target_lang, LANGUAGES[self.corpus], f"{where}.target_lang")
             if self.source_lang == self.target_lang:
                 raise ConfigError(f"{where}.target_lang: must differ from source_lang "
                                   f"({self.source_lang!r})")

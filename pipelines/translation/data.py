@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+from data_prep import iwslt14
 from data_prep.file_io import read_lines
 from data_prep.multi30k import multi30k_file
 from data_prep.parallel_corpus import ParallelCorpus, iter_parallel, iter_tsv
@@ -16,13 +17,18 @@ def split_files(data: DataConfig, split: str, data_dir) -> list:
     if data.corpus == "multi30k":
         name = "test2016" if split == "test" else split
         return [multi30k_file(name, lang, data_dir) for lang in (data.source_lang, data.target_lang)]
+    if data.corpus == "iwslt14":
+        return iwslt14.split_files(split, data.source_lang, data.target_lang, data_dir)
     return list(data.paths[split]) if data.corpus == "files" else [data.paths[split]]
 
 
 def iter_split(data: DataConfig, split: str, files: list):
     """The ``(source, target)`` pairs of one split from its ``files``, streamed (at most
     ``data.limit_<split>`` of them)."""
-    pairs = iter_tsv(files[0]) if data.corpus == "tsv" else iter_parallel(*files)
+    if data.corpus == "iwslt14":
+        pairs = iwslt14.iter_pairs(split, files)
+    else:
+        pairs = iter_tsv(files[0]) if data.corpus == "tsv" else iter_parallel(*files)
     return itertools.islice(pairs, getattr(data, f"limit_{split}"))
 
 

@@ -57,8 +57,8 @@ def prepare(ctx: cli.Context) -> None:
     for split, corpus in held_out.items():
         if not len(corpus):
             raise _no_lines(split, files[split])
-    fp = fingerprint("prepare", cfg.data, cfg.tokenizer,
-                     [sha256_of(f) for split in SPLITS for f in files[split]])
+    inputs = list(dict.fromkeys(f for split in SPLITS for f in files[split]))
+    fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in inputs])
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or tokenizers: what was trained on the old ones must not be reused.
@@ -97,7 +97,7 @@ def prepare(ctx: cli.Context) -> None:
                           f"training pairs is longer than data.max_length={cfg.data.max_length}"
                           " subwords on some side; raise data.max_length")
     dropped = {"empty": counts["empty"], "too_long": too_long["count"]}
-    report = {"files": [str(f) for split in SPLITS for f in files[split]],
+    report = {"files": [str(f) for f in inputs],
               "source_vocab_size": source_tok.vocab_size,
               "target_vocab_size": target_tok.vocab_size,
               "train": {"pairs": kept, "dropped": dropped, "shards": len(shards)}}
