@@ -79,10 +79,12 @@ class Attention(keras.layers.Layer):
             scores = ops.einsum("btd,bsd->bts", query, keys)
         else:
             scores = ops.einsum("btd,bsd->bts", query, keys)
-        # Padding gets a large negative score, so its softmax weight is exactly 0 in float32.
+        # Padding gets a large negative score, so its softmax weight is exactly 0. In
+        # float32 even under mixed precision: -1e9 is -inf in float16, and a source of
+        # padding only (a stand-in row of a distributed batch) would give 0/0.
         mask = ops.expand_dims(ops.cast(memory_mask, "bool"), 1)
-        scores = ops.where(mask, scores, ops.full_like(scores, -1e9))
-        weights = ops.softmax(scores, axis=-1)
+        scores = ops.where(mask, ops.cast(scores, "float32"), -1e9)
+        weights = ops.cast(ops.softmax(scores, axis=-1), memory.dtype)
         return ops.einsum("bts,bsd->btd", weights, memory), weights
 
     def get_config(self):

@@ -35,18 +35,6 @@ def _rows(x):
     return tf.cast(tf.shape(tf.nest.flatten(x)[0])[0], tf.float32)
 
 
-def _scaled(grad, weight):
-    """``grad * weight``, keeping a sparse (embedding) gradient sparse: Keras' global-norm
-    clipping measures an IndexedSlices gradient slice by slice, so densifying it would
-    change the clipping."""
-    if grad is None:
-        return None
-    if isinstance(grad, tf.IndexedSlices):
-        return tf.IndexedSlices(grad.values * tf.cast(weight, grad.values.dtype), grad.indices,
-                                grad.dense_shape)
-    return grad * tf.cast(weight, grad.dtype)
-
-
 class Steps:
     """``train_step`` and ``test_step`` of ``model`` under ``strategy``: each takes a
     distributed iterator and returns the global batch's loss and number of rows.
@@ -106,12 +94,15 @@ class Steps:
         model, variables = self.model, self.model.trainable_variables
         with tf.GradientTape() as tape:
             mean, count = self._local_loss(x, y, training=True)
+            if self.replicas > 1:
+                # Weighted before the backward pass, so each replica's gradients are as
+                # small as one device's for the whole batch: a float16 backward pass
+                # (mixed_float16, loss scaled) overflows no sooner than on one device.
+                mean = mean * tf.stop_gradient(self._weight(count, rows))
             scaled = model.optimizer.scale_loss(mean)  # loss scaling (mixed_float16)
         grads = tape.gradient(scaled, variables)
         if self.replicas > 1:
-            weight = self._weight(count, rows)
-            mean = mean * weight
-            grads = self._all_replicas([_scaled(g, weight) for g in grads])
+            grads = self._all_replicas(grads)
         model.optimizer.apply(grads, variables)
         return mean, _rows(x) if rows is None else tf.cast(rows, tf.float32)
 

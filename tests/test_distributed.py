@@ -170,6 +170,17 @@ def test_mixed_bfloat16_trains_on_cpu(tmp_path):
     np.testing.assert_allclose(mixed["losses"], full["losses"], rtol=0.05)
 
 
+@pytest.mark.slow
+def test_mixed_float16_two_replicas_compute_the_same_steps_as_one_device(tmp_path):
+    # float16 backward passes with dynamic loss scaling: each replica's gradients are
+    # weighted before the backward pass, so the replicas overflow (and skip a step) no
+    # sooner than one device, and both take the same steps.
+    flag = ("--mixed-precision", "mixed_float16")
+    one, two = _steps(tmp_path, "none", *flag), _steps(tmp_path, "mirrored", *flag)
+    assert np.all(np.isfinite(one["losses"])) and one["losses"][-1] < one["losses"][0]
+    np.testing.assert_allclose(two["losses"], one["losses"], rtol=1e-3)
+
+
 # -- bad input ------------------------------------------------------------------------------
 
 
