@@ -182,6 +182,21 @@ class ValidationMetric:
         return value > best if self.higher_is_better else value < best
 
 
+def _restore(model: keras.Model, path) -> None:
+    """Set ``model``'s weights and optimizer state to the checkpoint at ``path`` (a model
+    of the same architecture). The checkpoint is loaded outside any strategy's scope:
+    loading creates variables, and under ``MultiWorkerMirroredStrategy`` creating a
+    variable is a collective that only this worker (the chief) would join."""
+    saved = keras.saving.load_model(path)
+    targets = model.variables + model.optimizer.variables
+    sources = saved.variables + saved.optimizer.variables
+    if len(targets) != len(sources):
+        raise ConfigError(f"{path}: holds {len(sources)} variables, the model has "
+                          f"{len(targets)}; use --force to train from scratch")
+    for target, source in zip(targets, sources, strict=True):
+        target.assign(source.value)
+
+
 def _save_model(model, path):
     # Keras insists on a .keras suffix, so the temporary file keeps it.
     tmp = path.with_name(f".tmp-{path.name}")
@@ -205,7 +220,7 @@ def train(
     Args:
         run: the run directory; checkpoints, logs and the history go under it (on a
             worker other than the chief: a temporary directory).
-        build_model: returns a new compiled model (used when there is nothing to resume);
+        build_model: returns a new compiled model (a resumed run loads its checkpoint into it);
             called under the strategy's scope and ``config.mixed_precision``.
         train_dataset: epoch -> global training batches for that epoch (the same on
             every worker of a cluster).
@@ -234,18 +249,20 @@ def train(
                           "on every worker")
     last_path.parent.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
+    # Every worker creates the same variables in the same order (in a cluster each
+    # creation is a collective), resuming or not; then the chief loads its checkpoint.
     with strategy.scope():
-        if state and last_path.is_file():
-            log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
-            model = keras.saving.load_model(last_path)
-        else:
-            state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
-                     "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
-                     "stop_reason": None, "history": []}
-            with _dtype_policy(config.mixed_precision):
-                model = build_model()
+        with _dtype_policy(config.mixed_precision):
+            model = build_model()
         # The optimizer's variables must be made under the strategy (keras#19246).
         model.optimizer.build(model.trainable_variables)
+    if state and last_path.is_file():
+        log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
+        _restore(model, last_path)
+    else:
+            state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
+                 "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
+                 "stop_reason": None, "history": []}
     # In a cluster the chief's state and weights (a resumed run's) are everyone's.
     state = distribute.broadcast_json(strategy, role, state)
     distribute.broadcast_variables(strategy, role, model.variables + model.optimizer.variables)

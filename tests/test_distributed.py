@@ -237,3 +237,42 @@ def test_unreachable_worker_is_one_line_within_the_timeout(multi30k_dir, tmp_pat
     assert len(lines) == 1 and f"no answer from 127.0.0.1:{ports[1]}" in lines[0], err
     assert "Traceback" not in err
     assert not run.exists()
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_stops_the_chief_in_one_line_and_a_rerun_resumes(multi30k_dir,
+                                                                           tmp_path):
+    sets = {"data.limit_train": 600, "data.limit_val": 20, "data.limit_test": 20,
+            "training.epochs": 3, "training.batch_tokens": 600,
+            "training.distribution": "multi_worker", "training.cluster_timeout_seconds": 60}
+    runs = [tmp_path / "chief", tmp_path / "worker"]
+    ports = _free_ports(2)
+    env = [_env(TF_CONFIG=_tf_config(ports, i), PIPELINES_DATA_DIR=str(multi30k_dir))
+           for i in range(2)]
+    logs = [open(tmp_path / f"stderr{i}", "w+") for i in range(2)]
+    procs = [subprocess.Popen(_pipeline("translation", "translation_smoke", runs[i], sets),
+                              env=env[i], cwd=ROOT, stdout=subprocess.PIPE, stderr=logs[i],
+                              text=True, start_new_session=True) for i in range(2)]
+    try:
+        # Kill the second worker once the chief has finished (and saved) epoch 1.
+        for line in procs[0].stdout:
+            if line.startswith("[train] epoch 1:"):
+                break
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        procs[0].stdout.read()
+        assert procs[0].wait(timeout=300) == 1
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    logs[0].seek(0)
+    err = [line for line in logs[0].read().splitlines() if line.strip()]
+    assert len(err) == 1 and "lost contact with the cluster during epoch 2" in err[0], err
+    assert "last checkpoint is epoch 1" in err[0] and "rerun the same command" in err[0]
+    state = json.loads((runs[0] / "train_state.json").read_text())
+    assert state["epoch"] == 1
+    # The same command on both workers resumes from the chief's checkpoint and finishes.
+    results = _two_workers("translation", "translation_smoke", runs, sets, multi30k_dir)
+    assert "[train] resuming after epoch 1" in results[0][1]
+    assert len(_losses(runs[0])) == 3
