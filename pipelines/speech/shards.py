@@ -219,14 +219,13 @@ def streaming_dataset(shards: TrainShards, cfg: SpeechConfig, seed: int) -> tf.d
         shards.mean, shards.scale)
 
 
-def load_train_features(cfg: SpeechConfig, run, fingerprint: str
-                        ) -> tuple[list[np.ndarray], list[list[int]]]:
+def load_train_features(cfg: SpeechConfig, run) -> tuple[list[np.ndarray], list[list[int]]]:
     """Every training utterance's normalized features and label ids, in training-set
     order, read whole from the shards (for tests and analyses; ``train`` streams)."""
     utterances, _ = training_set(cfg, read_manifest(run.path("data", "train.jsonl")))
     paths = shard_paths(run, math.ceil(len(utterances) / cfg.shards.utterances))
     for path in paths:
-        check_shard(path, fingerprint)
+        check_shard(path, run.require("prepare", "reading its features"))
     mean, scale = group_normalization(run)
     features, labels = [], []
     for x, y, _, group in read_shards([str(p) for p in paths],
