@@ -132,15 +132,16 @@ def finished(shard: Path, fingerprint: str, task: ShardTask) -> bool:
 
 
 def check_shard(shard: Path, fingerprint: str, checksum: bool = False) -> dict:
-    """The marker of ``shard``; ShardError naming it if the shard or its marker is missing
-    or from another prepare, the file is not the size the marker records (truncated), or,
-    with ``checksum``, its SHA-256 differs (corrupt)."""
+    """The marker of a shard of a finished prepare; ShardError naming it if the shard or
+    its marker is missing or from another prepare, the file is not the size the marker
+    records (truncated), or, with ``checksum``, its SHA-256 differs (corrupt). The way
+    out is ``prepare --force``: plain ``prepare`` would find itself up to date."""
     mark = read_marker(shard)
     if mark is None or mark.get("fingerprint") != fingerprint:
-        raise ShardError(f"{shard}: no marker of the last prepare beside it (an interrupted "
-                         "or older prepare); rerun prepare")
+        raise ShardError(f"{shard}: no marker of the last prepare beside it; rerun "
+                         "prepare --force")
     if not shard.is_file():
-        raise ShardError(f"{shard}: feature shard missing; rerun prepare")
+        raise ShardError(f"{shard}: feature shard missing; rerun prepare --force")
     size = shard.stat().st_size
     if size != mark["bytes"]:
         raise ShardError(f"{shard}: truncated or altered feature shard ({size} bytes, "

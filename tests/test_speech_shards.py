@@ -37,9 +37,9 @@ def settings(corpus: dict, *extra: str) -> list[str]:
             "shards.utterances=4", "shards.workers=1", *extra]
 
 
-def run_stage(stage: str, run_dir, overrides: list[str]) -> int:
+def run_stage(stage: str, run_dir, overrides: list[str], *args: str) -> int:
     return speech.main([stage, "--config", str(SMOKE), "--run-dir", str(run_dir),
-                        *[x for o in overrides for x in ("--set", o)]])
+                        *[x for o in overrides for x in ("--set", o)], *args])
 
 
 def in_memory_features(cfg: SpeechConfig, run: RunDir):
@@ -136,6 +136,10 @@ def test_an_interrupted_prepare_resumes_at_the_missing_shards(tmp_path, corpus, 
     features, _ = load_train_features(cfg, run)
     for x, e in zip(features, in_memory_features(cfg, run)[0], strict=True):
         np.testing.assert_array_equal(x, e)
+    # --force (changed audio files) trusts no shard.
+    assert run_stage("prepare", run_dir, overrides, "--force") == 0
+    out = capsys.readouterr().out
+    assert "resuming" not in out and "shard 1 of 3 written" in out
 
 
 def test_a_truncated_shard_is_one_line_naming_it(tmp_path, corpus, capsys):
@@ -200,3 +204,14 @@ def test_streamed_epochs(tmp_path, corpus, buffer_mb, same_batches):
         assert shards.shuffle_buffer(buffer_mb, cfg.features.num_features) < 8
         assert sorted(utterances(streamed)) == sorted(utterances(in_memory))
         assert utterances(streaming_dataset(shards, cfg, seed=7)) == utterances(streamed)
+
+
+def test_bad_audio_in_a_worker_process_is_one_line_naming_it(tmp_path, capsys):
+    corpus = tone_corpus(tmp_path / "corpus")
+    bad = tmp_path / "corpus" / "train" / "5.wav"
+    bad.write_bytes(bad.read_bytes()[:12] + b"\x00garbage" * 10)
+    assert run_stage("prepare", tmp_path / "r", settings(corpus, "shards.workers=2")) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"{bad}: cannot read audio" in err
+    assert not (tmp_path / "r").exists()

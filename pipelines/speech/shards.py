@@ -71,12 +71,12 @@ def shard_paths(run, count: int) -> list[Path]:
 
 
 def write_train_shards(cfg: SpeechConfig, run, entries: list[dict], vocab: CharVocabulary,
-                       fingerprint: str) -> list[FrameStats]:
+                       fingerprint: str, resume: bool = True) -> list[FrameStats]:
     """Compute and write the training features as shards of ``cfg.shards.utterances``
     utterances, and return each normalization group's statistics.
 
-    Shards an earlier, interrupted prepare with the same ``fingerprint`` finished (its
-    marker and checksum agree) are kept; the others are computed again, by
+    With ``resume``, shards an earlier, interrupted prepare with the same ``fingerprint``
+    finished (its marker and checksum agree) are kept. The others are computed by
     ``cfg.shards.workers`` processes, and each is written atomically (a temporary file
     renamed into place, then its marker).
     """
@@ -92,7 +92,8 @@ def write_train_shards(cfg: SpeechConfig, run, entries: list[dict], vocab: CharV
     tasks = [ShardTask(k, k * size, [e["audio_filepath"] for e in utterances[k * size:][:size]],
                        speeds[k * size:][:size], groups[k * size:][:size]) for k in range(count)]
     remove_stale_shards(run, set(paths))
-    todo = [task for task in tasks if not finished(paths[task.index], fingerprint, task)]
+    todo = [task for task in tasks
+            if not (resume and finished(paths[task.index], fingerprint, task))]
     if len(todo) < count:
         print(f"[prepare] resuming: {count - len(todo)} of {count} train shards are done",
               flush=True)

@@ -103,7 +103,8 @@ def prepare(ctx: cli.Context) -> None:
           flush=True)  # minutes for a large corpus, and no progress bar in a log file
     # The training set is streamed into shards (with the statistics global or speaker
     # normalization need); validation is small and stays one array file.
-    group_stats = write_train_shards(cfg, run, entries["train"], vocab, fp)
+    # --force recomputes every shard: it is how changed audio files are taken in.
+    group_stats = write_train_shards(cfg, run, entries["train"], vocab, fp, resume=not ctx.force)
     report["train"]["speed_perturbation"] = cfg.data.speed_perturbation
     stats = None
     if cfg.features.normalization == "global":
