@@ -94,30 +94,25 @@ def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:
     return max(1, (logit_frames - 1) * model.conv_stride ** model.conv_layers + 1)
 
 
-def fitting(split: str, entries: list[dict], lengths: list[int], vocab: CharVocabulary,
-            cfg: SpeechConfig) -> tuple[list[list[int]], list[bool], int]:
-    """Label ids of the utterances ``entries`` (of ``lengths`` feature frames), which of
-    them CTC can fit, and how many it cannot.
+def fitting(split: str, entries: list[dict], lengths: list[int], needed: list[int],
+            cfg: SpeechConfig) -> tuple[list[bool], int]:
+    """Which of the utterances ``entries`` (of ``lengths`` feature frames, whose
+    transcripts need ``needed`` CTC frames) CTC can fit, and how many it cannot.
 
     An utterance whose transcript needs more CTC frames than the model outputs for it
     would have an infinite loss; it is skipped with a warning and counted instead.
     """
-    labels, keep, skipped = [], [], []
-    for item, frames in zip(entries, lengths, strict=True):
-        ids = vocab.encode(item["text"], where=item["audio_filepath"])
-        fits = ctc_frames_needed(ids) <= subsampled_length(frames, cfg.model.conv_layers,
-                                                           cfg.model.conv_stride)
-        labels.append(ids)
-        keep.append(fits)
-        if not fits:
-            skipped.append(item["audio_filepath"])
+    keep = [n <= subsampled_length(frames, cfg.model.conv_layers, cfg.model.conv_stride)
+            for frames, n in zip(lengths, needed, strict=True)]
+    skipped = [item["audio_filepath"] for item, fits in zip(entries, keep, strict=True)
+               if not fits]
     if skipped:
         print(f"[train] warning: skipped {len(skipped)} {split} utterances whose transcript "
               f"needs more CTC frames than the model outputs (first: {skipped[:3]})",
               file=sys.stderr)
     if not any(keep):
         raise ManifestError(f"{split}: no utterance is long enough for its transcript")
-    return labels, keep, len(skipped)
+    return keep, len(skipped)
 
 
 def load_labelled(run, split, vocab, cfg: SpeechConfig):
@@ -125,6 +120,8 @@ def load_labelled(run, split, vocab, cfg: SpeechConfig):
     utterances CTC cannot fit (``fitting``), and their number."""
     entries = read_manifest(run.path("data", f"{split}.jsonl"))
     features = load_features(run, split)
-    labels, keep, skipped = fitting(split, entries, [len(f) for f in features], vocab, cfg)
+    labels = [vocab.encode(e["text"], where=e["audio_filepath"]) for e in entries]
+    keep, skipped = fitting(split, entries, [len(f) for f in features],
+                            [ctc_frames_needed(y) for y in labels], cfg)
     return ([f for f, k in zip(features, keep, strict=True) if k],
             [y for y, k in zip(labels, keep, strict=True) if k], skipped)

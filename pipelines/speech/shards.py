@@ -189,11 +189,15 @@ def train_shards(cfg: SpeechConfig, run, vocab: CharVocabulary, fingerprint: str
                  ) -> TrainShards:
     """The run's training shards, checked against their markers (present, of the last
     prepare, not truncated: ShardError naming the shard otherwise)."""
-    utterances, _ = training_set(cfg, read_manifest(run.path("data", "train.jsonl")))
+    entries = read_manifest(run.path("data", "train.jsonl"))
+    utterances, _ = training_set(cfg, entries)
     paths = shard_paths(run, math.ceil(len(utterances) / cfg.shards.utterances))
     lengths = [n for path in paths for n in check_shard(path, fingerprint)["lengths"]]
-    labels, keep, skipped = fitting("train", utterances, lengths, vocab, cfg)
-    min_lengths = [min_input_frames(ctc_frames_needed(y), cfg.model) for y in labels]
+    # Per manifest entry, not per copy: only these counts are kept, not the label ids.
+    needed = [ctc_frames_needed(vocab.encode(e["text"], where=e["audio_filepath"]))
+              for e in entries] * len(cfg.data.speed_perturbation)
+    keep, skipped = fitting("train", utterances, lengths, needed, cfg)
+    min_lengths = [min_input_frames(n, cfg.model) for n in needed]
     mean, scale = group_normalization(run)
     return TrainShards(paths, fingerprint, np.asarray(lengths), np.asarray(keep),
                        np.asarray(min_lengths, np.int32), skipped, mean, scale)
