@@ -24,7 +24,6 @@ their group's (mean, std) as it reads them, the float32 arithmetic ``normalize``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from data_prep.audio_features import (
     speech_frames,
     speech_stats,
 )
+from data_prep.download import sha256_of
 from data_prep.speech_config import FeatureConfig
 
 OWN_NORMALIZATION = -1  # the group of an utterance normalized on its own, in its shard
@@ -97,19 +97,11 @@ def compute_shard(task: ShardTask, cfg: FeatureConfig) -> ShardFeatures:
     return ShardFeatures(task, features, stats)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def marker(fingerprint: str, result: ShardFeatures, shard: Path) -> dict:
     """The marker of a shard just written from ``result``."""
     return {"fingerprint": fingerprint, "first": result.task.first,
             "utterances": len(result.features), "bytes": shard.stat().st_size,
-            "sha256": sha256_file(shard), "lengths": [len(f) for f in result.features],
+            "sha256": sha256_of(shard), "lengths": [len(f) for f in result.features],
             "stats": {str(g): s.to_json() for g, s in sorted(result.stats.items())}}
 
 
@@ -128,7 +120,7 @@ def finished(shard: Path, fingerprint: str, task: ShardTask) -> bool:
     return (mark is not None and mark.get("fingerprint") == fingerprint
             and mark.get("first") == task.first and mark.get("utterances") == len(task.paths)
             and shard.is_file() and shard.stat().st_size == mark["bytes"]
-            and sha256_file(shard) == mark["sha256"])
+            and sha256_of(shard) == mark["sha256"])
 
 
 def check_shard(shard: Path, fingerprint: str, checksum: bool = False) -> dict:
@@ -146,7 +138,7 @@ def check_shard(shard: Path, fingerprint: str, checksum: bool = False) -> dict:
     if size != mark["bytes"]:
         raise ShardError(f"{shard}: truncated or altered feature shard ({size} bytes, "
                          f"{mark['bytes']} written); rerun prepare --force")
-    if checksum and sha256_file(shard) != mark["sha256"]:
+    if checksum and sha256_of(shard) != mark["sha256"]:
         raise ShardError(f"{shard}: corrupt feature shard (its SHA-256 differs from the one "
                          "written); rerun prepare --force")
     return mark
