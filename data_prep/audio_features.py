@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import librosa
 import numpy as np
@@ -137,10 +138,46 @@ def compute_features(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     return np.ascontiguousarray(features.T, dtype=np.float32)
 
 
+@dataclass
+class FrameStats:
+    """Running per-dimension statistics of feature frames: the count, the mean and the
+    sum of squared deviations from it (float64), combinable across blocks of frames, so
+    training-set statistics accumulate shard by shard (``feature_shards``)."""
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+
+    @classmethod
+    def of(cls, frames: np.ndarray) -> FrameStats:
+        """The statistics of ``frames`` [N, F] (two passes, as ``numpy.std`` computes)."""
+        frames = frames.astype(np.float64)
+        mean = frames.mean(axis=0)
+        return cls(len(frames), mean, ((frames - mean) ** 2).sum(axis=0))
+
+    def __add__(self, other: FrameStats) -> FrameStats:
+        """The statistics of both blocks (Chan et al.'s pairwise update)."""
+        count = self.count + other.count
+        delta = other.mean - self.mean
+        return FrameStats(count, self.mean + delta * (other.count / count),
+                          self.m2 + other.m2 + delta ** 2 * (self.count * other.count / count))
+
+    def mean_std(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (mean, standard deviation), as ``normalize`` takes them."""
+        return self.mean.astype(np.float32), np.sqrt(self.m2 / self.count).astype(np.float32)
+
+    def to_json(self) -> dict:
+        # Python floats print as the shortest text that reads back as the same double.
+        return {"count": self.count, "mean": self.mean.tolist(), "m2": self.m2.tolist()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> FrameStats:
+        return cls(data["count"], np.array(data["mean"]), np.array(data["m2"]))
+
+
 def global_stats(features: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension mean and standard deviation over all frames of ``features``."""
-    frames = np.concatenate(features).astype(np.float64)
-    return frames.mean(axis=0).astype(np.float32), frames.std(axis=0).astype(np.float32)
+    return FrameStats.of(np.concatenate(features)).mean_std()
 
 
 def speech_frames(features: np.ndarray, cfg: FeatureConfig) -> np.ndarray:

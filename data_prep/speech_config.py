@@ -1,5 +1,5 @@
 """The speech config sections of data_prep: features, digit strings, augmentation,
-synthetic voices.
+synthetic voices, feature shards.
 
 Plain dataclasses, free of librosa and TensorFlow, so that a pipeline can load and
 validate a config before importing them; ``audio_features``, ``digit_strings`` and
@@ -162,3 +162,20 @@ class SyntheticVoicesConfig:
                     and low <= value[0] <= value[1] <= high):
                 raise ConfigError(f"{where}.{name}: expected [low, high] integers with "
                                   f"{low} <= low <= high <= {high}, got {value!r}")
+
+
+@dataclass
+class ShardConfig:
+    """The ``shards:`` section: how ``prepare`` writes the training features (TFRecord
+    shards, ``data_prep/feature_shards.py``) and how ``train`` streams them."""
+
+    utterances: int = 1000  # training utterances per shard (the last one may hold fewer)
+    workers: int | None = None  # feature extraction processes; null: min(4, CPU count)
+    # Memory for train's shuffle buffer, in MB of features. When the whole training set
+    # fits, the shards are read in order and shuffled as one (the in-memory pipeline's
+    # exact batches); otherwise the shard order is shuffled too, and shards interleaved.
+    shuffle_buffer_mb: float = 512.0
+
+    def validate(self, where):
+        at_least(self, where, 1, "utterances", "workers")
+        positive(self, where, "shuffle_buffer_mb")

@@ -100,6 +100,15 @@ def make_training_dataset(features: list[np.ndarray], labels: list[list[int]], b
          np.asarray(min_lengths, np.int32)))
     if shuffle:
         dataset = dataset.shuffle(len(features), seed=seed, reshuffle_each_iteration=False)
+    return batch_utterances(dataset, [len(f) for f in features], batch_size, augment, seed,
+                            shuffle)
+
+
+def batch_utterances(dataset: tf.data.Dataset, lengths: list[int], batch_size: int,
+                     augment: SpecAugmentConfig | None, seed: int | None, shuffle: bool
+                     ) -> tf.data.Dataset:
+    """``make_training_dataset``'s batches of a dataset of ``(features [T, F], labels,
+    min_length)`` utterances in training order, whose frame counts are ``lengths``."""
     if augment is not None:
         base = tf.constant([seed or 0, 0], tf.int64)
 
@@ -116,7 +125,7 @@ def make_training_dataset(features: list[np.ndarray], labels: list[list[int]], b
         dataset = dataset.enumerate().map(apply, num_parallel_calls=tf.data.AUTOTUNE,
                                           deterministic=True)
     dataset = dataset.map(lambda f, y, _: (_inputs(f), y))
-    boundaries = bucket_boundaries([len(f) for f in features])
+    boundaries = bucket_boundaries(lengths)
     dataset = dataset.bucket_by_sequence_length(
         element_length_func=lambda inputs, y: inputs["feature_lengths"],
         bucket_boundaries=boundaries,
@@ -128,6 +137,117 @@ def make_training_dataset(features: list[np.ndarray], labels: list[list[int]], b
         # short-to-long drift within an epoch.
         dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=False)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+# -- TFRecord shards (data_prep/feature_shards.py) ----------------------------------------
+
+
+def _int64s(values) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+
+
+def write_shard(path, features: list[np.ndarray], labels: list[list[int]], first: int,
+                groups: list[int]) -> None:
+    """Write utterances as ``tf.train.Example`` records to the TFRecord file ``path``
+    (not atomically: write to a temporary name and rename).
+
+    Args:
+        path: the file to write.
+        features: per-utterance float32 features [T, F].
+        labels: per-utterance label ids.
+        first: the training-set position of the first utterance (the others follow).
+        groups: per-utterance normalization group (see ``read_shards``).
+    """
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for i, (x, y, group) in enumerate(zip(features, labels, groups, strict=True)):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "features": tf.train.Feature(bytes_list=tf.train.BytesList(
+                    value=[np.ascontiguousarray(x, np.float32).tobytes()])),
+                "labels": _int64s(y),
+                "index": _int64s([first + i]),
+                "group": _int64s([group]),
+            }))
+            writer.write(example.SerializeToString())
+
+
+SHARD_FEATURES = {"features": tf.io.FixedLenFeature([], tf.string),
+                  "labels": tf.io.VarLenFeature(tf.int64),
+                  "index": tf.io.FixedLenFeature([], tf.int64),
+                  "group": tf.io.FixedLenFeature([], tf.int64)}
+
+
+def read_shards(files: list[str], num_features: int, shuffle_files: bool = False,
+                seed: int | None = None, cycle_length: int = 4) -> tf.data.Dataset:
+    """The utterances of TFRecord shards as ``(features [T, F], labels, index, group)``.
+
+    Args:
+        files: the shards, in order.
+        num_features: F.
+        shuffle_files: read the shards in an order shuffled with ``seed``, interleaving
+            ``cycle_length`` of them; otherwise one after the other, in order.
+        seed: the shard order's seed.
+        cycle_length: shards read at once when ``shuffle_files``.
+    """
+    names = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle_files:
+        names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
+        records = names.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length,
+                                   num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        records = names.flat_map(tf.data.TFRecordDataset)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, SHARD_FEATURES)
+        features = tf.reshape(tf.io.decode_raw(example["features"], tf.float32),
+                              [-1, num_features])
+        labels = tf.cast(tf.sparse.to_dense(example["labels"]), tf.int32)
+        return features, labels, example["index"], example["group"]
+
+    return records.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def make_streaming_dataset(files: list[str], num_features: int, lengths: np.ndarray,
+                           keep: np.ndarray, min_lengths: np.ndarray, batch_size: int,
+                           shuffle_buffer: int, augment: SpecAugmentConfig | None = None,
+                           seed: int | None = None, mean: np.ndarray | None = None,
+                           scale: np.ndarray | None = None) -> tf.data.Dataset:
+    """``make_training_dataset``'s batches of the utterances in TFRecord shards, streamed.
+
+    The utterances kept are shuffled in a buffer of ``shuffle_buffer``; when it holds all
+    of them the shards are read in order, and the batches are exactly those
+    ``make_training_dataset`` makes of the same utterances in memory (a whole-set shuffle
+    is a uniform permutation already). Otherwise the shard order is shuffled too (with
+    ``seed``) and shards are interleaved, so the buffer mixes several of them.
+
+    Args:
+        files: the shards in training-set order (``read_shards``).
+        num_features: F.
+        lengths: frame count of every utterance, by training-set position.
+        keep: bool, by position: the utterances to train on.
+        min_lengths: by position: the fewest frames time stretching may leave.
+        batch_size, augment, seed: as ``make_training_dataset``'s.
+        shuffle_buffer: utterances the shuffle buffer holds.
+        mean, scale: [groups, F] float32: an utterance of normalization group ``g >= 0``
+            becomes ``(features - mean[g]) / scale[g]``; group -1 is used as stored.
+    """
+    kept = int(np.sum(keep))
+    dataset = read_shards(files, num_features, shuffle_files=shuffle_buffer < kept, seed=seed)
+    keep_table, min_table = tf.constant(keep, tf.bool), tf.constant(min_lengths, tf.int32)
+    dataset = dataset.filter(lambda x, y, index, group: tf.gather(keep_table, index))
+    tables = None if mean is None else (tf.constant(mean, tf.float32),
+                                        tf.constant(scale, tf.float32))
+
+    def normalize(x, y, index, group):
+        if tables is not None:
+            g = tf.maximum(group, 0)
+            x = tf.where(group >= 0, (x - tables[0][g]) / tables[1][g], x)
+        return x, y, tf.gather(min_table, index)
+
+    dataset = dataset.map(normalize, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.shuffle(min(shuffle_buffer, kept), seed=seed,
+                              reshuffle_each_iteration=False)
+    return batch_utterances(dataset, [int(n) for n in np.asarray(lengths)[keep]], batch_size,
+                            augment, seed, shuffle=True)
 
 
 def make_inference_batches(features: list[np.ndarray], batch_size: int

@@ -193,7 +193,10 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     finally:
         if worker_dir:
             shutil.rmtree(worker_dir, ignore_errors=True)
-    if not existed:
+    # A new run whose first command failed is not kept; one interrupted after it began
+    # changing the run is, as the message says: its finished work (a prepare's feature
+    # shards) is resumed by the same command.
+    if not existed and not (code == 130 and ctx.changing):
         run.discard_if_unfinished()
     return code
 

@@ -1,5 +1,5 @@
-"""Helpers shared by the tests (fixtures live in ``conftest.py``): toy data, tiny
-translation models and the ``.keras`` round-trip check."""
+"""Helpers shared by the tests (fixtures live in ``conftest.py``): toy data (text, and a
+tone "speech" corpus), tiny translation models and the ``.keras`` round-trip check."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import soundfile as sf
 
 from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines.speech.config import SPLITS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,3 +88,29 @@ def saved_model_client(*args, stdin: str = ""):
                           env=env, cwd=os.path.dirname(os.path.abspath(args[1])), check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])
+
+
+def tone_corpus(root: Path) -> dict:
+    """Manifests of two "words" (a 300 Hz and a 1200 Hz tone) for every split, plus one
+    training utterance far too short for its transcript."""
+    rng = np.random.default_rng(0)
+    t = np.arange(2400) / 8000
+    words = {"lo": np.sin(2 * np.pi * 300 * t), "hi": np.sin(2 * np.pi * 1200 * t)}
+    manifests = {}
+    for split in SPLITS:
+        lines = []
+        for i in range(8):
+            names = [["lo", "hi"][j] for j in rng.integers(2, size=1 + i % 2)]
+            audio = np.concatenate([np.r_[words[n], np.zeros(800)] for n in names])
+            path = root / split / f"{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(path, 0.3 * audio, 8000)
+            lines.append({"audio_filepath": f"{split}/{i}.wav", "duration": len(audio) / 8000,
+                          "text": " ".join(names).upper(), "speaker": f"s{i % 2}"})
+        if split == "train":
+            sf.write(root / "short.wav", 0.3 * words["lo"][:400], 8000)
+            lines.append({"audio_filepath": "short.wav", "duration": 0.05,
+                          "text": "lo hi lo hi lo hi"})
+        manifests[split] = str(root / f"{split}.jsonl")
+        Path(manifests[split]).write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return manifests

@@ -204,4 +204,5 @@ def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, monkeypatch, changes_th
                      str(tmp_path / "run")], "tiny", "", TinyConfig, ("work",), "tiny_stages",
                     ["work"])
     assert code == 130 and capsys.readouterr().err == message
-    assert not (tmp_path / "run").exists()  # a new run with no finished stage is not kept
+    # A new run is kept only if the stage began changing it: what it finished is resumed.
+    assert (tmp_path / "run").exists() == changes_the_run

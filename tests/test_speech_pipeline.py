@@ -18,10 +18,12 @@ from pipelines import speech
 from pipelines.config import ConfigError, load_config
 from pipelines.metrics import wer_cer
 from pipelines.run_dir import RunDir
-from pipelines.speech.config import SPLITS, SpeechConfig
-from pipelines.speech.data import load_features, load_labelled, min_input_frames, vocabulary
+from pipelines.speech.config import SpeechConfig
+from pipelines.speech.data import min_input_frames, vocabulary
 from pipelines.speech.inference import transcribe_features
+from pipelines.speech.shards import load_train_features, train_shards
 from pipelines.speech.stages import build_model
+from tests.helpers import tone_corpus
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 SMOKE = CONFIGS / "speech_smoke.yaml"
@@ -62,6 +64,9 @@ def fsdd_dir(data_dir) -> Path:
     ("strings.noise_dbfs=3", "strings.noise_dbfs: must be negative"),
     ("synthetic.voices=4", "synthetic.voices: for isolated words"),  # SMOKE is fsdd_strings
     ("synthetic.pitch=[60,40]", "synthetic.pitch: expected [low, high]"),
+    ("shards.utterances=0", "shards.utterances: must be at least 1"),
+    ("shards.workers=0", "shards.workers: must be at least 1"),
+    ("shards.shuffle_buffer_mb=0", "shards.shuffle_buffer_mb: must be positive"),
 ])
 def test_config_errors_name_the_field(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -81,32 +86,6 @@ def test_min_input_frames_is_the_fewest_that_give_enough_logit_frames(layers, st
         n = min_input_frames(needed, model)
         assert subsampled_length(n, layers, stride) >= needed
         assert n == 1 or subsampled_length(n - 1, layers, stride) < needed
-
-
-def tone_corpus(root: Path) -> dict:
-    """Manifests of two "words" (a 300 Hz and a 1200 Hz tone) for every split, plus one
-    training utterance far too short for its transcript."""
-    rng = np.random.default_rng(0)
-    t = np.arange(2400) / 8000
-    words = {"lo": np.sin(2 * np.pi * 300 * t), "hi": np.sin(2 * np.pi * 1200 * t)}
-    manifests = {}
-    for split in SPLITS:
-        lines = []
-        for i in range(8):
-            names = [["lo", "hi"][j] for j in rng.integers(2, size=1 + i % 2)]
-            audio = np.concatenate([np.r_[words[n], np.zeros(800)] for n in names])
-            path = root / split / f"{i}.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(path, 0.3 * audio, 8000)
-            lines.append({"audio_filepath": f"{split}/{i}.wav", "duration": len(audio) / 8000,
-                          "text": " ".join(names).upper(), "speaker": f"s{i % 2}"})
-        if split == "train":
-            sf.write(root / "short.wav", 0.3 * words["lo"][:400], 8000)
-            lines.append({"audio_filepath": "short.wav", "duration": 0.05,
-                          "text": "lo hi lo hi lo hi"})
-        manifests[split] = str(root / f"{split}.jsonl")
-        Path(manifests[split]).write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return manifests
 
 
 @pytest.mark.slow
@@ -163,13 +142,14 @@ def test_speed_perturbation_adds_training_copies(tmp_path, capsys):
                "--set", "data.speed_perturbation=[1.0,1.25]") == 0
     assert "features of 9 train utterances x 2 speeds and 8 val" in capsys.readouterr().out
     cfg = load_config(SpeechConfig, SMOKE, ["data.speed_perturbation=[1.0,1.25]"])
-    vocab = vocabulary(cfg)
-    plain = load_features(RunDir(tmp_path / "plain"), "train")
-    x, y, skipped = load_labelled(RunDir(tmp_path / "fast"), "train", vocab, cfg)
+    fast = RunDir(tmp_path / "fast")
+    plain, _ = load_train_features(load_config(SpeechConfig, SMOKE), RunDir(tmp_path / "plain"))
+    x, y = load_train_features(cfg, fast)
+    shards = train_shards(cfg, fast, vocabulary(cfg), fast.require("prepare", "train"))
     # Two copies of the 9 training utterances; the too-short one is skipped in each.
-    assert skipped == 2 and len(x) == len(y) == 2 * 8
+    assert len(x) == len(y) == 2 * 9 and shards.skipped == 2 and shards.keep.sum() == 2 * 8
     np.testing.assert_allclose(x[0], plain[0])  # the speed-1.0 copy comes first
-    assert abs(len(x[8]) - len(plain[0]) / 1.25) <= 2 and y[8] == y[0]
+    assert abs(len(x[9]) - len(plain[0]) / 1.25) <= 2 and y[9] == y[0]
     report = json.loads((tmp_path / "fast" / "data" / "report.json").read_text())
     assert report["train"]["speed_perturbation"] == [1.0, 1.25]
 
@@ -183,7 +163,7 @@ def test_speaker_normalization_uses_each_speakers_utterances(tmp_path):
     cfg = load_config(SpeechConfig, SMOKE, overrides)
     entries = read_manifest(tmp_path / "r" / "data" / "train.jsonl")
     raw = extract_features([e["audio_filepath"] for e in entries], cfg.features)
-    cached = load_features(RunDir(tmp_path / "r"), "train")[:len(entries)]  # the speed-1.0 copy
+    cached = load_train_features(cfg, RunDir(tmp_path / "r"))[0][:len(entries)]  # speed 1.0
     for speaker in ("s0", "s1", None):
         members = [i for i, e in enumerate(entries) if e.get("speaker") == speaker]
         # One speaker's speech frames, normalized together (the speakerless one alone).
@@ -211,7 +191,9 @@ def test_synthetic_voices_join_the_training_set_only(tmp_path, capsys):
     assert sorted(e["text"] for e in synthetic) == sorted(2 * list(texts))
     assert all(Path(e["audio_filepath"]).is_relative_to(tmp_path / "r") for e in synthetic)
     assert not any(e.get("speaker", "").startswith("espeak:") for s in ("val", "test") for e in read(s))
-    assert len(load_features(RunDir(tmp_path / "r"), "train")) == len(read("train"))
+    cfg = load_config(SpeechConfig, SMOKE, ["data.corpus=manifest", "synthetic.voices=2",
+                                            f"data.manifests={json.dumps(manifests)}"])
+    assert len(load_train_features(cfg, RunDir(tmp_path / "r"))[0]) == len(read("train"))
 
 
 def test_synthetic_voices_without_espeak_is_one_line(tmp_path, capsys, monkeypatch):
@@ -277,7 +259,7 @@ def test_smoke_config_end_to_end(speech_smoke_run, fsdd_dir, tmp_path, capsys, m
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5, 6]
     assert history[-1]["loss"] < history[0]["loss"]
     for path in ["config.yaml", "checkpoints/best.keras", "checkpoints/last.keras",
-                 "features/train.npz", "features/val.npz", "data/report.json",
+                 "features/train-00000-of-00001.tfrecord", "features/val.npz", "data/report.json",
                  "hyps/test.greedy.txt", "hyps/test.beam_search.txt"]:
         assert (run_dir / path).is_file(), path
     # Strings come only from their split's takes: test 0-4, validation 5-9, train 10-49.

@@ -8,8 +8,9 @@ Corpora: isolated FSDD digits, connected digit strings built from FSDD, or any J
 manifests (``python -m data_prep.manifest`` converts LibriSpeech, LJSpeech, Common Voice).
 Files in ``runs/<name>/``: ``config.yaml`` (resolved), ``data/`` (``{split}.jsonl``
 manifests with normalized transcripts, generated audio, ``report.json``), ``features/``
-(cached train/val features and normalization statistics), ``checkpoints/``, ``logs/``
-(TensorBoard and ``history.json``), ``hyps/`` (test transcripts), ``metrics.json``, and
+(training features as TFRecord shards, validation features, normalization statistics),
+``checkpoints/``, ``logs/`` (TensorBoard and ``history.json``), ``hyps/`` (test
+transcripts), ``metrics.json``, and
 from the ``export`` stage ``export/`` (a SavedModel transcribing waveforms) and, for a
 causal model, ``tflite/`` (the streaming step as float32 and int8 TFLite models).
 
@@ -20,7 +21,8 @@ jiwer's on those strings (CER counts every character, spaces included).
 
 Modules: ``config`` (the experiment dataclasses), ``data`` (corpora, cached features and
 labels), ``inference`` (batched transcription, the SavedModel export), ``streaming`` (the
-streaming step and its driver, the TFLite export), ``stages`` (the stages).
+streaming step and its driver, the TFLite export), ``shards`` (the training-feature
+shards), ``stages`` (the stages).
 """
 
 from pipelines import cli

@@ -12,6 +12,7 @@ from data_prep.config_checks import ConfigError, at_least, choice, positive
 from data_prep.speech_config import (
     DigitStringConfig,
     FeatureConfig,
+    ShardConfig,
     SpecAugmentConfig,
     SyntheticVoicesConfig,
 )
@@ -91,6 +92,7 @@ class SpeechConfig:
     data: DataConfig = field(default_factory=DataConfig)
     strings: DigitStringConfig = field(default_factory=DigitStringConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     synthetic: SyntheticVoicesConfig = field(default_factory=SyntheticVoicesConfig)
     model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)

@@ -94,28 +94,34 @@ def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:
     return max(1, (logit_frames - 1) * model.conv_stride ** model.conv_layers + 1)
 
 
-def load_labelled(run, split, vocab, cfg: SpeechConfig):
-    """Cached features and label ids of a split, without the utterances CTC cannot fit.
+def fitting(split: str, entries: list[dict], lengths: list[int], needed: list[int],
+            cfg: SpeechConfig) -> tuple[list[bool], int]:
+    """Which of the utterances ``entries`` (of ``lengths`` feature frames, whose
+    transcripts need ``needed`` CTC frames) CTC can fit, and how many it cannot.
 
     An utterance whose transcript needs more CTC frames than the model outputs for it
     would have an infinite loss; it is skipped with a warning and counted instead.
     """
-    entries = read_manifest(run.path("data", f"{split}.jsonl"))
-    if split == "train":
-        entries *= len(cfg.data.speed_perturbation)  # prepare's speed-perturbed copies
-    features, labels, skipped = [], [], []
-    for item, feats in zip(entries, load_features(run, split), strict=True):
-        ids = vocab.encode(item["text"], where=item["audio_filepath"])
-        frames = subsampled_length(len(feats), cfg.model.conv_layers, cfg.model.conv_stride)
-        if ctc_frames_needed(ids) > frames:
-            skipped.append(item["audio_filepath"])
-            continue
-        features.append(feats)
-        labels.append(ids)
+    keep = [n <= subsampled_length(frames, cfg.model.conv_layers, cfg.model.conv_stride)
+            for frames, n in zip(lengths, needed, strict=True)]
+    skipped = [item["audio_filepath"] for item, fits in zip(entries, keep, strict=True)
+               if not fits]
     if skipped:
         print(f"[train] warning: skipped {len(skipped)} {split} utterances whose transcript "
               f"needs more CTC frames than the model outputs (first: {skipped[:3]})",
               file=sys.stderr)
-    if not features:
+    if not any(keep):
         raise ManifestError(f"{split}: no utterance is long enough for its transcript")
-    return features, labels, len(skipped)
+    return keep, len(skipped)
+
+
+def load_labelled(run, split, vocab, cfg: SpeechConfig):
+    """Cached features and label ids of a (small, unsharded) split, without the
+    utterances CTC cannot fit (``fitting``), and their number."""
+    entries = read_manifest(run.path("data", f"{split}.jsonl"))
+    features = load_features(run, split)
+    labels = [vocab.encode(e["text"], where=e["audio_filepath"]) for e in entries]
+    keep, skipped = fitting(split, entries, [len(f) for f in features],
+                            [ctc_frames_needed(y) for y in labels], cfg)
+    return ([f for f, k in zip(features, keep, strict=True) if k],
+            [y for y, k in zip(labels, keep, strict=True) if k], skipped)

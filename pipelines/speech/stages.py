@@ -7,16 +7,18 @@ import shutil
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 from data_prep import fsdd
-from data_prep.audio_features import AudioError, extract_features, global_stats
+from data_prep.audio_features import AudioError, extract_features
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
+from data_prep.feature_shards import ShardError
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
 from data_prep.speech_dataset import make_training_dataset
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
-from models.ctc_decoding import CTCDecoder, ctc_frames_needed
+from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
 from pipelines import cli, trainer
 from pipelines.config import ConfigError
@@ -29,7 +31,6 @@ from pipelines.speech.data import (
     load_entries,
     load_labelled,
     load_stats,
-    min_input_frames,
     normalize_features,
     vocabulary,
 )
@@ -40,6 +41,7 @@ from pipelines.speech.inference import (
     transcribe_features,
     transcribe_files,
 )
+from pipelines.speech.shards import streaming_dataset, train_shards, write_train_shards
 from pipelines.speech.streaming import (
     PartialDisplay,
     StreamStep,
@@ -54,7 +56,6 @@ from pipelines.speech.streaming import (
 # Translation's training fields: batches here are sized in utterances, and the CTC loss
 # has no label smoothing.
 UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
-TRAINING_SPLITS = ("train", "val")  # test features are computed (and timed) by evaluate
 MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and commands
 
 
@@ -66,7 +67,8 @@ def prepare(ctx: cli.Context) -> None:
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
                      input_signature(cfg, ctx.data_dir),
                      # Only when on, so runs without synthetic voices keep their fingerprint.
-                     *([cfg.synthetic] if cfg.synthetic.voices else []))
+                     *([cfg.synthetic] if cfg.synthetic.voices else []),
+                     {"train_shard_utterances": cfg.shards.utterances})  # not the workers
     if not ctx.start("prepare", fp, run.path("data")):
         return
     # New data or features: what was trained on the old ones must not be reused.
@@ -99,24 +101,20 @@ def prepare(ctx: cli.Context) -> None:
     print(f"[prepare] computing the features of {len(paths('train'))} train utterances"
           + (f" x {copies} speeds" if copies > 1 else "") + f" and {len(paths('val'))} val",
           flush=True)  # minutes for a large corpus, and no progress bar in a log file
-    raw = {"val": extract_features(paths("val"), cfg.features, desc="features val"), "train": []}
-    # Copy-major order: load_labelled repeats the manifest once per factor to match.
-    for speed in cfg.data.speed_perturbation:
-        raw["train"] += extract_features(paths("train"), cfg.features, speed=speed,
-                                         desc=f"features train (speed {speed})")
+    # The training set is streamed into shards (with the statistics global or speaker
+    # normalization need); validation is small and stays one array file.
+    # --force recomputes every shard: it is how changed audio files are taken in.
+    group_stats = write_train_shards(cfg, run, entries["train"], vocab, fp, resume=not ctx.force)
     report["train"]["speed_perturbation"] = cfg.data.speed_perturbation
     stats = None
     if cfg.features.normalization == "global":
-        stats = global_stats(raw["train"])
+        stats = group_stats[0].mean_std()
         atomic_savez(run.path("features", "stats.npz"), mean=stats[0], std=stats[1])
-    speakers = {"val": [e.get("speaker") for e in entries["val"]],
-                # Each speed is a voice of its own (its spectrum is shifted).
-                "train": [None if e.get("speaker") is None else (e["speaker"], speed)
-                          for speed in cfg.data.speed_perturbation for e in entries["train"]]}
-    for split in TRAINING_SPLITS:
-        features = normalize_features(raw[split], cfg.features, stats, speakers[split])
-        atomic_savez(run.path("features", f"{split}.npz"), features=np.concatenate(features),
-                     lengths=np.array([len(f) for f in features]))
+    raw = extract_features(paths("val"), cfg.features, desc="features val")
+    features = normalize_features(raw, cfg.features, stats,
+                                  [e.get("speaker") for e in entries["val"]])
+    atomic_savez(run.path("features", "val.npz"), features=np.concatenate(features),
+                 lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
     run.mark_done("prepare", fp)
     print("[prepare] " + ", ".join(
@@ -147,24 +145,22 @@ def train(ctx: cli.Context) -> None:
     # Checkpoints depend on everything but the stopping criteria, so raising
     # training.epochs or max_minutes continues a finished run instead of restarting it.
     training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
-                                cfg.augment, trainer.resumable_config(training))
+    prepared = run.require("prepare", "train")
+    # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
+    checkpoint_fp = fingerprint("train", prepared, cfg.model, cfg.augment,
+                                cfg.shards.shuffle_buffer_mb, trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
         trainer.discard_checkpoints(run)
     vocab, t = vocabulary(cfg), cfg.training
-    train_x, train_y, train_skipped = load_labelled(run, "train", vocab, cfg)
+    shards = train_shards(cfg, run, vocab, prepared)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)
     val_text = [vocab.decode(y) for y in val_y]
-    augment = cfg.augment if cfg.augment.active else None
-    # Time stretching keeps every utterance long enough for CTC to emit its transcript.
-    min_lengths = [min_input_frames(ctc_frames_needed(y), cfg.model) for y in train_y]
 
     def train_dataset(epoch):
-        return make_training_dataset(train_x, train_y, t.batch_size, augment, seed=t.seed + epoch,
-                                     min_lengths=min_lengths)
+        return streaming_dataset(shards, cfg, seed=t.seed + epoch)
 
     val_dataset = make_training_dataset(val_x, val_y, t.batch_size, shuffle=False)
     decoders = {}
@@ -176,12 +172,17 @@ def train(ctx: cli.Context) -> None:
         hyps = transcribe_features(decoders[id(model)], vocab, val_x, cfg.decoding.batch_size)
         return {"val_wer": wer_cer(hyps, val_text)["wer"]}
 
-    state = trainer.train(
-        run, lambda: build_model(cfg, vocab), train_dataset, val_dataset, validate,
-        trainer.ValidationMetric("val_wer", higher_is_better=False), t, checkpoint_fp,
-    )
+    try:
+        state = trainer.train(
+            run, lambda: build_model(cfg, vocab), train_dataset, val_dataset, validate,
+            trainer.ValidationMetric("val_wer", higher_is_better=False), t, checkpoint_fp,
+        )
+    except tf.errors.DataLossError:
+        # TensorFlow's message ("corrupted record at 1234") does not say which shard.
+        shards.check()
+        raise
     run.mark_done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
-                  train_seconds=state["train_seconds"], skipped_train=train_skipped,
+                  train_seconds=state["train_seconds"], skipped_train=shards.skipped,
                   skipped_val=val_skipped)
 
 
@@ -330,6 +331,6 @@ def report(ctx: cli.Context) -> None:
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
-               SynthesisError)
+               SynthesisError, ShardError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
           "stream": stream, "export": export, "report": report}
