@@ -40,13 +40,10 @@ from data_prep.audio_features import (
     speech_stats,
 )
 from data_prep.download import sha256_of
+from data_prep.file_io import ShardError
 from data_prep.speech_config import FeatureConfig
 
 OWN_NORMALIZATION = -1  # the group of an utterance normalized on its own, in its shard
-
-
-class ShardError(ValueError):
-    """A missing, truncated or corrupt feature shard; the message names it."""
 
 
 def shard_name(index: int, count: int, suffix: str = ".tfrecord") -> str:

@@ -21,6 +21,11 @@ class CorpusError(ValueError):
     and line."""
 
 
+class ShardError(ValueError):
+    """A prepared data shard (or its index or marker) is missing, truncated or corrupt;
+    the message names it."""
+
+
 @contextlib.contextmanager
 def atomic_file(dest: str | Path):
     """Yield a temporary path beside ``dest``; rename it over ``dest`` if the block succeeds.

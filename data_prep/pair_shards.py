@@ -19,11 +19,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from data_prep.download import sha256_of
-from data_prep.file_io import atomic_file, atomic_write_json
-
-
-class ShardError(ValueError):
-    """A shard (or its index) is missing, truncated or corrupt; the message names it."""
+from data_prep.file_io import ShardError, atomic_file, atomic_write_json
 
 
 def index_path(directory: Path, prefix: str) -> Path:

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_prep.download import DownloadError
-from data_prep.file_io import CorpusError, decode_lines, read_lines
+from data_prep.file_io import CorpusError, ShardError, decode_lines, read_lines
 from pipelines.config import ConfigError, load_config
 from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import RunDir
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
-USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError, ShardError)
 
 
 def quiet_tensorflow() -> None:

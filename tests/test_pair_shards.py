@@ -3,9 +3,8 @@ import json
 
 import pytest
 
-from data_prep.file_io import iter_lines, read_lines
+from data_prep.file_io import ShardError, iter_lines, read_lines
 from data_prep.pair_shards import (
-    ShardError,
     index_path,
     pair_dataset,
     verified_shards,

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep.audio_features import extract_features, global_stats
-from data_prep.feature_shards import ShardError
+from data_prep.file_io import ShardError
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import LABEL_PAD, make_training_dataset
 from models.ctc_decoding import ctc_frames_needed

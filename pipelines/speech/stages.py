@@ -12,7 +12,6 @@ import tensorflow as tf
 from data_prep import fsdd
 from data_prep.audio_features import AudioError, extract_features
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
-from data_prep.feature_shards import ShardError
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
@@ -331,6 +330,6 @@ def report(ctx: cli.Context) -> None:
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
-               SynthesisError, ShardError)
+               SynthesisError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
           "stream": stream, "export": export, "report": report}

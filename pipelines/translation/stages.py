@@ -14,7 +14,7 @@ from data_prep.file_io import (
     atomic_write_json,
     write_lines,
 )
-from data_prep.pair_shards import ShardError, pair_dataset, verified_shards, write_pair_shards
+from data_prep.pair_shards import pair_dataset, verified_shards, write_pair_shards
 from data_prep.parallel_corpus import ParallelCorpus
 from data_prep.subword_tokenizer import TokenizerError, reservoir_sample
 from data_prep.text_dataset import batch_by_tokens, make_training_dataset
@@ -225,6 +225,6 @@ def report(ctx: cli.Context) -> None:
 
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
-USER_ERRORS = (ReportError, ShardError, TokenizerError)
+USER_ERRORS = (ReportError, TokenizerError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
           "export": export, "report": report}
