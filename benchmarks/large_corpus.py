@@ -90,7 +90,8 @@ def train_only(run_dir: Path, steps: int) -> None:
     source_tok, target_tok = load_tokenizers(run)
     shards = verified_shards(run.path("data"), "train")
     model = build_model(cfg, source_tok, target_tok)
-    times = trainer_pass(model, lambda: training_batches(cfg, shards, cfg.training.seed),
+    # Repeated: a small corpus has fewer than ``steps`` batches per epoch.
+    times = trainer_pass(model, lambda: training_batches(cfg, shards, cfg.training.seed).repeat(),
                          limit=steps)
     if len(times) != steps:
         raise SystemExit(f"expected {steps} steps, got {len(times)}")
@@ -138,10 +139,11 @@ def main() -> int:
         return 0
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python "
                           f"{platform.python_version()}",
-               "config": str(CONFIG), "sizes": [measure(n, args.steps, args.keep)
-                                                for n in args.pairs]}
+               "config": str(CONFIG), "sizes": []}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    for pairs in args.pairs:  # the file is rewritten after each size: no result is lost
+        results["sizes"].append(measure(pairs, args.steps, args.keep))
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
     for r in results["sizes"]:
         print(f"| {r['pairs']:,} pairs ({r['corpus_mib']} MiB) | prepare {r['prepare']['seconds']} s,"
