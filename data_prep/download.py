@@ -95,10 +95,12 @@ def fetch(relative_path: str, url: str, sha256: str | None, data_dir_arg=None) -
 
 def extract_files(archive: Path, dest: Path, name_of: Callable[[list[str]], str | None]) -> int:
     """Extract the regular-file members of a tar archive that ``name_of`` names into
-    ``dest`` (``name_of(member path parts)`` -> a plain file name, or None to skip).
+    ``dest`` (``name_of(member path parts)`` -> a relative path under ``dest``, or None
+    to skip).
 
-    Members are written only under the names ``name_of`` gives, so a malicious member
-    path cannot escape ``dest``. Files go to a temporary folder renamed to ``dest`` at the
+    Members are written only under the names ``name_of`` gives, and a name with an empty,
+    ``.`` or ``..`` component is refused, so a malicious member path cannot escape
+    ``dest``. Files go to a temporary folder renamed to ``dest`` at the
     end: an interrupted extraction never looks like a complete dataset. Returns the
     number of files extracted (0 leaves no ``dest``).
     """
@@ -110,6 +112,9 @@ def extract_files(archive: Path, dest: Path, name_of: Callable[[list[str]], str 
             for member in tar:
                 name = name_of(member.name.split("/")) if member.isfile() else None
                 if name:
+                    if any(part in ("", ".", "..") for part in name.split("/")):
+                        raise DownloadError(f"{archive}: unsafe member path {member.name!r}")
+                    (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                     with tar.extractfile(member) as src, open(tmp / name, "wb") as out:
                         shutil.copyfileobj(src, out)
                     count += 1

@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 
 from data_prep.config_checks import ConfigError, at_least, choice, positive
 
+# The subsets of LibriSpeech (data.corpus: librispeech; data_prep/librispeech.py).
+LIBRISPEECH_SUBSETS = ("train-clean-100", "train-clean-360", "train-other-500", "dev-clean",
+                       "dev-other", "test-clean", "test-other")
+
 
 @dataclass
 class FeatureConfig:

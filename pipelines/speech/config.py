@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
 from data_prep.config_checks import ConfigError, at_least, choice, positive
 from data_prep.speech_config import (
+    LIBRISPEECH_SUBSETS,
     DigitStringConfig,
     FeatureConfig,
     ShardConfig,
@@ -20,15 +21,19 @@ from models.config import STRATEGIES, CTCRecognizerConfig
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
+CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "manifest")
+LIBRISPEECH_SPLITS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "fsdd_digits"  # fsdd_digits | fsdd_strings | manifest
+    corpus: str = "fsdd_digits"  # fsdd_digits | fsdd_strings | librispeech | manifest
     test_takes: int = 5  # FSDD standard split: takes 0..4 of every speaker are test
     val_takes: int = 5  # the next takes are held out of training for validation
     test_speakers: list[str] | None = None  # FSDD leave-speakers-out split instead
     manifests: dict | None = None  # corpus=manifest: {train: path, val: path, test: path}
+    # corpus=librispeech: the LibriSpeech subset of each split
+    subsets: dict = field(default_factory=lambda: dict(LIBRISPEECH_SPLITS))
     vocabulary: str = ENGLISH_CHARACTERS  # output characters
     blank_index: int = 0  # CTC blank id; the characters take the other ids
     lowercase: bool = True
@@ -41,11 +46,15 @@ class DataConfig:
     limit_test: int | None = None
 
     def validate(self, where):
-        choice(self.corpus, ("fsdd_digits", "fsdd_strings", "manifest"), f"{where}.corpus")
-        if self.corpus == "manifest":
-            if self.test_speakers is not None:
-                raise ConfigError(f"{where}.test_speakers: FSDD only; a manifest corpus "
-                                  "has its own test manifest")
+        choice(self.corpus, CORPORA, f"{where}.corpus")
+        if self.corpus in ("manifest", "librispeech") and self.test_speakers is not None:
+            raise ConfigError(f"{where}.test_speakers: FSDD only; corpus={self.corpus} "
+                              "has its own test set")
+        if self.corpus == "librispeech":
+            for split in SPLITS:
+                choice((self.subsets or {}).get(split), LIBRISPEECH_SUBSETS,
+                       f"{where}.subsets.{split}")
+        elif self.corpus == "manifest":
             for split in SPLITS:
                 if not isinstance((self.manifests or {}).get(split), str):
                     raise ConfigError(f"{where}.manifests.{split}: expected a manifest path "

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from data_prep import fsdd
+from data_prep import fsdd, librispeech
 from data_prep.audio_features import (
     FeatureConfig,
     extract_features,
@@ -32,6 +32,9 @@ def load_entries(cfg: SpeechConfig, run, data_dir) -> dict[str, list[dict]]:
     data = cfg.data
     if data.corpus == "manifest":
         return {split: read_manifest(data.manifests[split]) for split in SPLITS}
+    if data.corpus == "librispeech":
+        return {split: librispeech.subset_entries(data.subsets[split], data_dir)
+                for split in SPLITS}
     recordings = fsdd.list_recordings(fsdd.recordings_dir(data_dir))
     splits = fsdd.split_recordings(recordings, data.test_takes, data.val_takes,
                                    data.test_speakers)
@@ -49,10 +52,12 @@ def load_entries(cfg: SpeechConfig, run, data_dir) -> dict[str, list[dict]]:
 
 
 def input_signature(cfg: SpeechConfig, data_dir) -> list:
-    """What prepare reads, for its fingerprint: the manifests' hashes, or FSDD's file
-    names and sizes (audio a manifest points to is assumed unchanged: use --force)."""
+    """What prepare reads, for its fingerprint: the manifests' hashes, or the corpus
+    files' names and sizes (audio a manifest points to is assumed unchanged: use --force)."""
     if cfg.data.corpus == "manifest":
         return [sha256_of(cfg.data.manifests[s]) for s in SPLITS]
+    if cfg.data.corpus == "librispeech":
+        return [librispeech.subset_signature(cfg.data.subsets[s], data_dir) for s in SPLITS]
     folder = fsdd.recordings_dir(data_dir)
     return sorted((p.name, p.stat().st_size) for p in folder.glob("*.wav"))
 
