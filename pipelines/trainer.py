@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.file_io import atomic_write_json
-from pipelines import distribute
+from pipelines import checkpoint_average, distribute
 from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.train_steps import Steps, run_epoch
@@ -41,12 +41,13 @@ from pipelines.training_config import TrainingConfig
 
 # Fields that only decide when to stop: changing them lets a run continue from its
 # checkpoints instead of starting over.
-STOPPING_FIELDS = ("epochs", "max_minutes", "patience")
+STOPPING_FIELDS = ("epochs", "max_minutes", "patience", "average_last")
 # Where training runs: one device and N replicas compute the same steps, so a run may be
 # resumed on another set of devices.
 PLACEMENT_FIELDS = ("distribution", "cluster_timeout_seconds")
 
 STATE_FILE = "train_state.json"  # in the run directory, beside checkpoints/
+BEST_EPOCH_FILE = "best_epoch.keras"  # the best epoch, when best.keras is an average
 
 
 def resumable_config(config: TrainingConfig) -> dict:
@@ -284,6 +285,7 @@ def train(
             stop = _stop_reason(state, config, budget)
             if stop:
                 break
+            _undo_average(run, state, role.is_chief)
             start = time.time()
             _seed_random_layers(model, config.seed, epoch)
             logs = _interruptible(lambda: f"after step {progress.seen}", epoch, _fit_epoch,
@@ -328,6 +330,8 @@ def train(
             # The checkpoint first, then the state that points at it: an interrupt between
             # the two only repeats one epoch.
             _save_model(model, last_path)
+            if config.average_last > 1 and role.is_chief:
+                checkpoint_average.keep_epoch_weights(model, run, epoch + 1, config.average_last)
             atomic_write_json(state_path, state)
             atomic_write_json(run.path("logs", "history.json"), state["history"])
     except distribute.PEER_ERRORS as e:
@@ -346,10 +350,42 @@ def train(
     if role.count > 1:
         log(f"[cluster] {role.description}: weights checksum "
             f"{distribute.weights_checksum(model.variables)} (the same on every worker)")
+    if config.average_last > 1 and role.is_chief:
+        _average(model, run, config, validate, metric, state, log)
+        atomic_write_json(state_path, state)
     log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
         f"at epoch {state['best_epoch']}")
     return state
+
+
+def _average(model, run: RunDir, config: TrainingConfig, validate, metric, state: dict,
+             log) -> None:
+    """Average the last epochs' weights into ``model`` (the training is over), validate
+    it and make it ``best.keras`` if it is at least as good as the best epoch."""
+    averaged = checkpoint_average.average_and_validate(model, run, config.average_last,
+                                                       validate, metric.name)
+    if averaged is None:
+        return
+    value, best = averaged[metric.name], state["best"]
+    averaged["used"] = not metric.improved(best, value)  # ties go to the average
+    first, last = averaged["epochs"]
+    log(f"[train] average of epochs {first}-{last}: {metric.name} {value} (best epoch "
+        f"{state['best_epoch']}: {best}); best.keras is "
+        + ("the average" if averaged["used"] else f"epoch {state['best_epoch']}"))
+    if averaged["used"]:
+        # The best epoch's checkpoint is kept aside: training may be resumed for more
+        # epochs, and then the average is made again.
+        best_path = run.path("checkpoints", "best.keras")
+        os.replace(best_path, run.path("checkpoints", BEST_EPOCH_FILE))
+        _save_model(model, best_path)
+    state["averaged"] = averaged
+
+
+def _undo_average(run: RunDir, state: dict, is_chief: bool) -> None:
+    """Before more epochs: best.keras is the best epoch again, not a past average."""
+    if state.pop("averaged", {}).get("used") and is_chief:
+        os.replace(run.path("checkpoints", BEST_EPOCH_FILE), run.path("checkpoints", "best.keras"))
 
 
 def _fit_epoch(steps: Steps, callbacks, ctrl_c: _StopOnCtrlC, epoch: int, train_dataset,

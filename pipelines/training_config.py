@@ -28,6 +28,9 @@ class TrainingConfig:
     # in its first epoch with 1e-7 and no clipping (README, "How fast the translator learns").
     adam_epsilon: float = 1e-7
     patience: int = 5  # early stopping: validations without improvement
+    # Average the weights of the last N epochs when training stops; the average replaces
+    # best.keras if it validates at least as well (0: off). pipelines/checkpoint_average.py
+    average_last: int = 0
     seed: int = 1234
     batch_tokens: int = 4000  # translation: padded tokens per batch
     batch_size: int = 32  # speech: utterances per batch
@@ -44,7 +47,7 @@ class TrainingConfig:
         fraction(self.label_smoothing, f"{where}.label_smoothing")
         at_least(self, where, 1, "epochs", "batch_tokens", "batch_size", "patience",
                  "lr_patience")
-        at_least(self, where, 0, "min_learning_rate")
+        at_least(self, where, 0, "min_learning_rate", "average_last")
         positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon",
                  "cluster_timeout_seconds")
         if not 0.0 < self.lr_decay_factor <= 1.0:

@@ -116,3 +116,49 @@ def test_progress_shows_the_run_epoch_count_and_logs_steps(tmp_path, capsys, mon
     # 64 samples in batches of 16: steps 2 and 4 of each epoch.
     steps = [line.split(":")[0] for line in lines if " step " in line]
     assert steps == [f"[train] epoch {e} step {s}" for e in (1, 2, 3) for s in (2, 4)]
+
+
+def test_average_of_the_last_epochs_becomes_best_when_it_validates_better(tmp_path):
+    run = tmp_path / "run"
+    # A "validation" that records the weights it sees and scores every call better than
+    # the one before: each epoch improves, and so does the average validated after them.
+    kept = {}
+
+    def record(model):
+        kept[len(kept) + 1] = model.get_weights()
+        return {"val_mse": 1.0 / len(kept)}  # every epoch improves: best is the last
+
+    state = run_train(run, epochs=5, validate=record, average_last=3)
+    files = sorted(p.name for p in (run / "checkpoints").glob("epoch-*.weights.h5"))
+    assert files == ["epoch-003.weights.h5", "epoch-004.weights.h5", "epoch-005.weights.h5"]
+    # The average was validated (the 6th call) with weights = the mean of epochs 3-5.
+    mean = [np.mean([kept[e][i] for e in (3, 4, 5)], axis=0) for i in range(len(kept[3]))]
+    for a, b in zip(kept[6], mean, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Its score 1/6 beats the best epoch's 1/5: best.keras is the average, the best
+    # epoch is kept aside, and the best epoch's score stays in "best".
+    assert state["averaged"] == {"epochs": [3, 5], "val_mse": 1 / 6, "used": True}
+    assert state["best"] == 1 / 5 and state["best_epoch"] == 5
+    for a, b in zip(weights(run, "best.keras"), mean, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    for a, b in zip(weights(run, "best_epoch.keras"), kept[5], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    # More epochs: best.keras is an epoch again until the new average is validated.
+    state = run_train(run, epochs=6, validate=record, average_last=3)
+    assert state["averaged"]["epochs"] == [4, 6] and state["averaged"]["used"]
+    assert json.loads((run / "train_state.json").read_text())["averaged"]["epochs"] == [4, 6]
+
+
+def test_an_average_that_validates_worse_leaves_the_best_epoch(tmp_path):
+    calls = []
+
+    def worse_average(model):
+        calls.append(1)
+        return {"val_mse": 1.0 / len(calls) if len(calls) <= 4 else 1.0}
+
+    state = run_train(tmp_path / "run", epochs=4, validate=worse_average, average_last=2)
+    assert state["averaged"] == {"epochs": [3, 4], "val_mse": 1.0, "used": False}
+    for a, b in zip(weights(tmp_path / "run", "best.keras"), weights(tmp_path / "run")):
+        np.testing.assert_allclose(a, b)  # best = last epoch, which improved every time
+    assert not (tmp_path / "run" / "checkpoints" / "best_epoch.keras").exists()

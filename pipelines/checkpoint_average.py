@@ -1,0 +1,68 @@
+"""Checkpoint averaging: the element-wise mean of the weights of the last epochs, as
+OpenNMT's ``average_models`` and fairseq's ``average_checkpoints`` make it.
+
+With ``training.average_last: N`` the trainer keeps the weights of the last N epochs
+(``checkpoints/epoch-007.weights.h5``, ...; weights only, a third of a ``.keras``
+checkpoint with its optimizer state) and, when training stops, validates their average;
+if it scores at least as well as the best single epoch, it becomes ``best.keras``, the
+checkpoint every later stage uses. On Multi30k De->En the average of the last 10 of 20
+epochs scored 42.4 test BLEU against 41.4 for the best single epoch (README).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from pipelines.run_dir import RunDir
+
+PATTERN = "epoch-*.weights.h5"
+
+
+def epoch_weights_path(run: RunDir, epoch: int) -> Path:
+    return run.path("checkpoints", f"epoch-{epoch:03d}.weights.h5")
+
+
+def keep_epoch_weights(model: keras.Model, run: RunDir, epoch: int, keep: int) -> None:
+    """Save ``model``'s weights as epoch ``epoch``'s (atomically) and delete those of
+    epochs before the last ``keep``."""
+    path = epoch_weights_path(run, epoch)
+    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+    tmp = path.with_name(f".tmp-{path.name}")
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+    for old in sorted(path.parent.glob(PATTERN))[:-keep]:
+        old.unlink()
+
+
+def kept_epochs(run: RunDir) -> list[int]:
+    return [int(p.name[len("epoch-"):-len(".weights.h5")])
+            for p in sorted(run.path("checkpoints").glob(PATTERN))]
+
+
+def average_into(model: keras.Model, paths: list[Path]) -> None:
+    """Set ``model``'s weights to the mean of the weight files ``paths`` (all of them
+    saved from models of ``model``'s architecture)."""
+    total = None
+    for path in paths:
+        model.load_weights(path)
+        weights = [w.astype(np.float64) for w in model.get_weights()]
+        total = weights if total is None else [t + w for t, w in zip(total, weights, strict=True)]
+    model.set_weights([(t / len(paths)).astype(w.dtype)
+                       for t, w in zip(total, model.get_weights(), strict=True)])
+
+
+def average_and_validate(model: keras.Model, run: RunDir, last: int,
+                         validate: Callable[[keras.Model], dict], metric_name: str) -> dict | None:
+    """Average the kept weights of the last ``last`` epochs into ``model`` and validate
+    it: ``{"epochs": [first, last], metric_name: value}``, or None if fewer than two
+    epochs are kept."""
+    epochs = kept_epochs(run)[-last:]
+    if len(epochs) < 2:
+        return None
+    average_into(model, [epoch_weights_path(run, e) for e in epochs])
+    return {"epochs": [epochs[0], epochs[-1]], metric_name: float(validate(model)[metric_name])}
