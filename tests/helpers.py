@@ -3,6 +3,7 @@ tone "speech" corpus), tiny translation models and the ``.keras`` round-trip che
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -114,3 +115,20 @@ def tone_corpus(root: Path) -> dict:
         manifests[split] = str(root / f"{split}.jsonl")
         Path(manifests[split]).write_text("".join(json.dumps(x) + "\n" for x in lines))
     return manifests
+
+
+def serve_downloads(monkeypatch, cache: Path, payload: bytes) -> list[str]:
+    """Every download answers ``payload`` and lands in the cache folder ``cache``, with no
+    data directory; returns the list the requested URLs are appended to."""
+    from data_prep import download
+
+    requested = []
+
+    def fake_urlopen(url, timeout):
+        requested.append(url)
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
+    monkeypatch.setenv(download.CACHE_DIR_ENV, str(cache))
+    monkeypatch.delenv(download.DATA_DIR_ENV, raising=False)
+    return requested

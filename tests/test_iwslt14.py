@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import download, iwslt14
+from data_prep import iwslt14
 from data_prep.file_io import CorpusError
 from pipelines import translation
+from tests.helpers import serve_downloads
 
 CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "iwslt14_de_en.yaml"
 SENTENCES = 60  # per language in the training file
@@ -106,14 +107,7 @@ def test_release_archive_is_extracted_into_the_cache(tmp_path, monkeypatch):
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(upstream, arcname="de-en")
-    requested = []
-
-    def fake_urlopen(url, timeout):
-        requested.append(url)
-        return io.BytesIO(buffer.getvalue())
-
-    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    requested = serve_downloads(monkeypatch, tmp_path / "cache", buffer.getvalue())
     folder = iwslt14.iwslt14_dir(tmp_path / "empty_data_dir")
     assert requested == [iwslt14.ARCHIVE_URL]
     assert folder == tmp_path / "cache" / iwslt14.RELATIVE_DIR

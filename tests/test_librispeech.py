@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from data_prep import download, librispeech
+from data_prep import librispeech
 from data_prep.download import DownloadError
 from pipelines import speech
+from tests.helpers import serve_downloads
 
 CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "librispeech_100.yaml"
 SUBSETS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
@@ -62,21 +63,9 @@ def _archive(folder: Path, extra_member: str | None = None) -> bytes:
     return buffer.getvalue()
 
 
-def _serve(monkeypatch, tmp_path, payload: bytes) -> list:
-    requested = []
-
-    def fake_urlopen(url, timeout):
-        requested.append(url)
-        return io.BytesIO(payload)
-
-    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    return requested
-
-
 def test_subset_archive_is_downloaded_and_unpacked_into_the_cache(tmp_path, monkeypatch):
     upstream = write_subset(tmp_path / "upstream", "dev-clean")
-    requested = _serve(monkeypatch, tmp_path, _archive(upstream))
+    requested = serve_downloads(monkeypatch, tmp_path / "cache", _archive(upstream))
     folder = librispeech.subset_dir("dev-clean", tmp_path / "empty_data_dir")
     assert requested == [librispeech.URL.format(subset="dev-clean")]
     assert folder == tmp_path / "cache" / "LibriSpeech" / "dev-clean"
@@ -87,7 +76,8 @@ def test_subset_archive_is_downloaded_and_unpacked_into_the_cache(tmp_path, monk
 
 def test_an_archive_member_outside_the_subset_is_refused(tmp_path, monkeypatch):
     upstream = write_subset(tmp_path / "upstream", "dev-clean")
-    _serve(monkeypatch, tmp_path, _archive(upstream, "LibriSpeech/dev-clean/../evil/x"))
+    serve_downloads(monkeypatch, tmp_path / "cache",
+                    _archive(upstream, "LibriSpeech/dev-clean/../evil/x"))
     with pytest.raises(DownloadError, match="unsafe member path"):
         librispeech.subset_dir("dev-clean", tmp_path / "empty_data_dir")
     assert not (tmp_path / "cache" / "LibriSpeech" / "dev-clean").exists()

@@ -8,6 +8,7 @@ import soundfile as sf
 
 from data_prep import download, fsdd
 from data_prep.digit_strings import DigitStringConfig, make_digit_strings
+from tests.helpers import serve_downloads
 
 SPEAKERS = ("ann", "bob", "cy")
 
@@ -74,16 +75,7 @@ def release_archive(tmp_path) -> bytes:
 
 
 def test_download_extracts_recordings_into_the_cache(tmp_path, monkeypatch):
-    archive = release_archive(tmp_path)
-    requested = []
-
-    def fake_urlopen(url, timeout):
-        requested.append(url)
-        return io.BytesIO(archive)
-
-    monkeypatch.setattr(download.urllib.request, "urlopen", fake_urlopen)
-    monkeypatch.setenv(download.CACHE_DIR_ENV, str(tmp_path / "cache"))
-    monkeypatch.delenv(download.DATA_DIR_ENV, raising=False)
+    requested = serve_downloads(monkeypatch, tmp_path / "cache", release_archive(tmp_path))
     folder = fsdd.recordings_dir(tmp_path / "empty_data_dir")
     assert requested == [fsdd.ARCHIVE_URL]
     assert folder == tmp_path / "cache" / "fsdd" / "recordings"
