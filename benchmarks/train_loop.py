@@ -5,9 +5,12 @@ training throughput on one device, same model, same batches, same process.
 
 The model and batches are ``pipelines/configs/translation_demo.yaml``'s (Multi30k De->En,
 the default model; ``--set`` overrides fields). Each round trains a fresh model (same
-seed) with ``model.fit`` and with the trainer's loop, in alternating order, for
-``--warmup`` untimed and ``--steps`` timed steps, and reports real target tokens per
-second (``pipelines.benchmark``'s measure). Prints JSON.
+seed) three ways, in rotating order, for ``--warmup`` untimed and ``--steps`` timed steps:
+``fit`` (``model.fit``, the loss on every position's logits), ``loop_all_positions`` (the
+trainer's loop, the loss still on every position's logits) and ``loop`` (the trainer's
+loop as it is: only real target tokens projected to the vocabulary,
+``Seq2SeqTranslator.loss_sum_and_count``). Reports real target tokens per second
+(``pipelines.benchmark``'s measure). Prints JSON.
 """
 
 from __future__ import annotations
@@ -23,21 +26,18 @@ import keras
 import tensorflow as tf
 
 from data_prep.text_dataset import make_training_dataset
-from pipelines.benchmark import StepTimer, _batch_tokens, load_translation_data, timed_fit
+from pipelines.benchmark import _batch_tokens, load_translation_data, timed_fit, timed_loop
 from pipelines.config import load_config
-from pipelines.train_steps import Steps, run_epoch
 from pipelines.translation.config import TranslationConfig
 from pipelines.translation.stages import build_model
 
 
-def timed_loop(model, dataset, warmup: int, steps: int) -> float:
-    """``timed_fit`` for the trainer's loop under the default (one-device) strategy."""
-    timer = StepTimer()
-    callbacks = keras.callbacks.CallbackList([timer], model=model)
-    model.optimizer.build(model.trainable_variables)
-    run_epoch(Steps(model, tf.distribute.get_strategy()), lambda: dataset, callbacks,
-              training=True, stop=lambda: len(timer.times) >= warmup + steps)
-    return timer.times[-1] - timer.times[warmup - 1]
+def all_positions(model):
+    """``model`` with the trainer's loss computed on ``call``'s logits for every position,
+    as before only real tokens were projected."""
+    model.loss_sum_and_count = lambda x, y, training=False: model.loss.sum_and_count(
+        y, model(x, training=training))
+    return model
 
 
 def main() -> None:
@@ -60,16 +60,19 @@ def main() -> None:
 
     counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
     tokens = sum(c[0] for c in counts[args.warmup:])
-    results = {"fit": [], "loop": []}
+    names = ["fit", "loop_all_positions", "loop"]
+    results = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in (("fit", "loop") if round_ % 2 == 0 else ("loop", "fit")):
+        for name in names[round_ % 3:] + names[:round_ % 3]:
             keras.utils.set_random_seed(t.seed)
             model = build_model(cfg, data.source_tok, data.target_tok)
             start = time.perf_counter()
             if name == "fit":
                 seconds = timed_fit(model, dataset(), args.warmup, args.steps, shuffle=False)
             else:
-                seconds = timed_loop(model, dataset(), args.warmup, args.steps)
+                if name == "loop_all_positions":
+                    all_positions(model)
+                seconds = timed_loop(model, dataset, args.warmup, args.steps)
             results[name].append(round(tokens / seconds, 1))
             print(f"round {round_ + 1} {name}: {tokens / seconds:.0f} target tokens/s "
                   f"({time.perf_counter() - start:.0f} s with warm-up)", flush=True)
