@@ -132,3 +132,10 @@ def serve_downloads(monkeypatch, cache: Path, payload: bytes) -> list[str]:
     monkeypatch.setenv(download.CACHE_DIR_ENV, str(cache))
     monkeypatch.delenv(download.DATA_DIR_ENV, raising=False)
     return requested
+
+
+def assert_weights_saved_once(export_dir: Path, model) -> None:
+    """A SavedModel's variables hold the model's float32 weights once (Keras'
+    ``ExportArchive.track`` stored a second copy of every weight)."""
+    stored = sum(p.stat().st_size for p in (Path(export_dir) / "variables").iterdir())
+    assert stored < 1.25 * 4 * model.count_params() + 2**20, (stored, model.count_params())

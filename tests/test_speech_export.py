@@ -3,11 +3,12 @@
 import shutil
 from pathlib import Path
 
+import keras
 import pytest
 
 from data_prep.manifest import read_manifest
 from pipelines import speech
-from tests.helpers import saved_model_client
+from tests.helpers import assert_weights_saved_once, saved_model_client
 
 SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "speech_smoke.yaml"
 
@@ -34,6 +35,8 @@ def test_export_transcribes_like_the_transcribe_stage(speech_smoke_run, data_dir
     assert any(expected)  # the smoke model writes something, so the comparison means something
     # The configured decoding (beam search) in the graph, batched with padding.
     assert saved_model_client("transcribe", run_dir / "export", *audio) == expected
+    assert_weights_saved_once(run_dir / "export",
+                              keras.saving.load_model(run_dir / "checkpoints" / "best.keras"))
 
     errors = saved_model_client("bad-input", run_dir / "export")
     for case in ("int16 samples", "one waveform, no batch axis"):

@@ -18,7 +18,7 @@ from pipelines.translation.config import TranslationConfig
 from pipelines.translation.data import load_tokenizers
 from pipelines.translation.inference import translate_texts
 from pipelines.translation.stages import build_model
-from tests.helpers import TOY_PAIRS, saved_model_client
+from tests.helpers import TOY_PAIRS, assert_weights_saved_once, saved_model_client
 
 SMOKE = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "translation_smoke.yaml"
 
@@ -106,6 +106,7 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
     assert got == translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
                                               beam_size=1, progress=False)
+    assert_weights_saved_once(run_dir / "export", model)
     # A fresh process that imports only TensorFlow and tensorflow-text gets the same.
     assert saved_model_client("translate", run_dir / "export",
                               stdin="".join(t + "\n" for t in texts)) == got

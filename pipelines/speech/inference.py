@@ -112,7 +112,6 @@ def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: Grap
         return ids_to_text(ids, table, vocab.blank_index)
 
     archive = keras.export.ExportArchive()
-    archive.track(decoder.model)
     archive.add_endpoint("transcribe", transcribe, input_signature=[
         tf.TensorSpec([None, None], tf.float32, name="waveforms"),
         tf.TensorSpec([None], tf.int32, name="lengths")])

@@ -250,7 +250,6 @@ class PartialDisplay:
 def export_step(step: StreamStep, path) -> None:
     """A SavedModel whose ``step`` signature is ``StreamStep`` (batch size 1)."""
     archive = keras.export.ExportArchive()
-    archive.track(step.recognizer.model)
     archive.add_endpoint("step", step.__call__, input_signature=step.input_signature())
     archive.write_out(str(path), verbose=False)
 

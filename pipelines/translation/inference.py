@@ -75,7 +75,6 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
         return tf.where(blank, tf.constant(""), translations)
 
     archive = keras.export.ExportArchive()
-    archive.track(model)
     archive.add_endpoint("translate", translate_strings,
                          input_signature=[tf.TensorSpec([None], tf.string)])
     archive.write_out(str(path), verbose=False)
