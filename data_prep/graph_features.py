@@ -31,8 +31,9 @@ from data_prep.speech_config import FeatureConfig
 
 TOP_DB = 80.0  # librosa.power_to_db's default floor, which librosa.feature.mfcc gets
 AMIN = 1e-10  # librosa.power_to_db's floor on power
-# What ``audio_features.normalize`` does that a graph can do from one utterance's audio.
-GRAPH_NORMALIZATIONS = ("global", "none", "utterance", "speech")
+# What ``audio_features.normalize`` does that a graph can do from the audio of one call
+# (``speaker``: the call's utterances are taken to be one speaker's).
+GRAPH_NORMALIZATIONS = ("global", "none", "utterance", "speech", "speaker")
 
 
 class GraphFeatures:
@@ -129,16 +130,20 @@ class GraphFeatures:
         cfg = self.cfg
         if cfg.normalization in ("global", "none"):
             return self.normalize_frames(features)
-        if cfg.normalization == "speech":  # else utterance
+        if cfg.normalization in ("speech", "speaker"):  # else utterance
             valid = tf.logical_and(valid, self._speech_frames(features, valid))
         weights = tf.cast(valid, tf.float32)[..., None]  # [B, T, 1]
-        count = tf.reduce_sum(weights, axis=1, keepdims=True)
+        # Per utterance, or (speaker) pooled over the whole batch: one speaker's statistics.
+        axes = [0, 1] if cfg.normalization == "speaker" else [1]
+        count = tf.reduce_sum(weights, axis=axes, keepdims=True)
         # Statistics of the deviations from the first frame: a constant feature (digital
         # silence) then has a mean deviation of exactly 0, as in NumPy, rather than a
         # rounding error that the EPSILON-sized std would blow up.
-        centered = features - features[:, :1]
-        mean = tf.reduce_sum(centered * weights, axis=1, keepdims=True) / count
-        variance = tf.reduce_sum((centered - mean) ** 2 * weights, axis=1, keepdims=True) / count
+        first = features[:1, :1] if cfg.normalization == "speaker" else features[:, :1]
+        centered = features - first
+        mean = tf.reduce_sum(centered * weights, axis=axes, keepdims=True) / count
+        variance = tf.reduce_sum((centered - mean) ** 2 * weights, axis=axes,
+                                 keepdims=True) / count
         return (centered - mean) / (tf.sqrt(variance) + EPSILON)
 
     def _speech_frames(self, features, valid):

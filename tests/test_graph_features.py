@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.audio_features import compute_features, global_stats, normalize
+from data_prep.audio_features import (
+    compute_features,
+    global_stats,
+    normalize,
+    normalize_by_speaker,
+)
 from data_prep.graph_features import GraphFeatures
 from data_prep.speech_config import FeatureConfig
 
@@ -53,6 +58,18 @@ def test_graph_features_match_librosa(kind, normalization):
         np.testing.assert_allclose(got[:length], want, **tolerance)
 
 
+@pytest.mark.parametrize("kind", ["log_mel", "mfcc"])
+def test_graph_speaker_normalization_pools_the_batch_as_one_speaker(kind):
+    cfg = FeatureConfig(kind=kind, normalization="speaker")
+    audio = signals()[:4]  # no digital silence: one speaker's speech
+    expected = normalize_by_speaker([compute_features(a, cfg) for a in audio],
+                                    ["ann"] * len(audio), cfg)
+    features, lengths = graph_batch(GraphFeatures(cfg), audio)
+    for want, got, length in zip(expected, features, lengths):
+        assert length == len(want) and np.all(got[length:] == 0)
+        np.testing.assert_allclose(got[:length], want, **TOLERANCE["normalized"])
+
+
 def test_other_rates_and_windows():
     cfg = FeatureConfig(sample_rate=16000, window_ms=32, hop_ms=12.5, n_mels=64, fmax=7000)
     audio = signals(16000)[:2]
@@ -66,8 +83,8 @@ def test_other_rates_and_windows():
 def test_unsupported_settings_are_named():
     with pytest.raises(ValueError, match="features.trim_db"):
         GraphFeatures(FeatureConfig(trim_db=30))
-    with pytest.raises(ValueError, match="features.normalization: speaker has no in-graph"):
-        GraphFeatures(FeatureConfig(normalization="speaker"))  # no validate(): a future mode
+    with pytest.raises(ValueError, match="features.normalization: loudness has no in-graph"):
+        GraphFeatures(FeatureConfig(normalization="loudness"))  # no validate(): a future mode
     with pytest.raises(ValueError, match="normalization: global"):
         GraphFeatures(FeatureConfig(normalization="global"))
     with pytest.raises(ValueError, match="a stream needs global"):

@@ -6,6 +6,7 @@ from pathlib import Path
 import keras
 import pytest
 
+from data_prep import fsdd
 from data_prep.manifest import read_manifest
 from pipelines import speech
 from tests.helpers import assert_weights_saved_once, saved_model_client
@@ -45,3 +46,27 @@ def test_export_transcribes_like_the_transcribe_stage(speech_smoke_run, data_dir
     assert "a length exceeds the padded length of waveforms" in errors["length too long"]
     assert errors["silence"] == ""
 
+
+
+@pytest.mark.slow
+def test_export_with_speaker_normalization_takes_a_call_as_one_speaker(data_dir, tmp_path,
+                                                                       capsys):
+    # The transcribe stage normalizes the files of one input batch as one speaker's; the
+    # SavedModel does the same with the waveforms of one call.
+    if not (data_dir / fsdd.RECORDINGS).is_dir():
+        pytest.skip(f"FSDD not found under {data_dir}")
+    run_dir = tmp_path / "run"
+    common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", data_dir,
+              "--set", "features.normalization=speaker", "--set", "training.epochs=4"]
+    assert run("all", *common) == 0
+    assert run("export", *common) == 0
+    entries = read_manifest(run_dir / "data" / "test.jsonl")
+    speaker = entries[0]["speaker"]
+    audio = [e["audio_filepath"] for e in entries if e["speaker"] == speaker][:8]
+    listing = tmp_path / "paths.txt"
+    listing.write_text("\n".join(audio) + "\n")
+    capsys.readouterr()
+    assert run("transcribe", *common, "--input", listing) == 0
+    expected = capsys.readouterr().out.splitlines()
+    assert len(expected) == len(audio) and any(expected)
+    assert saved_model_client("transcribe", run_dir / "export", *audio) == expected
