@@ -63,7 +63,7 @@ class TokenizerConfig:
     character_coverage: float = 1.0
     # SentencePiece trains on a uniform random sample of at most this many training pairs
     # (drawn in one streamed pass; all of them if fewer).
-    sample_pairs: int = 1_000_000
+    sample_pairs: int = 300_000
 
     def validate(self, where):
         choice(self.model_type, ("unigram", "bpe"), f"{where}.model_type")
