@@ -1,5 +1,5 @@
 """Streaming benchmark: compute per chunk on one core and model sizes of the streaming
-step (Keras, TFLite float32, TFLite int8), and with a trained run the streamed WER/CER.
+step (Keras, TFLite float32, int8 and float16), and with a trained run the streamed WER/CER.
 
     .venv/bin/python benchmarks/streaming.py                       # untrained weights
     PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/streaming.py \
@@ -53,6 +53,7 @@ from pipelines.speech.data import load_stats, vocabulary  # noqa: E402
 from pipelines.speech.inference import load_checkpoint  # noqa: E402
 from pipelines.speech.stages import build_model  # noqa: E402
 from pipelines.speech.streaming import (  # noqa: E402
+    TFLITE_VARIANTS,
     GreedyPrefix,
     StreamStep,
     convert_to_tflite,
@@ -147,9 +148,9 @@ def main() -> int:
         saved = Path(tmp) / "step"
         export_step(step, saved)
         backends = {"keras": (step.keras_runner(), directory_bytes(saved))}
-        for variant, quantize in (("float32", False), ("int8", True)):
+        for variant in TFLITE_VARIANTS:
             path = Path(tmp) / f"stream_{variant}.tflite"
-            path.write_bytes(convert_to_tflite(saved, quantize))
+            path.write_bytes(convert_to_tflite(saved, variant))
             backends[f"tflite_{variant}"] = (tflite_runner(path, step), path.stat().st_size)
         entries = read_manifest(run.path("data", "test.jsonl")) if trained else []
         entries = entries[:args.limit] if args.limit else entries

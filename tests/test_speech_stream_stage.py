@@ -103,8 +103,9 @@ def test_stream_rejects_other_formats_on_stdin(streaming_run, capsys, monkeypatc
 def test_tflite_stream_equals_the_keras_stream(streaming_run, capsys):
     common, audio, listing = streaming_run
     run_dir = Path(common[3])
-    float_model, int8_model = (run_dir / "tflite" / f"stream_{v}.tflite" for v in ("float32", "int8"))
-    assert int8_model.stat().st_size < float_model.stat().st_size
+    sizes = {v: (run_dir / "tflite" / f"stream_{v}.tflite").stat().st_size
+             for v in ("float32", "int8", "float16")}
+    assert sizes["int8"] < sizes["float16"] < sizes["float32"]
     capsys.readouterr()
     assert run("stream", *common, *audio) == 0
     keras_out = capsys.readouterr().out.splitlines()
@@ -112,6 +113,10 @@ def test_tflite_stream_equals_the_keras_stream(streaming_run, capsys):
     assert capsys.readouterr().out.splitlines() == keras_out
     assert run("stream", *common, "--tflite", "--int8", *audio[:3]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
+    assert run("stream", *common, "--tflite", "--float16", *audio[:3]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert run("stream", *common, "--tflite", "--int8", "--float16", *audio[:1]) == 1
+    assert "choose one TFLite model" in capsys.readouterr().err
     # Another chunk size: the exported steps no longer fit the config.
     assert run("stream", *common, "--set", "streaming.chunk_ms=80", "--tflite", *audio[:1]) == 1
     assert "run the export stage before 'stream --tflite'" in capsys.readouterr().err

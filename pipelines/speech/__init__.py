@@ -12,7 +12,7 @@ manifests with normalized transcripts, generated audio, ``report.json``), ``feat
 ``checkpoints/``, ``logs/`` (TensorBoard and ``history.json``), ``hyps/`` (test
 transcripts), ``metrics.json``, and
 from the ``export`` stage ``export/`` (a SavedModel transcribing waveforms) and, for a
-causal model, ``tflite/`` (the streaming step as float32 and int8 TFLite models).
+causal model, ``tflite/`` (the streaming step as float32, int8 and float16 TFLite models).
 
 Scoring: references are the manifest transcripts after ``normalize_transcript`` (the
 same normalization as for training: lowercase, optional punctuation removal, whitespace
@@ -44,6 +44,8 @@ def arguments(parser) -> None:
              "interpreter instead of the Keras model")
     parser.add_argument("--int8", action="store_true",
                         help="stream --tflite: the dynamic-range int8 model, not float32")
+    parser.add_argument("--float16", action="store_true",
+                        help="stream --tflite: the float16-weight model, not float32")
 
 
 def main(argv=None) -> int:

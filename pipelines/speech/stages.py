@@ -42,6 +42,7 @@ from pipelines.speech.inference import (
 )
 from pipelines.speech.shards import streaming_dataset, train_shards, write_train_shards
 from pipelines.speech.streaming import (
+    TFLITE_VARIANTS,
     PartialDisplay,
     StreamStep,
     convert_to_tflite,
@@ -265,15 +266,18 @@ def stream(ctx: cli.Context) -> None:
     if not cfg.model.causal:
         raise ConfigError("model.causal: streaming needs a causal model (trained with "
                           "model.causal: true, as in fsdd_strings_streaming.yaml)")
-    if ctx.options.int8 and not ctx.options.tflite:
-        raise ConfigError("--int8: selects the TFLite model; use it with --tflite")
+    if ctx.options.int8 and ctx.options.float16:
+        raise ConfigError("--int8 and --float16: choose one TFLite model")
+    if (ctx.options.int8 or ctx.options.float16) and not ctx.options.tflite:
+        raise ConfigError(f"--{'int8' if ctx.options.int8 else 'float16'}: selects the TFLite "
+                          "model; use it with --tflite")
     run.require("train", "stream")
     if ctx.options.tflite and not run.is_current("export", export_fingerprint(cfg, run)):
         # TFLite files of an earlier model or chunk size would stream something else.
         raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
                           "the model or config; run the export stage before 'stream --tflite'")
     step = stream_step(cfg, run)
-    variant = "int8" if ctx.options.int8 else "float32"
+    variant = "int8" if ctx.options.int8 else "float16" if ctx.options.float16 else "float32"
     runner = (tflite_runner(run.path("tflite", f"stream_{variant}.tflite"), step)
               if ctx.options.tflite else step.keras_runner())
     if cfg.decoding.strategy != "greedy":
@@ -295,7 +299,7 @@ def export_fingerprint(cfg: SpeechConfig, run) -> str:
 
 def export(ctx: cli.Context) -> None:
     """A SavedModel transcribing waveforms with the configured decoding, all in its graph;
-    for a causal model also the TFLite streaming step, float32 and dynamic-range int8."""
+    for a causal model also the TFLite streaming step (``TFLITE_VARIANTS``)."""
     cfg, run = ctx.config, ctx.run
     fp = export_fingerprint(cfg, run)
     target = run.path("export")
@@ -314,9 +318,9 @@ def export(ctx: cli.Context) -> None:
         step_model = run.path("tflite", "step_savedmodel")
         shutil.rmtree(step_model, ignore_errors=True)
         export_step(stream_step(cfg, run), step_model)
-        for variant, quantize in (("float32", False), ("int8", True)):
+        for variant in TFLITE_VARIANTS:
             path = run.path("tflite", f"stream_{variant}.tflite")
-            atomic_write_bytes(path, convert_to_tflite(step_model, quantize))
+            atomic_write_bytes(path, convert_to_tflite(step_model, variant))
             print(f"[export] TFLite streaming step ({variant}, {cfg.streaming.chunk_ms:g} ms "
                   f"chunks): {path} ({path.stat().st_size / 1e6:.2f} MB)")
         shutil.rmtree(step_model)
