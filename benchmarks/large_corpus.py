@@ -11,8 +11,8 @@ files, as ``data.corpus: files`` reads them; validation and test are Multi30k's)
 1. ``python -m pipelines.translation prepare`` with ``translation_demo.yaml`` (its
    SentencePiece sample, tokenization and TFRecord shards), in its own process;
 2. ``--steps`` training steps of the demo model on those shards through the ``train``
-   stage's input pipeline and compiled loop (``pipelines.benchmark.training_batches``
-   and ``trainer_pass``), in its own process (``--train-only``; the stage itself would
+   stage's input pipeline and compiled loop (``pipelines.translation.data.training_batches``
+   and ``pipelines.benchmark.trainer_pass``), in its own process (``--train-only``; the stage itself would
    train whole epochs, 59,000 steps at 3M pairs).
 
 Each process's peak resident memory comes from ``os.wait4`` (its own ``ru_maxrss``).
@@ -78,11 +78,11 @@ def train_only(run_dir: Path, steps: int) -> None:
     """``steps`` training steps on the prepared shards of ``run_dir``, as ``train`` runs
     them (this process is what ``run_measured`` measures)."""
     from data_prep.pair_shards import verified_shards
-    from pipelines.benchmark import trainer_pass, training_batches
+    from pipelines.benchmark import trainer_pass
     from pipelines.config import load_config
     from pipelines.run_dir import RunDir
     from pipelines.translation.config import TranslationConfig
-    from pipelines.translation.data import load_tokenizers
+    from pipelines.translation.data import load_tokenizers, training_batches
     from pipelines.translation.stages import build_model
 
     run = RunDir(run_dir)

@@ -67,10 +67,10 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
-from data_prep.pair_shards import pair_dataset, verified_shards, write_pair_shards  # noqa: E402
+from data_prep.pair_shards import verified_shards, write_pair_shards  # noqa: E402
 from data_prep.parallel_corpus import ParallelCorpus, drop_empty  # noqa: E402
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID  # noqa: E402
-from data_prep.text_dataset import batch_by_tokens, make_source_batches  # noqa: E402
+from data_prep.text_dataset import make_source_batches  # noqa: E402
 from models.decoding import Translator, max_output_length  # noqa: E402
 from models.seq2seq_translator import Seq2SeqConfig  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
@@ -85,6 +85,7 @@ from pipelines.translation.data import (  # noqa: E402
     tokenized_pairs,
     tokenizer_pair,
     train_tokenizers,
+    training_batches,
 )
 from pipelines.translation.inference import translate_texts  # noqa: E402
 from pipelines.translation.stages import build_model  # noqa: E402
@@ -321,12 +322,6 @@ def training_shards(data: TranslationData, directory) -> list[Path]:
                             data.target_tok, data.cfg.data.max_length, {"count": 0})
     write_pair_shards(pairs, directory, "train", data.cfg.data.shard_pairs)
     return verified_shards(directory, "train")
-
-
-def training_batches(cfg: TranslationConfig, shards: list[Path], seed: int) -> tf.data.Dataset:
-    """One epoch of training batches, exactly as the ``train`` stage makes them."""
-    return batch_by_tokens(pair_dataset(shards, seed, True, cfg.data.shuffle_buffer),
-                           cfg.training.batch_tokens, cfg.data.max_length, seed=seed)
 
 
 def train_ours(data: TranslationData, warmup: int, steps: int, workdir

@@ -27,14 +27,20 @@ def epoch_weights_path(run: RunDir, epoch: int) -> Path:
     return run.path("checkpoints", f"epoch-{epoch:03d}.weights.h5")
 
 
-def keep_epoch_weights(model: keras.Model, run: RunDir, epoch: int, keep: int) -> None:
-    """Save ``model``'s weights as epoch ``epoch``'s (atomically) and delete those of
-    epochs before the last ``keep``."""
-    path = epoch_weights_path(run, epoch)
-    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+def save_atomically(model: keras.Model, path: Path) -> None:
+    """``model.save`` (a ``.keras`` path) or ``model.save_weights`` (``.weights.h5``) to a
+    temporary file renamed over ``path``: readers never see a partial checkpoint."""
+    # Keras insists on these suffixes, so the temporary name keeps the file's own.
     tmp = path.with_name(f".tmp-{path.name}")
-    model.save_weights(tmp)
+    (model.save_weights if path.name.endswith(".weights.h5") else model.save)(tmp)
     os.replace(tmp, path)
+
+
+def keep_epoch_weights(model: keras.Model, run: RunDir, epoch: int, keep: int) -> None:
+    """Save ``model``'s weights as epoch ``epoch``'s and delete those of epochs before
+    the last ``keep``."""
+    path = epoch_weights_path(run, epoch)
+    save_atomically(model, path)
     for old in sorted(path.parent.glob(PATTERN))[:-keep]:
         old.unlink()
 

@@ -198,13 +198,6 @@ def _restore(model: keras.Model, path) -> None:
         target.assign(source.value)
 
 
-def _save_model(model, path):
-    # Keras insists on a .keras suffix, so the temporary file keeps it.
-    tmp = path.with_name(f".tmp-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def train(
     run: RunDir,
     build_model: Callable[[], keras.Model],
@@ -313,7 +306,7 @@ def train(
             state["epoch"] = epoch + 1
             if metric.improved(value, state["best"]):
                 state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
-                _save_model(model, best_path)
+                checkpoint_average.save_atomically(model, best_path)
             else:
                 state["bad_epochs"] += 1
                 state["lr_bad_epochs"] += 1
@@ -329,7 +322,7 @@ def train(
                 f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
             # The checkpoint first, then the state that points at it: an interrupt between
             # the two only repeats one epoch.
-            _save_model(model, last_path)
+            checkpoint_average.save_atomically(model, last_path)
             if config.average_last > 1 and role.is_chief:
                 checkpoint_average.keep_epoch_weights(model, run, epoch + 1, config.average_last)
             atomic_write_json(state_path, state)
@@ -378,7 +371,7 @@ def _average(model, run: RunDir, config: TrainingConfig, validate, metric, state
         # epochs, and then the average is made again.
         best_path = run.path("checkpoints", "best.keras")
         os.replace(best_path, run.path("checkpoints", BEST_EPOCH_FILE))
-        _save_model(model, best_path)
+        checkpoint_average.save_atomically(model, best_path)
     state["averaged"] = averaged
 
 

@@ -7,9 +7,11 @@ import itertools
 from data_prep import iwslt14
 from data_prep.file_io import read_lines
 from data_prep.multi30k import multi30k_file
+from data_prep.pair_shards import pair_dataset
 from data_prep.parallel_corpus import ParallelCorpus, iter_parallel, iter_tsv
 from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece
-from pipelines.translation.config import DataConfig, TokenizerConfig
+from data_prep.text_dataset import batch_by_tokens
+from pipelines.translation.config import DataConfig, TokenizerConfig, TranslationConfig
 
 
 def split_files(data: DataConfig, split: str, data_dir) -> list:
@@ -61,17 +63,27 @@ def tokenized_pairs(pairs, source_tok, target_tok, max_length: int, too_long: di
         sources = source_tok.encode([s for s, _ in block])
         targets = target_tok.encode([t for _, t in block])
         for source, target in zip(sources, targets, strict=True):
-            if len(source) <= max_length and len(target) <= max_length:
+            if _within(max_length, source, target):
                 yield source, target
             else:
                 too_long["count"] += 1
 
 
+def training_batches(cfg: TranslationConfig, shards: list, seed: int):
+    """One epoch of training batches from the prepared shards: pairs streamed and shuffled
+    with ``seed`` (``pair_dataset``), then token-count batches (``batch_by_tokens``)."""
+    pairs = pair_dataset(shards, seed, True, cfg.data.shuffle_buffer)
+    return batch_by_tokens(pairs, cfg.training.batch_tokens, cfg.data.max_length, seed=seed)
+
+
+def _within(max_length: int, *sequences) -> bool:
+    return all(len(ids) <= max_length for ids in sequences)
+
+
 def drop_long(corpus: ParallelCorpus, source_tok, target_tok, max_length) -> ParallelCorpus:
     """Drop pairs with more than ``max_length`` subwords on either side (counted)."""
-    src_len = [len(x) for x in source_tok.encode(corpus.source)]
-    tgt_len = [len(x) for x in target_tok.encode(corpus.target)]
-    keep = [i for i in range(len(corpus)) if src_len[i] <= max_length and tgt_len[i] <= max_length]
+    lengths = zip(source_tok.encode(corpus.source), target_tok.encode(corpus.target))
+    keep = [i for i, (s, t) in enumerate(lengths) if _within(max_length, s, t)]
     dropped = {**corpus.dropped, "too_long": len(corpus) - len(keep)}
     return ParallelCorpus([corpus.source[i] for i in keep], [corpus.target[i] for i in keep], dropped)
 

@@ -14,10 +14,10 @@ from data_prep.file_io import (
     atomic_write_json,
     write_lines,
 )
-from data_prep.pair_shards import pair_dataset, verified_shards, write_pair_shards
+from data_prep.pair_shards import verified_shards, write_pair_shards
 from data_prep.parallel_corpus import ParallelCorpus
 from data_prep.subword_tokenizer import TokenizerError, reservoir_sample
-from data_prep.text_dataset import batch_by_tokens, make_training_dataset
+from data_prep.text_dataset import make_training_dataset
 from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines import cli, trainer
@@ -33,6 +33,7 @@ from pipelines.translation.data import (
     tokenized_pairs,
     tokenizer_pair,
     train_tokenizers,
+    training_batches,
 )
 from pipelines.translation.inference import (
     export_translator,
@@ -141,8 +142,7 @@ def train(ctx: cli.Context) -> None:
     t = cfg.training
 
     def train_dataset(epoch):
-        pairs = pair_dataset(shards, t.seed + epoch, True, cfg.data.shuffle_buffer)
-        return batch_by_tokens(pairs, t.batch_tokens, cfg.data.max_length, seed=t.seed + epoch)
+        return training_batches(cfg, shards, t.seed + epoch)
 
     val_dataset = make_training_dataset(val_src, val_tgt, source_tok, target_tok, t.batch_tokens,
                                         cfg.data.max_length, shuffle=False)
