@@ -80,14 +80,22 @@ def download(url: str, dest: Path, sha256: str | None) -> Path:
     return dest
 
 
+def _local(relative_path: str, exists: Callable[[Path], bool], data_dir_arg) -> Path | None:
+    """``relative_path`` in the data directory, else in the download cache, if ``exists``
+    says it is there."""
+    base = data_dir(data_dir_arg)
+    for root in ([base] if base is not None else []) + [cache_dir()]:
+        if exists(root / relative_path):
+            return root / relative_path
+    return None
+
+
 def fetch(relative_path: str, url: str, sha256: str | None, data_dir_arg=None) -> Path:
     """Return a local path to ``relative_path`` (upstream layout), downloading if needed."""
-    base = data_dir(data_dir_arg)
-    if base is not None and (base / relative_path).is_file():
-        return base / relative_path
-    cached = cache_dir() / relative_path
-    if cached.is_file():
-        return cached
+    local = _local(relative_path, Path.is_file, data_dir_arg)
+    if local is not None:
+        return local
+    base, cached = data_dir(data_dir_arg), cache_dir() / relative_path
     where = f"{base / relative_path} (data directory)" if base else f"${DATA_DIR_ENV} is not set"
     print(f"[download] {relative_path} not found locally ({where}); fetching {url}")
     return download(url, cached, sha256)
@@ -132,12 +140,10 @@ def fetch_folder(relative_dir: str, archive: str, url: str,
     in the download cache, else extracted into the cache from its release archive
     (``archive``, found or downloaded as ``fetch`` does, with no published checksum to
     verify) with ``extract_files(..., name_of)``; ``what`` names the files it must hold."""
-    base = data_dir(data_dir_arg)
-    if base is not None and (base / relative_dir).is_dir():
-        return base / relative_dir
+    local = _local(relative_dir, Path.is_dir, data_dir_arg)
+    if local is not None:
+        return local
     cached = cache_dir() / relative_dir
-    if cached.is_dir():
-        return cached
     path = fetch(archive, url, None, data_dir_arg)
     if not extract_files(path, cached, name_of):
         raise DownloadError(f"{path}: the archive holds no {what}")
