@@ -7,6 +7,9 @@ from dataclasses import asdict
 import keras
 from keras import ops
 
+# Registers FusedAdam, the optimizer the trainer compiles with, so that load_model
+# finds it in checkpoints.
+from models import fused_adam  # noqa: F401
 from models.config import CTCRecognizerConfig
 from models.rnn_cells import bidirectional_rnn, make_cell
 

@@ -34,10 +34,14 @@ class MaskedLabelSmoothingLoss(keras.losses.Loss):
         """The summed loss of the real target tokens and their number (float32), for a
         trainer that averages over the tokens of a batch split across replicas."""
         y_true = ops.cast(y_true, "int32")
-        log_probs = ops.log_softmax(ops.cast(y_pred, "float32"), axis=-1)
-        nll = -ops.squeeze(ops.take_along_axis(log_probs, ops.expand_dims(y_true, -1), axis=-1), -1)
-        smooth = -ops.mean(log_probs, axis=-1)
-        loss = (1.0 - self.label_smoothing) * nll + self.label_smoothing * smooth
+        vocab = y_pred.shape[-1]
+        # (1 - eps) * NLL + eps * mean(-log p) is the cross-entropy against the smoothed
+        # one-hot target, so TensorFlow's fused softmax cross-entropy computes it, and its
+        # gradient (softmax - target) in the same pass, instead of log_softmax, a gather
+        # of the labels' log-probabilities and the gradients of both.
+        target = (ops.one_hot(y_true, vocab) * (1.0 - self.label_smoothing)
+                  + self.label_smoothing / vocab)
+        loss = ops.categorical_crossentropy(target, ops.cast(y_pred, "float32"), from_logits=True)
         mask = ops.cast(ops.not_equal(y_true, self.pad_id), "float32")
         return ops.sum(loss * mask), ops.sum(mask)
 

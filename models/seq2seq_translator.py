@@ -8,6 +8,10 @@ import keras
 from keras import ops
 
 from data_prep.special_ids import PAD_ID
+
+# Registers FusedAdam, the optimizer the trainer compiles with, so that load_model
+# finds it in checkpoints.
+from models import fused_adam  # noqa: F401
 from models.attention_decoder import AttentionDecoder
 from models.config import Seq2SeqConfig
 from models.rnn_encoder import RNNEncoder

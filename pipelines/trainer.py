@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.file_io import atomic_write_json
+from models.fused_adam import FusedAdam
 from pipelines import checkpoint_average, distribute
 from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
@@ -70,9 +71,9 @@ def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingC
 
 
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
-    """Adam with global-norm gradient clipping, as configured."""
-    return keras.optimizers.Adam(config.learning_rate, epsilon=config.adam_epsilon,
-                                 global_clipnorm=config.clip_norm)
+    """Adam (TensorFlow's fused update) with global-norm gradient clipping, as configured."""
+    return FusedAdam(config.learning_rate, epsilon=config.adam_epsilon,
+                     global_clipnorm=config.clip_norm)
 
 
 def build_and_compile(model: keras.Model, config: TrainingConfig, loss=None) -> keras.Model:
