@@ -79,10 +79,10 @@ class GraphFeatures:
         matrix product, so that TFLite's dynamic-range int8 conversion leaves it in
         float32. That conversion turns every product with a constant matrix into a
         hybrid kernel that also quantizes the matrix's input to int8 on the fly, one
-        scale per frame; a power spectrum spans many decades, so about half the bins
-        of a frame round to zero and a third of the mel bands to log(EPSILON) (5 WER
-        points lost on fsdd_strings). It holds ``[..., n_fft // 2 + 1, n_mels]`` at
-        once: for a stream's short chunks, not for batches of utterances.
+        scale per frame; a frame's power spectrum spans many decades, so its quiet bins
+        round to zero (in LiteRT a sixth of the log-mel values fell to log(EPSILON): 5
+        WER points lost on fsdd_strings). It holds ``[..., n_fft // 2 + 1, n_mels]``
+        at once: for a stream's short chunks, not for batches of utterances.
         """
         spectrum = tf.signal.rfft(frames * self.window)
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
