@@ -72,15 +72,28 @@ class GraphFeatures:
         """Feature frames of ``num_samples`` samples (librosa's centered STFT)."""
         return 1 + num_samples // self.cfg.hop_length
 
-    def mel_power(self, frames):
-        """Mel power spectra ``[..., n_mels]`` of ``[..., n_fft]`` frames of samples."""
+    def mel_power(self, frames, matmul: bool = True):
+        """Mel power spectra ``[..., n_mels]`` of ``[..., n_fft]`` frames of samples.
+
+        ``matmul=False``: apply the filterbank as a broadcast multiply and a sum, not a
+        matrix product, so that TFLite's dynamic-range int8 conversion leaves it in
+        float32. That conversion turns every product with a constant matrix into a
+        hybrid kernel that also quantizes the matrix's input to int8 on the fly, one
+        scale per frame; a frame's power spectrum spans many decades, so its quiet bins
+        round to zero (in LiteRT a sixth of the log-mel values fell to log(EPSILON): 5
+        WER points lost on fsdd_strings). It holds ``[..., n_fft // 2 + 1, n_mels]``
+        at once: for a stream's short chunks, not for batches of utterances.
+        """
         spectrum = tf.signal.rfft(frames * self.window)
         power = tf.math.real(spectrum) ** 2 + tf.math.imag(spectrum) ** 2
-        return tf.tensordot(power, self.mel, axes=1)
+        if matmul:
+            return tf.tensordot(power, self.mel, axes=1)
+        return tf.reduce_sum(power[..., :, None] * self.mel, axis=-2)
 
-    def log_mel(self, frames):
-        """Unnormalized log-mel features ``[..., n_mels]`` of ``[..., n_fft]`` frames."""
-        return tf.math.log(self.mel_power(frames) + EPSILON)
+    def log_mel(self, frames, matmul: bool = True):
+        """Unnormalized log-mel features ``[..., n_mels]`` of ``[..., n_fft]`` frames
+        (``matmul``: see ``mel_power``)."""
+        return tf.math.log(self.mel_power(frames, matmul) + EPSILON)
 
     def __call__(self, audio, lengths):
         """Normalized features of a batch of waveforms.

@@ -89,3 +89,11 @@ def test_unsupported_settings_are_named():
         GraphFeatures(FeatureConfig(normalization="global"))
     with pytest.raises(ValueError, match="a stream needs global"):
         GraphFeatures(FeatureConfig(normalization="utterance")).normalize_frames(tf.zeros([1, 40]))
+
+
+def test_the_filterbank_without_a_matrix_product_gives_the_same_log_mel():
+    cfg = FeatureConfig(normalization="none")
+    extractor = GraphFeatures(cfg)
+    frames = tf.signal.frame(np.concatenate(signals()), cfg.n_fft, cfg.hop_length)
+    np.testing.assert_allclose(extractor.log_mel(frames, matmul=False).numpy(),
+                               extractor.log_mel(frames).numpy(), **TOLERANCE["none"])

@@ -10,6 +10,8 @@ import soundfile as sf
 
 from data_prep.manifest import read_manifest
 from pipelines import speech
+from pipelines.config import load_config
+from pipelines.speech.config import SpeechConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 STREAMING = CONFIGS / "speech_smoke_streaming.yaml"
@@ -111,8 +113,8 @@ def test_tflite_stream_equals_the_keras_stream(streaming_run, capsys):
     keras_out = capsys.readouterr().out.splitlines()
     assert run("stream", *common, "--tflite", *audio) == 0
     assert capsys.readouterr().out.splitlines() == keras_out
-    assert run("stream", *common, "--tflite", "--int8", *audio[:3]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert run("stream", *common, "--tflite", "--int8", *audio) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(audio)
     assert run("stream", *common, "--tflite", "--float16", *audio[:3]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 3
     assert run("stream", *common, "--tflite", "--int8", "--float16", *audio[:1]) == 1
@@ -120,6 +122,23 @@ def test_tflite_stream_equals_the_keras_stream(streaming_run, capsys):
     # Another chunk size: the exported steps no longer fit the config.
     assert run("stream", *common, "--set", "streaming.chunk_ms=80", "--tflite", *audio[:1]) == 1
     assert "run the export stage before 'stream --tflite'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_step_has_int8_weights_and_a_float32_filterbank(streaming_run):
+    """The int8 step quantizes the network's weights, not the mel filterbank: a
+    dynamic-range int8 filterbank would quantize the power spectrum too (see
+    ``GraphFeatures.mel_power``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    common, _, _ = streaming_run
+    features = load_config(SpeechConfig, STREAMING).features
+    filterbank = [features.n_fft // 2 + 1, features.n_mels]
+    tensors = Interpreter(model_path=str(Path(common[3]) / "tflite" / "stream_int8.tflite")
+                          ).get_tensor_details()  # the main graph's: conv and output weights
+    assert any(t["dtype"] == np.int8 for t in tensors)
+    assert [t["dtype"] for t in tensors if list(t["shape"]) == filterbank] == [np.float32]
+    assert not any(t["dtype"] == np.int8 and filterbank[0] in t["shape"] for t in tensors)
 
 
 def test_stream_needs_a_causal_model(tmp_path, capsys):
