@@ -5,12 +5,14 @@ training throughput on one device, same model, same batches, same process.
 
 The model and batches are ``pipelines/configs/translation_demo.yaml``'s (Multi30k De->En,
 the default model; ``--set`` overrides fields). Each round trains a fresh model (same
-seed) three ways, in rotating order, for ``--warmup`` untimed and ``--steps`` timed steps:
-``fit`` (``model.fit``, the loss on every position's logits), ``loop_all_positions`` (the
-trainer's loop, the loss still on every position's logits) and ``loop`` (the trainer's
-loop as it is: only real target tokens projected to the vocabulary,
-``Seq2SeqTranslator.loss_sum_and_count``). Reports real target tokens per second
-(``pipelines.benchmark``'s measure). Prints JSON.
+seed) in each way (``--only`` picks some), in rotating order, for ``--warmup`` untimed and
+``--steps`` timed steps: ``fit`` (``model.fit``, the loss on every position's logits),
+``loop_all_positions`` (the trainer's loop, the loss still on every position's logits),
+``loop_keras_adam`` (the trainer's loop with ``keras.optimizers.Adam`` instead of
+``FusedAdam``) and ``loop`` (the trainer's loop as it is: only real target tokens
+projected to the vocabulary, ``Seq2SeqTranslator.loss_sum_and_count``, and
+``FusedAdam``). Reports real target tokens per second (``pipelines.benchmark``'s
+measure). Prints JSON.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ def all_positions(model):
     return model
 
 
+VARIANTS = ("fit", "loop_all_positions", "loop_keras_adam", "loop")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="pipelines/configs/translation_demo.yaml")
@@ -48,6 +53,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--only", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = p.parse_args()
     cfg = load_config(TranslationConfig, args.config, args.overrides)
     data = load_translation_data(cfg, None, args.data_dir or os.environ.get("PIPELINES_DATA_DIR"))
@@ -60,10 +66,10 @@ def main() -> None:
 
     counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
     tokens = sum(c[0] for c in counts[args.warmup:])
-    names = ["fit", "loop_all_positions", "loop"]
+    names = args.only
     results = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in names[round_ % 3:] + names[:round_ % 3]:
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
             keras.utils.set_random_seed(t.seed)
             model = build_model(cfg, data.source_tok, data.target_tok)
             start = time.perf_counter()
@@ -72,6 +78,10 @@ def main() -> None:
             else:
                 if name == "loop_all_positions":
                     all_positions(model)
+                if name == "loop_keras_adam":
+                    model.compile(optimizer=keras.optimizers.Adam(
+                        t.learning_rate, epsilon=t.adam_epsilon, global_clipnorm=t.clip_norm),
+                        loss=model.loss, jit_compile=False)
                 seconds = timed_loop(model, dataset, args.warmup, args.steps)
             results[name].append(round(tokens / seconds, 1))
             print(f"round {round_ + 1} {name}: {tokens / seconds:.0f} target tokens/s "
