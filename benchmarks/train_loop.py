@@ -9,13 +9,16 @@ seed) three ways, in rotating order, for ``--warmup`` untimed and ``--steps`` ti
 ``fit`` (``model.fit``, the loss on every position's logits), ``loop_all_positions`` (the
 trainer's loop, the loss still on every position's logits) and ``loop`` (the trainer's
 loop as it is: only real target tokens projected to the vocabulary,
-``Seq2SeqTranslator.loss_sum_and_count``). Reports real target tokens per second
-(``pipelines.benchmark``'s measure). Prints JSON.
+``Seq2SeqTranslator.loss_sum_and_count``). ``--variants`` picks some of them, and
+``loop_legacy_rnn``: ``loop`` with the ``keras.layers.RNN``-over-cell layers of models saved
+before 2026-11-26 (``legacy_rnn``) instead of Keras' GRU/LSTM layers. Reports real target
+tokens per second (``pipelines.benchmark``'s measure). Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -26,6 +29,8 @@ import keras
 import tensorflow as tf
 
 from data_prep.text_dataset import make_training_dataset
+from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines import trainer
 from pipelines.benchmark import _batch_tokens, load_translation_data, timed_fit, timed_loop
 from pipelines.config import load_config
 from pipelines.translation.config import TranslationConfig
@@ -40,6 +45,15 @@ def all_positions(model):
     return model
 
 
+def with_legacy_rnn(model, config):
+    """``model``'s architecture and compilation with ``legacy_rnn`` layers."""
+    legacy = Seq2SeqTranslator(legacy_rnn=True, **dataclasses.asdict(model.config))
+    return trainer.build_and_compile(legacy, config, loss=model.loss)
+
+
+VARIANTS = ("fit", "loop_all_positions", "loop", "loop_legacy_rnn")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="pipelines/configs/translation_demo.yaml")
@@ -48,6 +62,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--variants", default="fit,loop_all_positions,loop",
+                   help=f"comma-separated, from {','.join(VARIANTS)}")
     args = p.parse_args()
     cfg = load_config(TranslationConfig, args.config, args.overrides)
     data = load_translation_data(cfg, None, args.data_dir or os.environ.get("PIPELINES_DATA_DIR"))
@@ -60,10 +76,13 @@ def main() -> None:
 
     counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
     tokens = sum(c[0] for c in counts[args.warmup:])
-    names = ["fit", "loop_all_positions", "loop"]
+    names = args.variants.split(",")
+    if not set(names) <= set(VARIANTS):
+        p.error(f"--variants: choose from {','.join(VARIANTS)}, got {args.variants}")
     results = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in names[round_ % 3:] + names[:round_ % 3]:
+        first = round_ % len(names)
+        for name in names[first:] + names[:first]:
             keras.utils.set_random_seed(t.seed)
             model = build_model(cfg, data.source_tok, data.target_tok)
             start = time.perf_counter()
@@ -72,6 +91,9 @@ def main() -> None:
             else:
                 if name == "loop_all_positions":
                     all_positions(model)
+                if name == "loop_legacy_rnn":
+                    keras.utils.set_random_seed(t.seed)  # the same initial weights
+                    model = with_legacy_rnn(model, t)
                 seconds = timed_loop(model, dataset, args.warmup, args.steps)
             results[name].append(round(tokens / seconds, 1))
             print(f"round {round_ + 1} {name}: {tokens / seconds:.0f} target tokens/s "
