@@ -26,15 +26,25 @@ LAYERS = dict(zip(CELL_TYPES, (keras.layers.GRU, keras.layers.LSTM, keras.layers
 SAVED_BEFORE_FUSED_LAYERS = {"legacy_rnn": True}
 
 
+def _check(cell_type: str) -> None:
+    if cell_type not in CELLS:
+        raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell_type!r}")
+
+
+def make_cell(cell_type: str, units: int, name: str) -> keras.layers.Layer:
+    """A GRU, LSTM or SimpleRNN cell (``cell_type`` in ``gru``, ``lstm``, ``rnn``)."""
+    _check(cell_type)
+    return CELLS[cell_type](units, name=name)
+
+
 def recurrent_layer(cell_type: str, units: int, index: int, legacy: bool = False,
                     **rnn_kwargs) -> keras.layers.RNN:
     """A GRU, LSTM or SimpleRNN layer (``cell_type`` in ``gru``, ``lstm``, ``rnn``) of
     ``units``; with ``legacy``, ``keras.layers.RNN`` over the cell ``cell_{index}``.
     ``rnn_kwargs`` (``return_sequences``, ``name``, ...) go to the layer."""
-    if cell_type not in CELLS:
-        raise ValueError(f"model.cell must be one of {sorted(CELLS)}, got {cell_type!r}")
     if legacy:
-        return keras.layers.RNN(CELLS[cell_type](units, name=f"cell_{index}"), **rnn_kwargs)
+        return keras.layers.RNN(make_cell(cell_type, units, f"cell_{index}"), **rnn_kwargs)
+    _check(cell_type)
     return LAYERS[cell_type](units, **rnn_kwargs)
 
 
