@@ -5,19 +5,21 @@ training throughput on one device, same model, same batches, same process.
 
 The model and batches are ``pipelines/configs/translation_demo.yaml``'s (Multi30k De->En,
 the default model; ``--set`` overrides fields). Each round trains a fresh model (same
-seed) in each way (``--only`` picks some), in rotating order, for ``--warmup`` untimed and
-``--steps`` timed steps: ``fit`` (``model.fit``, the loss on every position's logits),
-``loop_all_positions`` (the trainer's loop, the loss still on every position's logits),
-``loop_keras_adam`` (the trainer's loop with ``keras.optimizers.Adam`` instead of
-``FusedAdam``) and ``loop`` (the trainer's loop as it is: only real target tokens
-projected to the vocabulary, ``Seq2SeqTranslator.loss_sum_and_count``, and
-``FusedAdam``). Reports real target tokens per second (``pipelines.benchmark``'s
-measure). Prints JSON.
+seed) three ways, in rotating order, for ``--warmup`` untimed and ``--steps`` timed steps:
+``fit`` (``model.fit``, the loss on every position's logits), ``loop_all_positions`` (the
+trainer's loop, the loss still on every position's logits) and ``loop`` (the trainer's
+loop as it is: only real target tokens projected to the vocabulary,
+``Seq2SeqTranslator.loss_sum_and_count``, and ``FusedAdam``). ``--variants`` picks some
+of them, and: ``loop_keras_adam``, ``loop`` with ``keras.optimizers.Adam`` instead of
+``FusedAdam``; ``loop_legacy_rnn``, ``loop`` with the ``keras.layers.RNN``-over-cell layers of models saved
+before 2026-11-26 (``legacy_rnn``) instead of Keras' GRU/LSTM layers. Reports real target
+tokens per second (``pipelines.benchmark``'s measure). Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -28,6 +30,8 @@ import keras
 import tensorflow as tf
 
 from data_prep.text_dataset import make_training_dataset
+from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines import trainer
 from pipelines.benchmark import _batch_tokens, load_translation_data, timed_fit, timed_loop
 from pipelines.config import load_config
 from pipelines.translation.config import TranslationConfig
@@ -42,7 +46,13 @@ def all_positions(model):
     return model
 
 
-VARIANTS = ("fit", "loop_all_positions", "loop_keras_adam", "loop")
+def with_legacy_rnn(model, config):
+    """``model``'s architecture and compilation with ``legacy_rnn`` layers."""
+    legacy = Seq2SeqTranslator(legacy_rnn=True, **dataclasses.asdict(model.config))
+    return trainer.build_and_compile(legacy, config, loss=model.loss)
+
+
+VARIANTS = ("fit", "loop_all_positions", "loop", "loop_keras_adam", "loop_legacy_rnn")
 
 
 def main() -> None:
@@ -53,7 +63,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=30)
     p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--only", nargs="+", choices=VARIANTS, default=list(VARIANTS))
+    p.add_argument("--variants", default="fit,loop_all_positions,loop",
+                   help=f"comma-separated, from {','.join(VARIANTS)}")
     args = p.parse_args()
     cfg = load_config(TranslationConfig, args.config, args.overrides)
     data = load_translation_data(cfg, None, args.data_dir or os.environ.get("PIPELINES_DATA_DIR"))
@@ -66,10 +77,13 @@ def main() -> None:
 
     counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
     tokens = sum(c[0] for c in counts[args.warmup:])
-    names = args.only
+    names = args.variants.split(",")
+    if not set(names) <= set(VARIANTS):
+        p.error(f"--variants: choose from {','.join(VARIANTS)}, got {args.variants}")
     results = {name: [] for name in names}
     for round_ in range(args.rounds):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        first = round_ % len(names)
+        for name in names[first:] + names[:first]:
             keras.utils.set_random_seed(t.seed)
             model = build_model(cfg, data.source_tok, data.target_tok)
             start = time.perf_counter()
@@ -82,6 +96,9 @@ def main() -> None:
                     model.compile(optimizer=keras.optimizers.Adam(
                         t.learning_rate, epsilon=t.adam_epsilon, global_clipnorm=t.clip_norm),
                         loss=model.loss, jit_compile=False)
+                if name == "loop_legacy_rnn":
+                    keras.utils.set_random_seed(t.seed)  # the same initial weights
+                    model = with_legacy_rnn(model, t)
                 seconds = timed_loop(model, dataset, args.warmup, args.steps)
             results[name].append(round(tokens / seconds, 1))
             print(f"round {round_ + 1} {name}: {tokens / seconds:.0f} target tokens/s "

@@ -7,7 +7,7 @@ from keras import ops
 
 from models.attention import Attention
 from models.config import ATTENTION_OUTPUTS, INITS
-from models.rnn_cells import make_cell, num_states
+from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS, num_states, recurrent_layer
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -42,12 +42,14 @@ class AttentionDecoder(keras.layers.Layer):
             only way to see the source.
         attention_output: ``"tanh"`` (Luong) or ``"residual_norm"``; the residual form
             needs ``attentional_dim == units``.
+        legacy_rnn: ``keras.layers.RNN`` over cells, as saved before 2026-11-26, instead
+            of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
     """
 
     def __init__(self, vocab_size, embedding_dim=256, units=512, num_layers=1, cell="gru",
                  attention="scaled_dot", attention_units=256, attentional_dim=512,
                  input_feeding=False, tie_embeddings=False, dropout=0.0, init="zeros",
-                 attention_output="residual_norm", **kwargs):
+                 attention_output="residual_norm", legacy_rnn=False, **kwargs):
         super().__init__(**kwargs)
         if tie_embeddings and attentional_dim != embedding_dim:
             raise ValueError(
@@ -69,17 +71,17 @@ class AttentionDecoder(keras.layers.Layer):
         self.num_layers, self.cell, self.attention_score = num_layers, cell, attention
         self.attention_units, self.attentional_dim = attention_units, attentional_dim
         self.input_feeding, self.tie_embeddings, self.dropout = input_feeding, tie_embeddings, dropout
-        self.states_per_layer = num_states(cell)
+        self.states_per_layer, self.legacy_rnn = num_states(cell), legacy_rnn
 
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         if init == "bridge":
             self.bridge = keras.layers.Dense(units * num_layers * self.states_per_layer,
                                              activation="tanh", name="bridge")
-        self.rnns = [
-            keras.layers.RNN(make_cell(cell, units, f"cell_{i}"), return_sequences=True,
-                             name=f"rnn_{i}")
-            for i in range(num_layers)
-        ]
+        # Without input feeding the layers run over the whole target (on cuDNN on a GPU);
+        # input feeding and inference step their cells one token at a time.
+        self.rnns = [recurrent_layer(cell, units, i, legacy_rnn, return_sequences=True,
+                                     name=f"rnn_{i}")
+                     for i in range(num_layers)]
         self.attention = Attention(attention, attention_units, name="attention")
         if attention_output == "tanh":
             self.combine = keras.layers.Dense(attentional_dim, activation="tanh",
@@ -207,5 +209,9 @@ class AttentionDecoder(keras.layers.Layer):
             "attention": self.attention_score, "attention_units": self.attention_units,
             "attentional_dim": self.attentional_dim, "input_feeding": self.input_feeding,
             "tie_embeddings": self.tie_embeddings, "dropout": self.dropout, "init": self.init,
-            "attention_output": self.attention_output,
+            "attention_output": self.attention_output, "legacy_rnn": self.legacy_rnn,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**SAVED_BEFORE_FUSED_LAYERS, **config})

@@ -11,7 +11,7 @@ from keras import ops
 # finds it in checkpoints.
 from models import fused_adam  # noqa: F401
 from models.config import CTCRecognizerConfig
-from models.rnn_cells import bidirectional_rnn, make_cell
+from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS, bidirectional_rnn, recurrent_layer
 
 
 def subsampled_length(length, conv_layers: int, conv_stride: int):
@@ -58,14 +58,17 @@ class CTCRecognizer(keras.Model):
     ``models.ctc_streaming.StreamingRecognizer`` then runs the model chunk by chunk.
 
     Args:
+        legacy_rnn: the recurrent layers of checkpoints saved before 2026-11-26
+            (``keras.layers.RNN`` over cells; see ``models.rnn_cells``). Not a config
+            field: it changes how weights are stored, not what the model computes.
         **config: the fields of ``CTCRecognizerConfig``.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, legacy_rnn=False, **kwargs):
         fields = CTCRecognizerConfig.__dataclass_fields__
         model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
         super().__init__(**kwargs)
-        self.config = CTCRecognizerConfig(**model_kwargs)
+        self.config, self.legacy_rnn = CTCRecognizerConfig(**model_kwargs), legacy_rnn
         c = self.config
         # Explicit borders and "valid" convolutions instead of padding="same": TensorFlow's
         # "same" splits its padding by the input length's parity, so the frame alignment
@@ -78,12 +81,13 @@ class CTCRecognizer(keras.Model):
                            for i in range(c.conv_layers)]
         if c.causal:
             # return_state: a stream carries each layer's state from chunk to chunk.
-            self.rnns = [keras.layers.RNN(make_cell(c.cell, c.rnn_units, f"cell_{i}"),
-                                          return_sequences=True, return_state=True,
-                                          name=f"rnn_{i}")
+            self.rnns = [recurrent_layer(c.cell, c.rnn_units, i, legacy_rnn,
+                                         return_sequences=True, return_state=True,
+                                         name=f"rnn_{i}")
                          for i in range(c.rnn_layers)]
         else:
-            self.rnns = [bidirectional_rnn(c.cell, c.rnn_units, i, return_sequences=True)
+            self.rnns = [bidirectional_rnn(c.cell, c.rnn_units, i, legacy_rnn,
+                                           return_sequences=True)
                          for i in range(c.rnn_layers)]
         self.drop = keras.layers.Dropout(c.dropout)
         self.output_layer = keras.layers.Dense(c.vocab_size, name="logits")
@@ -145,5 +149,10 @@ class CTCRecognizer(keras.Model):
     def compute_mask(self, inputs, mask=None):
         return None
 
+    @classmethod
+    def from_config(cls, config):
+        # Checkpoints saved before legacy_rnn existed load with the structure they have.
+        return cls(**{**SAVED_BEFORE_FUSED_LAYERS, **config})
+
     def get_config(self):
-        return {**super().get_config(), **asdict(self.config)}
+        return {**super().get_config(), **asdict(self.config), "legacy_rnn": self.legacy_rnn}

@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from models.ctc_recognizer import CTCRecognizer, conv_border, subsampled_length
-from models.rnn_cells import num_states
+from models.rnn_cells import num_states, without_cudnn
 
 NO_END = 2 ** 30  # "the utterance has not ended": larger than any frame index
 
@@ -98,10 +98,14 @@ class StreamingRecognizer:
         first = chunk_index * frames - self.lags[-1]
         mask = self._inside(first, frames, length)[..., 0] > 0
         per_layer = num_states(c.cell)
-        for i, rnn in enumerate(model.rnns):
-            state = rnn_states[i * per_layer:(i + 1) * per_layer]
-            x, *state = rnn(x, initial_state=state, mask=mask)
-            new_states.extend(state)
+        # Keras' generic loop, not cuDNN's on a GPU: the first chunks' masks start with
+        # frames before the utterance (cuDNN takes only right padding), and the step must
+        # export to TFLite builtin ops.
+        with without_cudnn(model):
+            for i, rnn in enumerate(model.rnns):
+                state = rnn_states[i * per_layer:(i + 1) * per_layer]
+                x, *state = rnn(x, initial_state=state, mask=mask)
+                new_states.extend(state)
         return model.output_layer(x), new_states
 
     @staticmethod

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from data_prep.special_ids import PAD_ID
-from models.rnn_cells import bidirectional_rnn, num_states
+from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS, bidirectional_rnn, num_states
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -24,17 +24,21 @@ class RNNEncoder(keras.layers.Layer):
         num_layers: number of stacked bidirectional layers.
         cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
         dropout: dropout on embeddings and between layers.
+        legacy_rnn: ``keras.layers.RNN`` over cells, as saved before 2026-11-26, instead
+            of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
     """
 
     def __init__(self, vocab_size, embedding_dim=256, units=256, num_layers=1, cell="gru",
-                 dropout=0.0, **kwargs):
+                 dropout=0.0, legacy_rnn=False, **kwargs):
         super().__init__(**kwargs)
         self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
         self.num_layers, self.cell, self.dropout = num_layers, cell, dropout
+        self.legacy_rnn = legacy_rnn
         # mask_zero relies on PAD_ID being 0 (see data_prep.special_ids).
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, mask_zero=True,
                                                 name="embedding")
-        self.layers_ = [bidirectional_rnn(cell, units, i, return_sequences=True, return_state=True)
+        self.layers_ = [bidirectional_rnn(cell, units, i, legacy_rnn, return_sequences=True,
+                                          return_state=True)
                         for i in range(num_layers)]
         self.drop = keras.layers.Dropout(dropout)
 
@@ -70,5 +74,9 @@ class RNNEncoder(keras.layers.Layer):
             **super().get_config(),
             "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
             "units": self.units, "num_layers": self.num_layers, "cell": self.cell,
-            "dropout": self.dropout,
+            "dropout": self.dropout, "legacy_rnn": self.legacy_rnn,
         }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**SAVED_BEFORE_FUSED_LAYERS, **config})

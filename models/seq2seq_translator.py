@@ -14,10 +14,12 @@ from data_prep.special_ids import PAD_ID
 from models import fused_adam  # noqa: F401
 from models.attention_decoder import AttentionDecoder
 from models.config import Seq2SeqConfig
+from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS
 from models.rnn_encoder import RNNEncoder
 
 # Options added after models were first saved, with the behaviour those models have.
-LEGACY_DEFAULTS = {"decoder_init": "bridge", "attention_output": "tanh"}
+LEGACY_DEFAULTS = {"decoder_init": "bridge", "attention_output": "tanh",
+                   **SAVED_BEFORE_FUSED_LAYERS}
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -28,25 +30,30 @@ class Seq2SeqTranslator(keras.Model):
     [B, T, V]. ``encode`` and ``decoder.step`` are the pieces greedy and beam search use.
 
     Args:
+        legacy_rnn: the recurrent layers of checkpoints saved before 2026-11-26
+            (``keras.layers.RNN`` over cells; see ``models.rnn_cells``). Not a
+            ``Seq2SeqConfig`` field: it changes how weights are stored, not what the model
+            computes, so experiment configs and their fingerprints do not mention it.
         **config: the fields of ``Seq2SeqConfig``.
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, legacy_rnn=False, **kwargs):
         fields = Seq2SeqConfig.__dataclass_fields__
         model_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
         super().__init__(**kwargs)
-        self.config = Seq2SeqConfig(**model_kwargs)
+        self.config, self.legacy_rnn = Seq2SeqConfig(**model_kwargs), legacy_rnn
         c = self.config
         self.encoder = RNNEncoder(
             c.source_vocab_size, c.embedding_dim, c.encoder_units, c.encoder_layers, c.cell,
-            c.dropout, name="encoder",
+            c.dropout, legacy_rnn=legacy_rnn, name="encoder",
         )
         self.decoder = AttentionDecoder(
             c.target_vocab_size, embedding_dim=c.embedding_dim, units=c.decoder_units,
             num_layers=c.decoder_layers, cell=c.cell, attention=c.attention,
             attention_units=c.attention_units, attentional_dim=c.attentional_dim,
             input_feeding=c.input_feeding, tie_embeddings=c.tie_embeddings, dropout=c.dropout,
-            init=c.decoder_init, attention_output=c.attention_output, name="decoder",
+            init=c.decoder_init, attention_output=c.attention_output, legacy_rnn=legacy_rnn,
+            name="decoder",
         )
 
     def build(self, input_shape=None):
@@ -88,12 +95,13 @@ class Seq2SeqTranslator(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        # Models saved before these options existed had a bridge and Luong's tanh
-        # attentional vector; their checkpoints must load as what they were.
+        # Models saved before these options existed had a bridge, Luong's tanh
+        # attentional vector and RNN-over-cell layers; their checkpoints must load as what
+        # they were.
         return cls(**{**LEGACY_DEFAULTS, **config})
 
     def compute_mask(self, inputs, mask=None):
         return None
 
     def get_config(self):
-        return {**super().get_config(), **asdict(self.config)}
+        return {**super().get_config(), **asdict(self.config), "legacy_rnn": self.legacy_rnn}

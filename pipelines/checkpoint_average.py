@@ -50,6 +50,18 @@ def kept_epochs(run: RunDir) -> list[int]:
             for p in sorted(run.path("checkpoints").glob(PATTERN))]
 
 
+def restructure_epoch_weights(run: RunDir, source: keras.Model, target: keras.Model) -> None:
+    """Rewrite the kept epoch weights of ``run``, saved from models built as ``source``,
+    as ``target`` stores them: two structures with the same weights in the same order
+    under other names (``legacy_rnn``, see ``models.rnn_cells``). Overwrites the weights
+    of both models."""
+    for epoch in kept_epochs(run):
+        path = epoch_weights_path(run, epoch)
+        source.load_weights(path)
+        target.set_weights(source.get_weights())
+        save_atomically(target, path)
+
+
 def average_into(model: keras.Model, paths: list[Path]) -> None:
     """Set ``model``'s weights to the mean of the weight files ``paths`` (all of them
     saved from models of ``model``'s architecture)."""

@@ -184,19 +184,28 @@ class ValidationMetric:
         return value > best if self.higher_is_better else value < best
 
 
-def _restore(model: keras.Model, path) -> None:
+def _restore(model: keras.Model, path, run: RunDir) -> None:
     """Set ``model``'s weights and optimizer state to the checkpoint at ``path`` (a model
-    of the same architecture). The checkpoint is loaded outside any strategy's scope:
-    loading creates variables, and under ``MultiWorkerMirroredStrategy`` creating a
-    variable is a collective that only this worker (the chief) would join."""
+    of the same architecture, variables in the same order). The checkpoint is loaded
+    outside any strategy's scope: loading creates variables, and under
+    ``MultiWorkerMirroredStrategy`` creating a variable is a collective that only this
+    worker (the chief) would join."""
     saved = keras.saving.load_model(path)
-    targets = model.variables + model.optimizer.variables
-    sources = saved.variables + saved.optimizer.variables
+    targets, sources = _all_variables(model), _all_variables(saved)
     if len(targets) != len(sources):
         raise ConfigError(f"{path}: holds {len(sources)} variables, the model has "
                           f"{len(targets)}; use --force to train from scratch")
+    if getattr(saved, "legacy_rnn", False) != getattr(model, "legacy_rnn", False):
+        # A run begun with RNN-over-cell layers continues with Keras' GRU/LSTM layers; the
+        # epoch weights it kept for averaging are stored under the old names.
+        checkpoint_average.restructure_epoch_weights(run, saved, model)
+        sources = _all_variables(keras.saving.load_model(path))  # restructuring overwrote them
     for target, source in zip(targets, sources, strict=True):
         target.assign(source.value)
+
+
+def _all_variables(model: keras.Model) -> list:
+    return model.variables + model.optimizer.variables
 
 
 def train(
@@ -253,7 +262,7 @@ def train(
         model.optimizer.build(model.trainable_variables)
     if state and last_path.is_file():
         log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
-        _restore(model, last_path)
+        _restore(model, last_path, run)
     else:
             state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,

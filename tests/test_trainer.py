@@ -162,3 +162,48 @@ def test_an_average_that_validates_worse_leaves_the_best_epoch(tmp_path):
     for a, b in zip(weights(tmp_path / "run", "best.keras"), weights(tmp_path / "run")):
         np.testing.assert_allclose(a, b)  # best = last epoch, which improved every time
     assert not (tmp_path / "run" / "checkpoints" / "best_epoch.keras").exists()
+
+
+def test_a_run_begun_with_rnn_over_cell_layers_resumes_with_keras_gru_layers(tmp_path):
+    """A run trained before the switch to Keras' GRU/LSTM layers (its checkpoint and the
+    epoch weights kept for averaging store the weights under the old names) resumes
+    with the new layers as if it had never stopped, averaging included."""
+    from models.losses import MaskedLabelSmoothingLoss
+    from models.seq2seq_translator import Seq2SeqTranslator
+    from pipelines.trainer import build_and_compile
+    from tests.fixtures.legacy_rnn.make import TRANSLATOR
+
+    rng = np.random.default_rng(0)
+    source = rng.integers(3, TRANSLATOR["source_vocab_size"], (16, 6)).astype("int32")
+    source[::2, 4:] = 0
+    target = rng.integers(3, TRANSLATOR["target_vocab_size"], (16, 5)).astype("int32")
+    labels = np.concatenate([target[:, 1:], np.zeros((16, 1), "int32")], axis=1)
+
+    def data(epoch):
+        return (tf.data.Dataset.from_tensor_slices(({"source": source, "target_in": target},
+                                                    labels)).shuffle(16, seed=epoch).batch(8))
+
+    def run(root, epochs, legacy_rnn):
+        config = TrainingConfig(epochs=epochs, patience=10, lr_schedule="constant", seed=7,
+                                average_last=3)
+
+        def build():
+            return build_and_compile(Seq2SeqTranslator(legacy_rnn=legacy_rnn, **TRANSLATOR),
+                                     config, loss=MaskedLabelSmoothingLoss(0.1))
+
+        # Every epoch "improves", and the average ties with the last epoch: it is used.
+        def validate(model):
+            return {"val_mse": -float(model.optimizer.iterations.numpy())}
+
+        return train(RunDir(root), build, data, None, validate,
+                     ValidationMetric("val_mse", False), config, "fp", log=lambda s: None)
+
+    run(tmp_path / "straight", 3, legacy_rnn=False)
+    run(tmp_path / "resumed", 2, legacy_rnn=True)
+    state = run(tmp_path / "resumed", 3, legacy_rnn=False)
+    assert state["averaged"]["epochs"] == [1, 3] and state["averaged"]["used"]
+    for name in ("last.keras", "best.keras"):
+        assert not keras.saving.load_model(tmp_path / "resumed" / "checkpoints" / name).legacy_rnn
+        for a, b in zip(weights(tmp_path / "straight", name), weights(tmp_path / "resumed", name),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

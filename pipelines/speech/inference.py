@@ -14,6 +14,7 @@ from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
+from models.rnn_cells import without_cudnn
 from pipelines.config import ConfigError
 from pipelines.speech.config import SpeechConfig
 from pipelines.speech.data import featurize, vocabulary
@@ -111,8 +112,11 @@ def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: Grap
         ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
         return ids_to_text(ids, table, vocab.blank_index)
 
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint("transcribe", transcribe, input_signature=[
-        tf.TensorSpec([None, None], tf.float32, name="waveforms"),
-        tf.TensorSpec([None], tf.int32, name="lengths")])
-    archive.write_out(str(path), verbose=False)
+    # Traced with Keras' generic RNN loop: a graph traced with cuDNN's (on a GPU) would
+    # run on GPUs only, and fail on an empty waveform (cuDNN refuses a fully masked row).
+    with without_cudnn(decoder.model):
+        archive = keras.export.ExportArchive()
+        archive.add_endpoint("transcribe", transcribe, input_signature=[
+            tf.TensorSpec([None, None], tf.float32, name="waveforms"),
+            tf.TensorSpec([None], tf.int32, name="lengths")])
+        archive.write_out(str(path), verbose=False)

@@ -12,6 +12,7 @@ import models.losses  # noqa: F401  (registers the loss a checkpoint is compiled
 from data_prep.special_ids import EOS_ID, PAD_ID
 from data_prep.text_dataset import make_source_batches
 from models.decoding import Translator
+from models.rnn_cells import without_cudnn
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines.translation.config import DecodingConfig
 
@@ -74,7 +75,10 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
         blank = tf.equal(tf.strings.length(tf.strings.strip(texts)), 0)
         return tf.where(blank, tf.constant(""), translations)
 
-    archive = keras.export.ExportArchive()
-    archive.add_endpoint("translate", translate_strings,
-                         input_signature=[tf.TensorSpec([None], tf.string)])
-    archive.write_out(str(path), verbose=False)
+    # Traced with Keras' generic RNN loop: a graph traced with cuDNN's (on a GPU) would
+    # run on GPUs only.
+    with without_cudnn(model):
+        archive = keras.export.ExportArchive()
+        archive.add_endpoint("translate", translate_strings,
+                             input_signature=[tf.TensorSpec([None], tf.string)])
+        archive.write_out(str(path), verbose=False)
