@@ -29,10 +29,10 @@ from pipelines.speech.streaming import StreamStep
 from pipelines.translation.config import TranslationConfig
 from pipelines.translation.inference import export_translator
 from pipelines.translation.stages import build_model
-from tests.fixtures.legacy_rnn import make
+from tests.data.legacy_rnn import make
 from tests.helpers import ROOT, batch, tiny
 
-FIXTURES = ROOT / "tests" / "fixtures" / "legacy_rnn"
+FIXTURES = ROOT / "tests" / "data" / "legacy_rnn"
 SMOKE = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
 # The module, not the function ``rnn`` its package exports under the same name.
 TF_RNN = importlib.import_module("keras.src.backend.tensorflow.rnn")

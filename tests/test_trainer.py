@@ -171,7 +171,7 @@ def test_a_run_begun_with_rnn_over_cell_layers_resumes_with_keras_gru_layers(tmp
     from models.losses import MaskedLabelSmoothingLoss
     from models.seq2seq_translator import Seq2SeqTranslator
     from pipelines.trainer import build_and_compile
-    from tests.fixtures.legacy_rnn.make import TRANSLATOR
+    from tests.data.legacy_rnn.make import TRANSLATOR
 
     rng = np.random.default_rng(0)
     source = rng.integers(3, TRANSLATOR["source_vocab_size"], (16, 6)).astype("int32")
