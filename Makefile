@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
+	# pyctcdecode 0.5.0 declares numpy<2, which TensorFlow 2.21 cannot use; it runs on numpy 2
+	# (tests/test_an4.py decodes with it), so it is installed without its declared dependencies.
+	$(BIN)/pip install --quiet --no-deps pyctcdecode==0.5.0
 	$(BIN)/python -m ipykernel install --sys-prefix --name rnn-seq2seq-toolkit \
 		--display-name "Python (rnn-seq2seq-toolkit)" > /dev/null
 	touch $(STAMP)

@@ -5,7 +5,7 @@ Imports no TensorFlow, Keras or librosa: a config is loaded and validated before
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
 from data_prep.config_checks import ConfigError, at_least, choice, positive
@@ -21,16 +21,21 @@ from models.config import STRATEGIES, CTCRecognizerConfig
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
-CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "manifest")
+CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "an4", "manifest")
+AN4_FIELDS = ("val_speaker_fraction", "split_seed")
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "fsdd_digits"  # fsdd_digits | fsdd_strings | librispeech | manifest
+    corpus: str = "fsdd_digits"  # fsdd_digits | fsdd_strings | librispeech | an4 | manifest
     test_takes: int = 5  # FSDD standard split: takes 0..4 of every speaker are test
     val_takes: int = 5  # the next takes are held out of training for validation
     test_speakers: list[str] | None = None  # FSDD leave-speakers-out split instead
+    # corpus=an4: validation is this fraction of the training speakers, held out whole and
+    # drawn with split_seed (AN4 has no validation set; test is its own 10 speakers).
+    val_speaker_fraction: float = 0.1
+    split_seed: int = 0
     manifests: dict | None = None  # corpus=manifest: {train: path, val: path, test: path}
     # corpus=librispeech: the LibriSpeech subset of each split
     subsets: dict = field(default_factory=lambda: dict(LIBRISPEECH_SPLITS))
@@ -45,9 +50,18 @@ class DataConfig:
     limit_val: int | None = None
     limit_test: int | None = None
 
+    def signature(self) -> dict:
+        """The fields, for prepare's fingerprint; the AN4 split fields only for corpus=an4,
+        so that the runs of other corpora keep the fingerprints they were prepared with."""
+        fields = asdict(self)
+        if self.corpus != "an4":
+            for name in AN4_FIELDS:
+                del fields[name]
+        return fields
+
     def validate(self, where):
         choice(self.corpus, CORPORA, f"{where}.corpus")
-        if self.corpus in ("manifest", "librispeech") and self.test_speakers is not None:
+        if self.corpus in ("manifest", "librispeech", "an4") and self.test_speakers is not None:
             raise ConfigError(f"{where}.test_speakers: FSDD only; corpus={self.corpus} "
                               "has its own test set")
         if self.corpus == "librispeech":
@@ -59,6 +73,10 @@ class DataConfig:
                 if not isinstance((self.manifests or {}).get(split), str):
                     raise ConfigError(f"{where}.manifests.{split}: expected a manifest path "
                                       "for corpus=manifest")
+        elif self.corpus == "an4":
+            if not 0 < self.val_speaker_fraction < 1:
+                raise ConfigError(f"{where}.val_speaker_fraction: must be in (0, 1), got "
+                                  f"{self.val_speaker_fraction!r}")
         elif self.test_speakers is None and self.test_takes < 1:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
         at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
@@ -74,15 +92,41 @@ class DataConfig:
 
 
 @dataclass
+class LanguageModelConfig:
+    """The ``decoding.lm:`` section: a word n-gram model of the training transcripts
+    (interpolated Kneser-Ney, ``data_prep/ngram_lm.py``) in a CTC prefix beam search
+    (pyctcdecode over KenLM). Its weight and word bonus are chosen on validation: every
+    pair of the two lists is tried, and the lowest validation WER wins."""
+
+    order: int = 3  # n-gram order (KenLM reads bigram models and longer)
+    weights: list[float] = field(default_factory=lambda: [0.3, 0.5, 0.7, 1.0])
+    word_bonuses: list[float] = field(default_factory=lambda: [0.0, 1.0, 2.0, 3.0])
+    beam_width: int = 64  # prefixes kept
+
+    def validate(self, where):
+        at_least(self, where, 2, "order")
+        at_least(self, where, 1, "beam_width")
+        for name in ("weights", "word_bonuses"):
+            if not getattr(self, name):
+                raise ConfigError(f"{where}.{name}: expected at least one value to try")
+        if min(self.weights) < 0:
+            raise ConfigError(f"{where}.weights: must not be negative")
+
+
+@dataclass
 class DecodingConfig:
     # closed_set: the likeliest of the training set's distinct transcripts (isolated words)
     strategy: str = "beam_search"  # greedy | beam_search | closed_set
     beam_width: int = 16
     batch_size: int = 64  # utterances per decoding batch
+    lm: LanguageModelConfig | None = None  # a word language model (beam_search only)
 
     def validate(self, where):
         choice(self.strategy, STRATEGIES, f"{where}.strategy")
         at_least(self, where, 1, "beam_width", "batch_size")
+        if self.lm is not None and self.strategy != "beam_search":
+            raise ConfigError(f"{where}.lm: a language model needs strategy beam_search, "
+                              f"got {self.strategy}")
 
 
 @dataclass

@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from data_prep import fsdd, librispeech
+from data_prep import an4, fsdd, librispeech
 from data_prep.audio_features import (
     FeatureConfig,
     extract_features,
@@ -35,6 +35,11 @@ def load_entries(cfg: SpeechConfig, run, data_dir) -> dict[str, list[dict]]:
     if data.corpus == "librispeech":
         return {split: librispeech.subset_entries(data.subsets[split], data_dir)
                 for split in SPLITS}
+    if data.corpus == "an4":
+        root = an4.root_dir(data_dir)
+        train, val = an4.split_speakers(an4.split_entries(root, "train"),
+                                        data.val_speaker_fraction, data.split_seed)
+        return {"train": train, "val": val, "test": an4.split_entries(root, "test")}
     recordings = fsdd.list_recordings(fsdd.recordings_dir(data_dir))
     splits = fsdd.split_recordings(recordings, data.test_takes, data.val_takes,
                                    data.test_speakers)
@@ -58,6 +63,8 @@ def input_signature(cfg: SpeechConfig, data_dir) -> list:
         return [sha256_of(cfg.data.manifests[s]) for s in SPLITS]
     if cfg.data.corpus == "librispeech":
         return [librispeech.subset_signature(cfg.data.subsets[s], data_dir) for s in SPLITS]
+    if cfg.data.corpus == "an4":
+        return an4.signature(data_dir)
     folder = fsdd.recordings_dir(data_dir)
     return sorted((p.name, p.stat().st_size) for p in folder.glob("*.wav"))
 

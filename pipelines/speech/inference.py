@@ -22,19 +22,24 @@ from pipelines.speech.data import featurize, vocabulary
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
 
 
-def transcribe_features(decoder: CTCDecoder, vocab: CharVocabulary, features,
-                        batch_size: int) -> list[str]:
-    """Transcripts of normalized features, in input order."""
+def in_batches(function, features, batch_size: int) -> list:
+    """``function(batch)`` (one output per utterance of a batch) over normalized
+    features, batched by length, with the outputs in input order."""
     if not features:  # e.g. a batch of blank input lines
         return []
     dataset, order = make_inference_batches(features, batch_size)
-    outputs = []
-    for batch in dataset:
-        outputs.extend(decoder(batch))
-    result = [""] * len(features)
-    for position, ids in zip(order, outputs, strict=True):
-        result[position] = " ".join(vocab.decode(ids).split())
+    result = [None] * len(features)
+    for position, output in zip(order, (y for batch in dataset for y in function(batch)),
+                                strict=True):
+        result[position] = output
     return result
+
+
+def transcribe_features(decoder, vocab: CharVocabulary, features, batch_size: int) -> list[str]:
+    """Transcripts of normalized features, in input order (``decoder``: a ``CTCDecoder``
+    or a ``CTCLanguageModelDecoder``)."""
+    return [" ".join(vocab.decode(ids).split())
+            for ids in in_batches(decoder, features, batch_size)]
 
 
 def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
@@ -54,6 +59,7 @@ def load_checkpoint(run) -> CTCRecognizer:
 
 
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
+    """The run's model with ``strategy``'s in-graph search (no language model)."""
     model = load_checkpoint(run)
     candidates = (closed_set_candidates(run, vocabulary(cfg)) if strategy == "closed_set"
                   else None)

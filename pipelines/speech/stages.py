@@ -40,6 +40,7 @@ from pipelines.speech.inference import (
     transcribe_features,
     transcribe_files,
 )
+from pipelines.speech.language_model import LM_STRATEGY, language_model_decoder
 from pipelines.speech.shards import streaming_dataset, train_shards, write_train_shards
 from pipelines.speech.streaming import (
     TFLITE_VARIANTS,
@@ -63,7 +64,7 @@ def prepare(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     if cfg.synthetic.voices:
         espeak_ng()  # missing: one line saying how to install it, before anything is done
-    fp = fingerprint("prepare", cfg.data, cfg.features,
+    fp = fingerprint("prepare", cfg.data.signature(), cfg.features,
                      cfg.strings if cfg.data.corpus == "fsdd_strings" else None,
                      input_signature(cfg, ctx.data_dir),
                      # Only when on, so runs without synthetic voices keep their fingerprint.
@@ -199,9 +200,15 @@ def evaluate(ctx: cli.Context) -> None:
     speakers = [e.get("speaker") for e in entries]  # for normalization: speaker
     references = [e["text"] for e in entries]
     audio_seconds = sum(e["duration"] for e in entries)
+    decoders = {strategy: (lambda s=strategy: load_recognizer(cfg, run, s))
+                for strategy in dict.fromkeys([cfg.decoding.strategy, "greedy"])}
+    tuning = None
+    if cfg.decoding.lm is not None:
+        lm_decoder, tuning = language_model_decoder(cfg, run)
+        decoders[LM_STRATEGY] = lambda: lm_decoder
     results = {}
-    for strategy in dict.fromkeys([cfg.decoding.strategy, "greedy"]):
-        decoder = load_recognizer(cfg, run, strategy)
+    for strategy, load in decoders.items():
+        decoder = load()
         # Warm-up on one file: tracing the graph is a one-off cost, not inference time.
         transcribe_files(decoder, vocab, paths[:1], cfg, stats, speakers[:1])
         hyps, seconds = transcribe_files(decoder, vocab, paths, cfg, stats, speakers)
@@ -216,24 +223,36 @@ def evaluate(ctx: cli.Context) -> None:
             "per_length": wer_cer_by_group(hyps, references,
                                            [len(r.split()) for r in references]),
         }
-    main = results[cfg.decoding.strategy]
+
+    def summary(strategy):
+        return {k: v for k, v in results[strategy].items() if not k.startswith("per_")}
+
+    main = results[LM_STRATEGY if tuning else cfg.decoding.strategy]
     metrics = {**main, "test_utterances": len(entries),
                "test_audio_seconds": round(audio_seconds, 1),
                "beam_width": cfg.decoding.beam_width,
                "rtf_definition": "wall seconds to read audio, compute features and decode, "
                                  "per second of audio (batched, this machine)",
-               "greedy": {k: v for k, v in results["greedy"].items() if not k.startswith("per_")}}
+               "greedy": summary("greedy")}
+    if tuning:
+        metrics["without_lm"] = summary(cfg.decoding.strategy)
+        metrics["lm"] = {k: tuning[k] for k in ("order", "weight", "word_bonus", "val_wer",
+                                                "training_sentences")}
+        metrics["lm"]["beam_width"] = cfg.decoding.lm.beam_width
     atomic_write_json(run.path("metrics.json"), metrics)
     run.mark_done("evaluate", fp)
+    without = (f"without it ({cfg.decoding.strategy}) {metrics['without_lm']['wer']:.2%}; "
+               if tuning else "")
     print(f"[evaluate] test WER {main['wer']:.2%} CER {main['cer']:.2%} utterance accuracy "
-          f"{main['utterance_accuracy']:.2%} ({main['strategy']}); greedy WER "
+          f"{main['utterance_accuracy']:.2%} ({main['strategy']}); {without}greedy WER "
           f"{results['greedy']['wer']:.2%}; real-time factor {main['rtf']:.4f}")
 
 
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     run.require("train", "transcribe")
-    decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
+    decoder = (language_model_decoder(cfg, run)[0] if cfg.decoding.lm is not None
+               else load_recognizer(cfg, run, cfg.decoding.strategy))
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     for lines in cli.input_batches(ctx.input):
         paths = [line.strip() for line in lines]

@@ -1,0 +1,73 @@
+"""The word language model of a speech run: built from its training transcripts, its
+weight and word bonus chosen on validation, and the decoder that applies it.
+
+``lm/words.arpa`` and ``lm/tuning.json`` are made on first use (by ``evaluate`` or
+``transcribe``) and reused while the trained model and ``decoding.lm`` are unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+from data_prep.file_io import atomic_write_json
+from data_prep.manifest import read_manifest
+from data_prep.ngram_lm import write_arpa
+from models.ctc_lm_decoding import CTCLanguageModelDecoder
+from pipelines.metrics import wer_cer
+from pipelines.run_dir import fingerprint
+from pipelines.speech.config import SpeechConfig
+from pipelines.speech.data import load_labelled, vocabulary
+from pipelines.speech.inference import in_batches, load_checkpoint
+
+LM_STRATEGY = "beam_search_lm"  # evaluate's name for the search with the language model
+
+
+def _fingerprint(cfg: SpeechConfig, run) -> str:
+    return fingerprint("lm", run.require("train", "the language model"), cfg.decoding.lm)
+
+
+def _build(cfg: SpeechConfig, run, fp: str) -> None:
+    """Write the ARPA model and choose the weight and word bonus on validation."""
+    # Training transcripts only: test text must never reach the language model, and
+    # validation text neither, so that the choice below is made on unseen sentences.
+    texts = [e["text"] for e in read_manifest(run.path("data", "train.jsonl"))]
+    lm = cfg.decoding.lm
+    arpa = write_arpa(run.path("lm", "words.arpa"), texts, lm.order)
+    vocab = vocabulary(cfg)
+    decoder = _decoder(cfg, run, vocab, 0.0, 0.0)
+    val_x, val_y, _ = load_labelled(run, "val", vocab, cfg)
+    references = [vocab.decode(y) for y in val_y]
+    log_probs = in_batches(decoder.log_probs, val_x, cfg.decoding.batch_size)
+    grid = []
+    for weight, bonus in itertools.product(lm.weights, lm.word_bonuses):
+        decoder.set_weights(weight, bonus)
+        hyps = [decoder.search(x) for x in log_probs]
+        grid.append({"weight": weight, "word_bonus": bonus, **wer_cer(hyps, references)})
+        print(f"[lm] weight {weight:g} word bonus {bonus:g}: validation WER "
+              f"{grid[-1]['wer']:.2%}", flush=True)
+    best = min(grid, key=lambda g: (g["wer"], g["cer"]))
+    atomic_write_json(run.path("lm", "tuning.json"), {
+        "fingerprint": fp, "weight": best["weight"], "word_bonus": best["word_bonus"],
+        "val_wer": best["wer"], "order": lm.order, "arpa": arpa.name,
+        "training_sentences": len(texts), "grid": grid})
+
+
+def _decoder(cfg: SpeechConfig, run, vocab, weight: float, bonus: float
+             ) -> CTCLanguageModelDecoder:
+    labels = [vocab.decode([i]) for i in range(vocab.size)]
+    return CTCLanguageModelDecoder(load_checkpoint(run), labels, run.path("lm", "words.arpa"),
+                                   weight, bonus, cfg.decoding.lm.beam_width)
+
+
+def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDecoder, dict]:
+    """The run's decoder with its language model, built and tuned first if needed, and
+    the tuning record (``lm/tuning.json``: the chosen weight and word bonus, the grid)."""
+    fp = _fingerprint(cfg, run)
+    record = run.path("lm", "tuning.json")
+    if not record.is_file() or json.loads(record.read_text())["fingerprint"] != fp:
+        print(f"[lm] building the {cfg.decoding.lm.order}-gram word model of the training "
+              "transcripts and choosing its weight on validation", flush=True)
+        _build(cfg, run, fp)
+    tuning = json.loads(record.read_text())
+    return _decoder(cfg, run, vocabulary(cfg), tuning["weight"], tuning["word_bonus"]), tuning
