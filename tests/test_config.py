@@ -223,3 +223,10 @@ def test_derived_configs_state_only_their_differences(path):
     same = [key for key, value in _leaves(own) if key != "name" and parent.get(key) == value]
     assert not same, f"{path.name} repeats its base's values: {same}"
 
+
+
+def test_demo_and_benchmark_configs_have_no_time_budget():
+    # A time budget makes the same command give different models on different machines.
+    for path in CONFIGS.glob("*.yaml"):
+        _, cls, _ = _pipeline_of(path)
+        assert load_config(cls, path).training.max_minutes is None, path.name
