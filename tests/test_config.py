@@ -230,3 +230,16 @@ def test_demo_and_benchmark_configs_have_no_time_budget():
     for path in CONFIGS.glob("*.yaml"):
         _, cls, _ = _pipeline_of(path)
         assert load_config(cls, path).training.max_minutes is None, path.name
+
+
+def test_null_speed_perturbation_switches_it_off():
+    # As null does for augment.time_stretch: one copy of the training set, at speed 1.0.
+    from pipelines.speech.config import SpeechConfig
+
+    path = CONFIGS / "librispeech_100.yaml"
+    assert load_config(SpeechConfig, path).data.speed_perturbation == [0.9, 1.0, 1.1]
+    off = load_config(SpeechConfig, path, ["data.speed_perturbation=null"])
+    assert off == load_config(SpeechConfig, path, ["data.speed_perturbation=[1.0]"])
+    assert off.data.speed_perturbation == [1.0]
+    assert load_config(SpeechConfig, CONFIGS / "speech_smoke.yaml",
+                       ["augment.time_stretch=null"]).augment.time_stretch is None
