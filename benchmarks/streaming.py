@@ -13,7 +13,7 @@ step time over the chunk's duration. Writes ``streaming_benchmark.json`` into th
 directory (or prints it) and a Markdown table.
 
 Emission delay (with a trained fsdd_strings run whose manifests have ``word_ends``,
-written by ``prepare`` since 2026-11-25): for each word of a correctly transcribed test
+which ``prepare`` writes): for each word of a correctly transcribed test
 utterance, the audio time at which the chunk that emitted the word's last character had
 fully arrived (or the end of the audio, for the chunks that finish a stream) minus the
 time its speech ends in the audio. Compute time is not included (see per-chunk times).

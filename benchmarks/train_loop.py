@@ -11,8 +11,8 @@ trainer's loop, the loss still on every position's logits) and ``loop`` (the tra
 loop as it is: only real target tokens projected to the vocabulary,
 ``Seq2SeqTranslator.loss_sum_and_count``, and ``FusedAdam``). ``--variants`` picks some
 of them, and: ``loop_keras_adam``, ``loop`` with ``keras.optimizers.Adam`` instead of
-``FusedAdam``; ``loop_legacy_rnn``, ``loop`` with the ``keras.layers.RNN``-over-cell layers of models saved
-before 2026-11-26 (``legacy_rnn``) instead of Keras' GRU/LSTM layers. Reports real target
+``FusedAdam``; ``loop_legacy_rnn``, ``loop`` with the ``keras.layers.RNN``-over-cell layers of older saved
+models (``legacy_rnn``) instead of Keras' GRU/LSTM layers. Reports real target
 tokens per second (``pipelines.benchmark``'s measure). Prints JSON.
 """
 

@@ -42,8 +42,8 @@ class AttentionDecoder(keras.layers.Layer):
             only way to see the source.
         attention_output: ``"tanh"`` (Luong) or ``"residual_norm"``; the residual form
             needs ``attentional_dim == units``.
-        legacy_rnn: ``keras.layers.RNN`` over cells, as saved before 2026-11-26, instead
-            of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
+        legacy_rnn: ``keras.layers.RNN`` over cells, as older checkpoints store them,
+            instead of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
     """
 
     def __init__(self, vocab_size, embedding_dim=256, units=512, num_layers=1, cell="gru",

@@ -58,7 +58,7 @@ class CTCRecognizer(keras.Model):
     ``models.ctc_streaming.StreamingRecognizer`` then runs the model chunk by chunk.
 
     Args:
-        legacy_rnn: the recurrent layers of checkpoints saved before 2026-11-26
+        legacy_rnn: the recurrent layers of older checkpoints, saved without this field
             (``keras.layers.RNN`` over cells; see ``models.rnn_cells``). Not a config
             field: it changes how weights are stored, not what the model computes.
         **config: the fields of ``CTCRecognizerConfig``.

@@ -2,7 +2,7 @@
 
 The layers are Keras' ``GRU``, ``LSTM`` and ``SimpleRNN``: on a GPU, with the TensorFlow
 backend, Keras runs ``GRU`` and ``LSTM`` with their default activations (as here) on the
-fused cuDNN kernel. Models saved before 2026-11-26 were built as ``keras.layers.RNN``
+fused cuDNN kernel. Older saved models were built as ``keras.layers.RNN``
 over a ``GRUCell``/``LSTMCell``/``SimpleRNNCell``, which always runs Keras' generic loop;
 ``legacy=True`` rebuilds that structure, whose weights a ``.keras`` file stores under other
 names (``rnns/rnn`` instead of ``rnns/gru``). Both compute the same thing: on a CPU the

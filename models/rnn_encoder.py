@@ -24,8 +24,8 @@ class RNNEncoder(keras.layers.Layer):
         num_layers: number of stacked bidirectional layers.
         cell: ``"gru"``, ``"lstm"`` or ``"rnn"``.
         dropout: dropout on embeddings and between layers.
-        legacy_rnn: ``keras.layers.RNN`` over cells, as saved before 2026-11-26, instead
-            of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
+        legacy_rnn: ``keras.layers.RNN`` over cells, as older checkpoints store them,
+            instead of Keras' GRU/LSTM layers (see ``models.rnn_cells``).
     """
 
     def __init__(self, vocab_size, embedding_dim=256, units=256, num_layers=1, cell="gru",

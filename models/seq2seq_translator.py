@@ -30,7 +30,7 @@ class Seq2SeqTranslator(keras.Model):
     [B, T, V]. ``encode`` and ``decoder.step`` are the pieces greedy and beam search use.
 
     Args:
-        legacy_rnn: the recurrent layers of checkpoints saved before 2026-11-26
+        legacy_rnn: the recurrent layers of older checkpoints, saved without this field
             (``keras.layers.RNN`` over cells; see ``models.rnn_cells``). Not a
             ``Seq2SeqConfig`` field: it changes how weights are stored, not what the model
             computes, so experiment configs and their fingerprints do not mention it.

@@ -5,8 +5,7 @@ With ``training.average_last: N`` the trainer keeps the weights of the last N ep
 (``checkpoints/epoch-007.weights.h5``, ...; weights only, a third of a ``.keras``
 checkpoint with its optimizer state) and, when training stops, validates their average;
 if it scores at least as well as the best single epoch, it becomes ``best.keras``, the
-checkpoint every later stage uses. On Multi30k De->En the average of the last 10 of 20
-epochs scored 42.4 test BLEU against 41.4 for the best single epoch (README).
+checkpoint every later stage uses.
 """
 
 from __future__ import annotations

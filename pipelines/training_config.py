@@ -25,7 +25,7 @@ class TrainingConfig:
     clip_norm: float = 1.0  # global gradient-norm clipping
     # Adam's epsilon. 1e-9 with clip_norm 5 rescued the old tanh-attentional translator,
     # whose attention gradients were ~1e-7; the default translation model learned as fast
-    # in its first epoch with 1e-7 and no clipping (README, "How fast the translator learns").
+    # in its first epoch with 1e-7 and no clipping (docs/benchmarks.md, "How fast the translator learns").
     adam_epsilon: float = 1e-7
     patience: int = 5  # early stopping: validations without improvement
     # Average the weights of the last N epochs when training stops; the average replaces

@@ -1,10 +1,12 @@
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
 from models.config import CTCRecognizerConfig, Seq2SeqConfig
-from pipelines.config import ConfigError, apply_overrides, load_config
+from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
 from pipelines.translation.config import TranslationConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
@@ -182,3 +184,62 @@ def test_each_config_dataclass_validates_its_own_fields(section, field, value):
     section().validate("sec")
     with pytest.raises(ConfigError, match=rf"^sec\.{field}"):
         section(**{field: value}).validate("sec")
+
+
+def _pipeline_of(path):
+    """The pipeline a shipped config belongs to, from its corpus."""
+    from pipelines import speech, translation
+    from pipelines.speech.config import SpeechConfig
+    from pipelines.translation.config import CORPORA
+
+    corpus = (load_yaml(path).get("data") or {}).get("corpus", "multi30k")
+    if corpus in CORPORA:
+        return "translation", TranslationConfig, translation.STAGE_NAMES
+    return "speech", SpeechConfig, speech.STAGE_NAMES
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_config_validates_and_names_only_real_stages(path):
+    task, cls, stages = _pipeline_of(path)
+    assert load_config(cls, path).name == path.stem
+    # Commands in its comments name stages that exist.
+    for named_task, stage in re.findall(r"python -m pipelines\.(\w+) (\w+)", path.read_text()):
+        assert named_task == task and stage in (*stages, "all"), (named_task, stage)
+
+
+def _leaves(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path", [p for p in sorted(CONFIGS.glob("*.yaml"))
+                                  if "base" in yaml.safe_load(p.read_text())], ids=lambda p: p.stem)
+def test_derived_configs_state_only_their_differences(path):
+    own = yaml.safe_load(path.read_text())
+    parent = dict(_leaves(load_yaml(path.parent / own.pop("base"))))
+    same = [key for key, value in _leaves(own) if key != "name" and parent.get(key) == value]
+    assert not same, f"{path.name} repeats its base's values: {same}"
+
+
+
+def test_demo_and_benchmark_configs_have_no_time_budget():
+    # A time budget makes the same command give different models on different machines.
+    for path in CONFIGS.glob("*.yaml"):
+        _, cls, _ = _pipeline_of(path)
+        assert load_config(cls, path).training.max_minutes is None, path.name
+
+
+def test_null_speed_perturbation_switches_it_off():
+    # As null does for augment.time_stretch: one copy of the training set, at speed 1.0.
+    from pipelines.speech.config import SpeechConfig
+
+    path = CONFIGS / "librispeech_100.yaml"
+    assert load_config(SpeechConfig, path).data.speed_perturbation == [0.9, 1.0, 1.1]
+    off = load_config(SpeechConfig, path, ["data.speed_perturbation=null"])
+    assert off == load_config(SpeechConfig, path, ["data.speed_perturbation=[1.0]"])
+    assert off.data.speed_perturbation == [1.0]
+    assert load_config(SpeechConfig, CONFIGS / "speech_smoke.yaml",
+                       ["augment.time_stretch=null"]).augment.time_stretch is None

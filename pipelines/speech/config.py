@@ -44,8 +44,9 @@ class DataConfig:
     lowercase: bool = True
     remove_punctuation: bool = False
     # Speed perturbation of the training set: prepare caches the features of one copy of
-    # every training utterance per factor (Kaldi and ESPnet use [0.9, 1.0, 1.1]).
-    speed_perturbation: list[float] = field(default_factory=lambda: [1.0])
+    # every training utterance per factor (Kaldi and ESPnet use [0.9, 1.0, 1.1]); null
+    # (or [1.0]) is off.
+    speed_perturbation: list[float] | None = field(default_factory=lambda: [1.0])
     limit_train: int | None = None  # use only the first N utterances (quick experiments)
     limit_val: int | None = None
     limit_test: int | None = None
@@ -80,6 +81,8 @@ class DataConfig:
         elif self.test_speakers is None and self.test_takes < 1:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
         at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
+        if self.speed_perturbation is None:  # off, as null is for augment.time_stretch
+            self.speed_perturbation = [1.0]
         speeds = self.speed_perturbation
         if (not isinstance(speeds, list) or not speeds or len(set(speeds)) != len(speeds)
                 or not all(isinstance(x, (int, float)) and 0.5 <= x <= 2.0 for x in speeds)):
