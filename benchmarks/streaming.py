@@ -13,8 +13,10 @@ step time over the chunk's duration. Writes ``streaming_benchmark.json`` into th
 directory (or prints it) and a Markdown table.
 
 Emission delay (with a trained fsdd_strings run whose manifests have ``word_ends``,
-which ``prepare`` writes): for each word of a correctly transcribed test
-utterance, the audio time at which the chunk that emitted the word's last character had
+which ``prepare`` writes, or, for a corpus of real sentences such as AN4, with
+``--align-run``: an offline run of the same corpus whose model's CTC forced alignment
+of each test transcript gives the end of each word): for each word of a correctly
+transcribed test utterance, the audio time at which the chunk that emitted the word's last character had
 fully arrived (or the end of the audio, for the chunks that finish a stream) minus the
 time its speech ends in the audio. Compute time is not included (see per-chunk times).
 Algorithmic latency: the chunk plus the model's look-ahead (the conv look-ahead in
@@ -42,15 +44,18 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from keras import ops  # noqa: E402
+
 from data_prep.graph_features import GraphFeatures  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
+from models.ctc_decoding import ctc_alignment  # noqa: E402
 from models.ctc_streaming import NO_END  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import wer_cer  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402
 from pipelines.speech.config import SpeechConfig  # noqa: E402
-from pipelines.speech.data import load_stats, vocabulary  # noqa: E402
-from pipelines.speech.inference import load_checkpoint  # noqa: E402
+from pipelines.speech.data import featurize, load_stats, vocabulary  # noqa: E402
+from pipelines.speech.inference import in_batches, load_checkpoint  # noqa: E402
 from pipelines.speech.stages import build_model  # noqa: E402
 from pipelines.speech.streaming import (  # noqa: E402
     TFLITE_VARIANTS,
@@ -106,6 +111,31 @@ def emission_delays(step: StreamStep, decoder: GreedyPrefix, vocab, entry: dict)
     return delays
 
 
+def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
+    """Set ``word_ends`` of each entry from the CTC forced alignment of its transcript by
+    the (offline) model of ``align_run``: a word ends with the last frame of its last
+    character, as a bidirectional model places it with the whole utterance in view."""
+    cfg = load_config(SpeechConfig, align_run.path("config.yaml"))
+    model, vocab = load_checkpoint(align_run), vocabulary(cfg)
+    features = featurize([e["audio_filepath"] for e in entries], cfg.features,
+                         load_stats(align_run, cfg.features), desc="features (alignment)",
+                         speakers=[e.get("speaker") for e in entries])
+
+    def log_probs(batch):
+        lengths = np.asarray(model.output_lengths(batch["feature_lengths"]))
+        scores = np.asarray(ops.log_softmax(model(batch, training=False), axis=-1))
+        return [row[:n] for row, n in zip(scores, lengths, strict=True)]
+
+    frame_seconds = cfg.features.hop_ms * cfg.model.conv_stride ** cfg.model.conv_layers / 1000
+    for entry, scores in zip(entries, in_batches(log_probs, features, 32), strict=True):
+        ids = vocab.encode(entry["text"])
+        frames = ctc_alignment(scores, ids, vocab.blank_index)
+        chars = entry["text"]
+        entry["word_ends"] = [min((frames[k] + 1) * frame_seconds, entry["duration"])
+                              for k in range(len(chars))
+                              if chars[k] != " " and (k + 1 == len(chars) or chars[k + 1] == " ")]
+
+
 def lookahead_ms(cfg: SpeechConfig) -> float:
     """The model's algorithmic look-ahead past a chunk's end: conv look-ahead (in
     feature frames: lookahead per layer at each layer's frame rate) and the half FFT
@@ -135,6 +165,8 @@ def main() -> int:
     p.add_argument("--run-dir", help="a trained (and exported) run of the config")
     p.add_argument("--chunks", type=int, default=300, help="timed chunks per backend")
     p.add_argument("--limit", type=int, help="stream only the first N test utterances")
+    p.add_argument("--align-run", help="an offline run of the same corpus whose model's CTC "
+                                       "forced alignment gives the word ends (emission delay)")
     args = p.parse_args()
     cfg = load_config(SpeechConfig, args.config)
     run = RunDir(args.run_dir) if args.run_dir else None
@@ -154,6 +186,9 @@ def main() -> int:
             backends[f"tflite_{variant}"] = (tflite_runner(path, step), path.stat().st_size)
         entries = read_manifest(run.path("data", "test.jsonl")) if trained else []
         entries = entries[:args.limit] if args.limit else entries
+        if entries and args.align_run:
+            aligned_word_ends(RunDir(args.align_run), entries)
+            result["word_ends"] = f"CTC forced alignment by {args.align_run}"
         vocab = vocabulary(cfg)
         for name, (runner, size) in backends.items():
             row = {"bytes": size, **time_steps(step, runner, args.chunks)}

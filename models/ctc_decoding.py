@@ -15,6 +15,47 @@ def ctc_frames_needed(ids: list[int]) -> int:
     return len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
 
 
+def ctc_alignment(log_probs: np.ndarray, ids: list[int], blank_index: int) -> list[int]:
+    """The last frame of each label of ``ids`` in its likeliest CTC alignment (Viterbi)
+    to ``[frames, classes]`` log-probabilities; ValueError if the frames are too few.
+
+    Written here because neither TensorFlow nor Keras has a CTC forced aligner (PyTorch's
+    is ``torchaudio.functional.forced_align``). States are the labels with a blank before,
+    between and after them; a state is entered from itself, its predecessor, or, for a
+    label unlike the one two states back, skipping the blank between them.
+    """
+    frames = len(log_probs)
+    if frames < ctc_frames_needed(ids):
+        raise ValueError(f"{frames} frames cannot hold an alignment of {len(ids)} labels")
+    states = [blank_index]
+    for label in ids:
+        states += [label, blank_index]
+    states = np.array(states)
+    count = len(states)
+    skip = np.zeros(count, bool)
+    skip[3::2] = states[3::2] != states[1:-2:2]
+    score = np.full(count, -np.inf)
+    score[:2] = log_probs[0, states[:2]]
+    back = np.zeros((frames, count), np.int64)
+    for t in range(1, frames):
+        candidates = np.stack([score, np.r_[-np.inf, score[:-1]],
+                               np.where(skip, np.r_[-np.inf, -np.inf, score[:-2]], -np.inf)])
+        move = np.argmax(candidates, axis=0)
+        back[t] = np.arange(count) - move
+        score = candidates[move, np.arange(count)] + log_probs[t, states]
+    state = count - 1 if score[-1] >= score[-2] else count - 2
+    path = [state]
+    for t in range(frames - 1, 0, -1):
+        state = back[t, state]
+        path.append(state)
+    path = path[::-1]
+    # Label k is state 2k + 1; its last frame is the last time the path is there.
+    last = {}
+    for t, state in enumerate(path):
+        last[state] = t
+    return [last[2 * k + 1] for k in range(len(ids))]
+
+
 class CTCDecoder:
     """Compiled batch decoding: the model's forward pass and the search in one graph.
 

@@ -227,3 +227,7 @@ def test_every_stage_on_an4_smoke(data_dir, tmp_path):
     assert out.getvalue().splitlines() == lm_hyps[:len(first)]
     assert speech.main(["export", *common]) == 0
     assert (run / "export" / "saved_model.pb").is_file()
+    # The report reads all three decodings and normalizes its examples per speaker.
+    assert speech.main(["report", *common]) == 0
+    html = (run / "report" / "speech_report.html").read_text()
+    assert "word LM" in html and "Spelled letters" in html

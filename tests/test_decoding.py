@@ -3,6 +3,7 @@ import pytest
 import tensorflow as tf
 
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
+from models.ctc_decoding import ctc_alignment
 from models.decoding import Translator, beam_search
 from tests.helpers import batch, tiny
 
@@ -49,3 +50,28 @@ def test_beam_search_is_per_sentence():
 def test_bad_beam_size():
     with pytest.raises(ValueError, match="beam_size"):
         Translator(tiny(), beam_size=0)
+
+
+def _spikes(frames: int, classes: int, spikes: dict) -> np.ndarray:
+    """Log-probabilities: blank (class 0) everywhere but at ``spikes`` {frame: label}."""
+    probs = np.full((frames, classes), 1e-4)
+    probs[:, 0] = 1.0
+    for t, label in spikes.items():
+        probs[t] = 1e-4
+        probs[t, label] = 1.0
+    return np.log(probs / probs.sum(axis=1, keepdims=True))
+
+
+def test_ctc_alignment_finds_each_label_where_the_model_put_it():
+    log_probs = _spikes(12, 5, {2: 1, 5: 2, 6: 2, 9: 3})
+    assert ctc_alignment(log_probs, [1, 2, 3], 0) == [2, 6, 9]  # a label's last frame
+    # Repeated labels need a blank between them; the alignment keeps both spikes.
+    assert ctc_alignment(_spikes(12, 5, {2: 1, 4: 1, 9: 3}), [1, 1, 3], 0) == [2, 4, 9]
+    # A transcript the model did not hear is still aligned monotonically, inside the frames.
+    frames = ctc_alignment(log_probs, [4, 4, 4], 0)
+    assert frames == sorted(frames) and len(set(frames)) == 3 and frames[-1] <= 11
+
+
+def test_ctc_alignment_needs_enough_frames():
+    with pytest.raises(ValueError, match="3 frames cannot hold"):
+        ctc_alignment(_spikes(3, 5, {}), [1, 1, 3], 0)

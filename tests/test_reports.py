@@ -185,6 +185,26 @@ def test_edit_operations_and_error_counts():
     np.testing.assert_allclose(sr.utterance_wers(REFS, HYPS), [1 / 3, 1 / 2, 1.0])
 
 
+def test_letter_errors_count_spelled_letters_only():
+    counts = sr.letter_errors(["b d e seven", "p i t", "erase t"], ["d d e seven", "p i", "erase t"])
+    assert counts["said"] == Counter({"b": 1, "d": 1, "e": 1, "p": 1, "i": 1, "t": 2})
+    assert counts["wrong"] == Counter({"b": 1, "t": 1})
+    assert counts["substitutions"] == Counter({"b → d": 1})
+
+
+def test_speech_scores_rows_with_a_language_model():
+    base = {"wer": 0.1, "cer": 0.05, "utterance_accuracy": 0.5, "word_errors": 1,
+            "reference_words": 10, "rtf": 0.01}
+    metrics = {**base, "strategy": "beam_search_lm", "beam_width": 16,
+               "lm": {"order": 3, "beam_width": 64, "weight": 0.5, "word_bonus": 2.0},
+               "without_lm": {**base, "wer": 0.2, "strategy": "beam_search"},
+               "greedy": {**base, "wer": 0.3, "strategy": "greedy"}}
+    rows = sr.scores_rows(metrics)
+    assert [r[0] for r in rows] == ["beam search + 3-gram word LM (width 64, weight 0.5, word "
+                                    "bonus 2)", "beam search (width 16)", "greedy"]
+    assert [r[1] for r in rows] == pytest.approx([10.0, 20.0, 30.0])
+
+
 def test_marked_transcript():
     html = sr.marked_transcript(sr.edit_operations(["a <b> c"], ["x <b>"])[0])
     assert html == ('<span class="sub"><s>a</s>&#8239;x</span> &lt;b&gt; '

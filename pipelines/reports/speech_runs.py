@@ -33,9 +33,9 @@ SPACE_LABEL = "␣"  # and the word separator
 class SpeechRun:
     """What the pipeline wrote for one run.
 
-    ``hypotheses`` maps a decoding strategy (``beam_search``, ``closed_set``, ``greedy``) to
-    its test transcripts; ``main`` is the configured strategy, the one ``metrics.json``
-    reports first.
+    ``hypotheses`` maps a decoding strategy (``beam_search_lm``, ``beam_search``,
+    ``closed_set``, ``greedy``) to its test transcripts; ``main`` is the one
+    ``metrics.json`` reports first (with a language model, the search that uses it).
     """
 
     root: Path
@@ -62,7 +62,8 @@ def load_run(run_dir: str | Path) -> SpeechRun:
     main = metrics["strategy"]
     entries = read_manifest(root / "data" / "test.jsonl")
     hypotheses = {}
-    for name in dict.fromkeys([main, "greedy"]):
+    without_lm = [metrics["without_lm"]["strategy"]] if "without_lm" in metrics else []
+    for name in dict.fromkeys([main, *without_lm, "greedy"]):
         hyps = read_lines(root / "hyps" / f"test.{name}.txt")
         if len(hyps) != len(entries):
             raise ValueError(f"{root}/hyps/test.{name}.txt has {len(hyps)} lines for "
@@ -76,10 +77,16 @@ def load_run(run_dir: str | Path) -> SpeechRun:
 def scores_rows(metrics: dict) -> list[list]:
     """Rows ``[decoding, WER %, CER %, utterances right %, word errors, RTF]``."""
     rows = []
-    for scores in [metrics] + ([metrics["greedy"]] if metrics["strategy"] != "greedy" else []):
+    others = [metrics[k] for k in ("without_lm", "greedy")
+              if k in metrics and metrics[k]["strategy"] != metrics["strategy"]]
+    for scores in [metrics, *others]:
         name = scores["strategy"].replace("_", " ")
         if scores["strategy"] == "beam_search":
             name += f" (width {metrics['beam_width']})"
+        elif "lm" in metrics and scores["strategy"] == metrics["strategy"]:
+            lm = metrics["lm"]
+            name = (f"beam search + {lm['order']}-gram word LM (width {lm['beam_width']}, "
+                    f"weight {lm['weight']:g}, word bonus {lm['word_bonus']:g})")
         rows.append([name, 100 * scores["wer"], 100 * scores["cer"],
                      100 * scores["utterance_accuracy"],
                      f"{scores['word_errors']} / {scores['reference_words']}", scores["rtf"]])
@@ -119,6 +126,22 @@ def error_counts(references: list[str], hypotheses: list[str]) -> dict[str, Coun
                 counts["deletions"][ref] += 1
             elif op == "insert":
                 counts["insertions"][hyp] += 1
+    return counts
+
+
+def letter_errors(references: list[str], hypotheses: list[str]) -> dict[str, Counter]:
+    """Spelled letters (one-letter reference words): how often each was said
+    (``said``) and misrecognized (``wrong``), and each ``"b → d"`` substitution."""
+    counts = {"said": Counter(), "wrong": Counter(), "substitutions": Counter()}
+    for ops in edit_operations(references, hypotheses):
+        for op, ref, hyp in ops:
+            if ref is None or len(ref) != 1:
+                continue
+            counts["said"][ref] += 1
+            if op != "equal":
+                counts["wrong"][ref] += 1
+            if op == "substitute":
+                counts["substitutions"][f"{ref} → {hyp}"] += 1
     return counts
 
 
@@ -210,7 +233,13 @@ def ctc_examples(run: SpeechRun, indices: list[int]) -> list[dict]:
     """
     import keras
 
-    from data_prep.audio_features import compute_features, load_audio, normalize
+    from data_prep.audio_features import (
+        compute_features,
+        extract_features,
+        load_audio,
+        normalize,
+        speech_stats,
+    )
     from pipelines.speech.data import load_stats
     from pipelines.speech.inference import load_checkpoint
 
@@ -224,6 +253,13 @@ def ctc_examples(run: SpeechRun, indices: list[int]) -> list[dict]:
         entry = run.entries[index]
         raw = compute_features(load_audio(entry["audio_filepath"], cfg.features.sample_rate),
                                cfg.features)
+        if cfg.features.normalization == "speaker":
+            # As evaluate normalized it: with the statistics of all its speaker's test audio.
+            same = [e["audio_filepath"] for e in run.entries
+                    if "speaker" in entry and e.get("speaker") == entry["speaker"]]
+            stats = speech_stats(extract_features(same or [entry["audio_filepath"]],
+                                                  cfg.features, desc="speaker features"),
+                                 cfg.features)
         features = normalize(raw, cfg.features, stats)
         logits = model({"features": features[None], "feature_lengths": np.array([len(features)])},
                        training=False)
