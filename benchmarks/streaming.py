@@ -75,7 +75,7 @@ def step_of(cfg: SpeechConfig, run: RunDir | None) -> tuple[StreamStep, bool]:
     if trained:
         model, stats = load_checkpoint(run), load_stats(run, cfg.features)
     else:
-        model = build_model(cfg, vocabulary(cfg))
+        model = build_model(cfg, vocabulary(cfg, run))
         n = cfg.features.num_features
         stats = ((np.zeros(n, np.float32), np.ones(n, np.float32))
                  if cfg.features.normalization == "global" else None)
@@ -97,11 +97,17 @@ def time_steps(step: StreamStep, runner, chunks: int) -> dict:
             "rtf": round(median / chunk_seconds, 4)}
 
 
+def word_final(ids: list[int], vocab) -> list[int]:
+    """Positions in ``ids`` of each word's last label: a label with text that the end, a
+    space, or the start of a new word (a SentencePiece unit with ``▁``) follows."""
+    texts = [vocab.label_texts()[i] for i in ids]
+    return [k for k, t in enumerate(texts)
+            if t.strip() and (k + 1 == len(texts) or texts[k + 1].startswith(" "))]
+
+
 def emission_delays(step: StreamStep, decoder: GreedyPrefix, vocab, entry: dict) -> list[float]:
-    """Seconds from the end of each word to the emission of its last character."""
-    chars = [vocab.decode([i]) for i in decoder.ids]
-    last_chars = [k for k, c in enumerate(chars)
-                  if c.strip() and (k + 1 == len(chars) or not chars[k + 1].strip())]
+    """Seconds from the end of each word to the emission of its last label."""
+    last_chars = word_final(decoder.ids, vocab)
     chunk_seconds = step.chunk_samples / step.features.cfg.sample_rate
     delays = []
     for k, word_end in zip(last_chars, entry["word_ends"], strict=True):
@@ -116,7 +122,7 @@ def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
     the (offline) model of ``align_run``: a word ends with the last frame of its last
     character, as a bidirectional model places it with the whole utterance in view."""
     cfg = load_config(SpeechConfig, align_run.path("config.yaml"))
-    model, vocab = load_checkpoint(align_run), vocabulary(cfg)
+    model, vocab = load_checkpoint(align_run), vocabulary(cfg, align_run)
     features = featurize([e["audio_filepath"] for e in entries], cfg.features,
                          load_stats(align_run, cfg.features), desc="features (alignment)",
                          speakers=[e.get("speaker") for e in entries])
@@ -130,10 +136,8 @@ def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
     for entry, scores in zip(entries, in_batches(log_probs, features, 32), strict=True):
         ids = vocab.encode(entry["text"])
         frames = ctc_alignment(scores, ids, vocab.blank_index)
-        chars = entry["text"]
         entry["word_ends"] = [min((frames[k] + 1) * frame_seconds, entry["duration"])
-                              for k in range(len(chars))
-                              if chars[k] != " " and (k + 1 == len(chars) or chars[k + 1] == " ")]
+                              for k in word_final(ids, vocab)]
 
 
 def lookahead_ms(cfg: SpeechConfig) -> float:
@@ -189,7 +193,7 @@ def main() -> int:
         if entries and args.align_run:
             aligned_word_ends(RunDir(args.align_run), entries)
             result["word_ends"] = f"CTC forced alignment by {args.align_run}"
-        vocab = vocabulary(cfg)
+        vocab = vocabulary(cfg, run)
         for name, (runner, size) in backends.items():
             row = {"bytes": size, **time_steps(step, runner, args.chunks)}
             if entries:

@@ -72,3 +72,11 @@ class CharVocabulary:
     def decode(self, ids) -> str:
         """Text of label ids; the blank and negative (padding) ids are skipped."""
         return "".join(self._chars[i] for i in ids if i in self._chars)
+
+    def labels(self) -> list[str]:
+        """Every label id's character (``""`` for the blank), as pyctcdecode reads them."""
+        return [self._chars.get(i, "") for i in range(self.size)]
+
+    def label_texts(self) -> list[str]:
+        """Every label id's text: joined, they read as the transcript."""
+        return self.labels()

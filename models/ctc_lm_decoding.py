@@ -45,20 +45,23 @@ class CTCLanguageModelDecoder:
 
     Args:
         model: a ``CTCRecognizer``.
-        labels: the text of every label id (the blank's is ``""``; words are separated by
-            the label ``" "``).
+        labels: the text of every label id as pyctcdecode reads them: characters with
+            ``" "`` between words, or SentencePiece pieces with ``▁`` starting a word; the
+            blank's is ``""``.
+        encode: the label ids of a transcript (the vocabulary's ``encode``).
         arpa_path: the word n-gram model, an ARPA file.
         weight: the language model weight (pyctcdecode's ``alpha``).
         word_bonus: added per word (pyctcdecode's ``beta``).
         beam_width: prefixes kept.
     """
 
-    def __init__(self, model, labels: list[str], arpa_path, weight: float = 0.5,
+    def __init__(self, model, labels: list[str], encode, arpa_path, weight: float = 0.5,
                  word_bonus: float = 1.0, beam_width: int = 64):
-        if " " not in labels:
-            raise ValueError("a word language model needs the space character in the vocabulary")
+        if " " not in labels and not any(label.startswith("▁") for label in labels):
+            raise ValueError("a word language model needs labels that separate words: the "
+                             "space character, or SentencePiece pieces")
         self.model, self.labels, self.beam_width = model, list(labels), beam_width
-        self._ids = {text: i for i, text in enumerate(labels) if text}
+        self._encode = encode
         self._search = _beam_search(self.labels, str(arpa_path), weight, word_bonus)
         spec = {
             "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
@@ -86,4 +89,4 @@ class CTCLanguageModelDecoder:
         return self._search.decode(log_probs, beam_width=self.beam_width)
 
     def __call__(self, inputs) -> list[list[int]]:
-        return [[self._ids[c] for c in self.search(x)] for x in self.log_probs(inputs)]
+        return [self._encode(self.search(x)) for x in self.log_probs(inputs)]

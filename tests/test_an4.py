@@ -177,8 +177,8 @@ def test_language_model_corrects_a_spelling_the_acoustics_prefer(tmp_path):
     labels = ["", *"abcdefghijklmnopqrstuvwxyz' "]
     path = write_arpa(tmp_path / "lm.arpa", ["yes", "yes please", "no"] * 5, 2)
     model = CTCRecognizer(num_features=4, vocab_size=len(labels), rnn_layers=1, rnn_units=4)
-    decoder = CTCLanguageModelDecoder(model, labels, path, weight=0.0, word_bonus=0.0,
-                                      beam_width=16)
+    decoder = CTCLanguageModelDecoder(model, labels, lambda text: [labels.index(c) for c in text],
+                                      path, weight=0.0, word_bonus=0.0, beam_width=16)
     # y, e, then s or z (z slightly likelier), each frame followed by a blank.
     frames = np.full((6, len(labels)), 1e-4)
     for t, probs in enumerate([{"y": 0.9}, {"": 0.9}, {"e": 0.9}, {"": 0.9},
@@ -231,3 +231,56 @@ def test_every_stage_on_an4_smoke(data_dir, tmp_path):
     assert speech.main(["report", *common]) == 0
     html = (run / "report" / "speech_report.html").read_text()
     assert "word LM" in html and "Spelled letters" in html
+
+
+def test_piece_vocabulary_round_trips_and_names_unknown_characters():
+    from data_prep.char_vocabulary import VocabularyError
+    from data_prep.piece_vocabulary import PieceVocabulary, train_units
+
+    texts = SENTENCES * 20 + ["p i t t s b u r g h", "a b d h j k l o s u w x y z"]
+    for blank in (0, 5):
+        vocab = PieceVocabulary(train_units(texts, 40), blank)
+        assert vocab.size == 40 - 4 + 1 and vocab.blank_index == blank
+        for text in ("erase c q", "fifty one fifteen", "zebra"):
+            ids = vocab.encode(text)
+            assert blank not in ids and all(0 <= i < vocab.size for i in ids)
+            assert vocab.decode(ids) == text
+            assert " ".join("".join(vocab.label_texts()[i] for i in ids).split()) == text
+        assert vocab.labels()[blank] == "" and vocab.label_texts()[blank] == ""
+        assert any(label.startswith("▁") for label in vocab.labels())
+    with pytest.raises(VocabularyError, match=r"where: characters '7' are in no SentencePiece"):
+        vocab.encode("erase 7", where="where")
+
+
+@pytest.mark.slow
+def test_sentencepiece_units_through_every_stage(data_dir, tmp_path):
+    """data.units: sentencepiece trains the units in prepare; training, the language
+    model search (pyctcdecode's SentencePiece mode) and the export use them."""
+    if not (data_dir / "an4" / "etc").is_dir():
+        pytest.skip(f"AN4 not found under {data_dir}")
+    from pipelines import speech
+
+    run = tmp_path / "run"
+    common = ["--config", str(ROOT / "pipelines" / "configs" / "an4_smoke.yaml"),
+              "--run-dir", str(run), "--data-dir", str(data_dir),
+              "--set", "data.units=sentencepiece", "--set", "data.unit_vocab_size=64",
+              "--set", "training.epochs=1"]
+    assert speech.main(["all", *common]) == 0
+    assert json.loads((run / "data" / "report.json").read_text())["vocabulary_size"] <= 61
+    assert speech.main(["export", *common]) == 0
+    import tensorflow as tf
+
+    from data_prep.audio_features import load_audio
+
+    test = [json.loads(line) for line in (run / "data" / "test.jsonl").open()][:3]
+    audio = [load_audio(e["audio_filepath"], 16000) for e in test]
+    padded = np.zeros((3, max(len(a) for a in audio)), np.float32)
+    for row, a in zip(padded, audio, strict=True):
+        row[:len(a)] = a
+    exported = tf.saved_model.load(str(run / "export"))  # referenced while it is called
+    texts = exported.transcribe(tf.constant(padded), tf.constant([len(a) for a in audio], tf.int32))
+    beam = (run / "hyps" / "test.beam_search.txt").read_text().splitlines()
+    # The export's normalization is global: its outputs are well-formed text, not
+    # necessarily evaluate's (speaker-normalized) ones.
+    assert all(t.decode() == " ".join(t.decode().split()) for t in texts.numpy())
+    assert len(beam) == 20

@@ -219,8 +219,8 @@ def test_pick_examples_mixes_wrong_and_right():
 
 
 def test_class_labels_and_greedy_segments():
-    assert sr.class_labels("ab ", 0) == ["∅", "a", "b", "␣"]
-    assert sr.class_labels("ab", 2) == ["a", "b", "∅"]
+    assert sr.class_labels(["", "a", "b", " "]) == ["∅", "a", "b", "␣"]
+    assert sr.class_labels(["a", " three", ""]) == ["a", "␣three", "∅"]
     # blank a a blank a b b blank -> "a", "a", "b" (a repeat needs a blank between).
     path = np.array([0, 1, 1, 0, 1, 2, 2, 0])
     assert sr.greedy_segments(path, 0) == [(1, 3, 1), (4, 5, 1), (5, 7, 2)]

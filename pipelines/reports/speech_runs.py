@@ -200,11 +200,18 @@ def pick_examples(references: list[str], hypotheses: list[str], count: int) -> l
     return wrong[:take_wrong] + right[:count - take_wrong]
 
 
-def class_labels(characters: str, blank_index: int) -> list[str]:
-    """Display label of every model output: characters in id order, the blank as ∅."""
-    labels = list(characters)
-    labels.insert(blank_index, BLANK_LABEL)
-    return [SPACE_LABEL if c == " " else c for c in labels]
+def class_labels(label_texts: list[str]) -> list[str]:
+    """Display label of every model output (``label_texts``: the vocabulary's, in id
+    order): the blank as ∅, a space (alone, or starting a word's unit) as ␣."""
+    return [BLANK_LABEL if not t else SPACE_LABEL + t[1:] if t.startswith(" ") else t
+            for t in label_texts]
+
+
+def vocabulary_of(run: SpeechRun):
+    """The run's CTC vocabulary (characters, or the units its prepare trained)."""
+    from pipelines.speech.data import vocabulary
+
+    return vocabulary(run.config, RunDir(run.root))
 
 
 def greedy_segments(path: np.ndarray, blank_index: int) -> list[tuple[int, int, int]]:

@@ -22,7 +22,10 @@ from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
 CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "an4", "manifest")
-AN4_FIELDS = ("val_speaker_fraction", "split_seed")
+# Fields added after runs were made with the others: left out of prepare's fingerprint
+# while they have their default values, so those runs keep their fingerprints.
+LATER_FIELDS = ("val_speaker_fraction", "split_seed", "units", "unit_vocab_size")
+UNITS = ("characters", "sentencepiece")
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
 
 
@@ -39,6 +42,10 @@ class DataConfig:
     manifests: dict | None = None  # corpus=manifest: {train: path, val: path, test: path}
     # corpus=librispeech: the LibriSpeech subset of each split
     subsets: dict = field(default_factory=lambda: dict(LIBRISPEECH_SPLITS))
+    # The CTC labels: characters (data.vocabulary), or SentencePiece units trained by
+    # prepare on the training transcripts (unit_vocab_size of them, 4 special ids included).
+    units: str = "characters"  # characters | sentencepiece
+    unit_vocab_size: int = 128
     vocabulary: str = ENGLISH_CHARACTERS  # output characters
     blank_index: int = 0  # CTC blank id; the characters take the other ids
     lowercase: bool = True
@@ -52,13 +59,10 @@ class DataConfig:
     limit_test: int | None = None
 
     def signature(self) -> dict:
-        """The fields, for prepare's fingerprint; the AN4 split fields only for corpus=an4,
-        so that the runs of other corpora keep the fingerprints they were prepared with."""
-        fields = asdict(self)
-        if self.corpus != "an4":
-            for name in AN4_FIELDS:
-                del fields[name]
-        return fields
+        """The fields, for prepare's fingerprint (``LATER_FIELDS`` only when changed)."""
+        fields, defaults = asdict(self), asdict(DataConfig())
+        return {k: v for k, v in fields.items()
+                if k not in LATER_FIELDS or v != defaults[k]}
 
     def validate(self, where):
         choice(self.corpus, CORPORA, f"{where}.corpus")
@@ -81,6 +85,8 @@ class DataConfig:
         elif self.test_speakers is None and self.test_takes < 1:
             raise ConfigError(f"{where}.test_takes: must be at least 1")
         at_least(self, where, 1, "val_takes", "limit_train", "limit_val", "limit_test")
+        choice(self.units, UNITS, f"{where}.units")
+        at_least(self, where, 8, "unit_vocab_size")
         if self.speed_perturbation is None:  # off, as null is for augment.time_stretch
             self.speed_perturbation = [1.0]
         speeds = self.speed_perturbation

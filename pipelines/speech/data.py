@@ -17,14 +17,23 @@ from data_prep.char_vocabulary import CharVocabulary
 from data_prep.digit_strings import make_digit_strings
 from data_prep.download import sha256_of
 from data_prep.manifest import ManifestError, entry, read_manifest
+from data_prep.piece_vocabulary import PieceVocabulary, Vocabulary
 from models.config import CTCRecognizerConfig
 from models.ctc_decoding import ctc_frames_needed
 from models.ctc_recognizer import subsampled_length
+from pipelines.config import ConfigError
 from pipelines.speech.config import SPLITS, SpeechConfig
 
 
-def vocabulary(cfg: SpeechConfig) -> CharVocabulary:
-    return CharVocabulary(cfg.data.vocabulary, cfg.data.blank_index)
+def vocabulary(cfg: SpeechConfig, run=None) -> Vocabulary:
+    """The CTC labels: ``data.vocabulary``'s characters, or the SentencePiece units that
+    ``prepare`` trained into ``run`` (``data/units.model``)."""
+    if cfg.data.units == "characters":
+        return CharVocabulary(cfg.data.vocabulary, cfg.data.blank_index)
+    if run is None:
+        raise ConfigError("data.units: sentencepiece units are trained by prepare; this "
+                          "command needs characters or a prepared run")
+    return PieceVocabulary(run.path("data", "units.model").read_bytes(), cfg.data.blank_index)
 
 
 def load_entries(cfg: SpeechConfig, run, data_dir) -> dict[str, list[dict]]:

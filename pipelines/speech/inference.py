@@ -8,9 +8,9 @@ import time
 import keras
 import tensorflow as tf
 
-from data_prep.char_vocabulary import CharVocabulary
 from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import read_manifest
+from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
@@ -35,14 +35,14 @@ def in_batches(function, features, batch_size: int) -> list:
     return result
 
 
-def transcribe_features(decoder, vocab: CharVocabulary, features, batch_size: int) -> list[str]:
+def transcribe_features(decoder, vocab: Vocabulary, features, batch_size: int) -> list[str]:
     """Transcripts of normalized features, in input order (``decoder``: a ``CTCDecoder``
     or a ``CTCLanguageModelDecoder``)."""
     return [" ".join(vocab.decode(ids).split())
             for ids in in_batches(decoder, features, batch_size)]
 
 
-def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
+def closed_set_candidates(run, vocab: Vocabulary) -> list[list[int]]:
     """Label ids of the training set's distinct transcripts, for closed_set decoding."""
     texts = sorted({e["text"] for e in read_manifest(run.path("data", "train.jsonl"))})
     if len(texts) > MAX_CANDIDATES:
@@ -61,7 +61,7 @@ def load_checkpoint(run) -> CTCRecognizer:
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
     """The run's model with ``strategy``'s in-graph search (no language model)."""
     model = load_checkpoint(run)
-    candidates = (closed_set_candidates(run, vocabulary(cfg)) if strategy == "closed_set"
+    candidates = (closed_set_candidates(run, vocabulary(cfg, run)) if strategy == "closed_set"
                   else None)
     return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)
 
@@ -78,9 +78,9 @@ def transcribe_files(decoder, vocab, paths, cfg: SpeechConfig, stats, speakers=N
     return texts, {"feature_seconds": middle - start, "decode_seconds": end - middle}
 
 
-def vocabulary_table(vocab: CharVocabulary) -> tf.Tensor:
+def vocabulary_table(vocab: Vocabulary) -> tf.Tensor:
     """The text of every label id as a string tensor (the blank's is empty)."""
-    return tf.constant([vocab.decode([i]) for i in range(vocab.size)])
+    return tf.constant(vocab.label_texts())
 
 
 def ids_to_text(ids, table, blank_index: int):
@@ -91,7 +91,7 @@ def ids_to_text(ids, table, blank_index: int):
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
 
 
-def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: GraphFeatures,
+def export_recognizer(decoder: CTCDecoder, vocab: Vocabulary, features: GraphFeatures,
                       path) -> None:
     """Write a SavedModel whose ``transcribe`` signature maps waveforms to transcripts.
 

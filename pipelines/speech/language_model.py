@@ -34,7 +34,7 @@ def _build(cfg: SpeechConfig, run, fp: str) -> None:
     texts = [e["text"] for e in read_manifest(run.path("data", "train.jsonl"))]
     lm = cfg.decoding.lm
     arpa = write_arpa(run.path("lm", "words.arpa"), texts, lm.order)
-    vocab = vocabulary(cfg)
+    vocab = vocabulary(cfg, run)
     decoder = _decoder(cfg, run, vocab, 0.0, 0.0)
     val_x, val_y, _ = load_labelled(run, "val", vocab, cfg)
     references = [vocab.decode(y) for y in val_y]
@@ -55,9 +55,9 @@ def _build(cfg: SpeechConfig, run, fp: str) -> None:
 
 def _decoder(cfg: SpeechConfig, run, vocab, weight: float, bonus: float
              ) -> CTCLanguageModelDecoder:
-    labels = [vocab.decode([i]) for i in range(vocab.size)]
-    return CTCLanguageModelDecoder(load_checkpoint(run), labels, run.path("lm", "words.arpa"),
-                                   weight, bonus, cfg.decoding.lm.beam_width)
+    return CTCLanguageModelDecoder(load_checkpoint(run), vocab.labels(), vocab.encode,
+                                   run.path("lm", "words.arpa"), weight, bonus,
+                                   cfg.decoding.lm.beam_width)
 
 
 def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDecoder, dict]:
@@ -70,4 +70,4 @@ def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDeco
               "transcripts and choosing its weight on validation", flush=True)
         _build(cfg, run, fp)
     tuning = json.loads(record.read_text())
-    return _decoder(cfg, run, vocabulary(cfg), tuning["weight"], tuning["word_bonus"]), tuning
+    return _decoder(cfg, run, vocabulary(cfg, run), tuning["weight"], tuning["word_bonus"]), tuning

@@ -20,7 +20,6 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.audio_features import EPSILON, FrameStats
-from data_prep.char_vocabulary import CharVocabulary
 from data_prep.feature_shards import (
     OWN_NORMALIZATION,
     ShardFeatures,
@@ -36,6 +35,7 @@ from data_prep.feature_shards import (
 )
 from data_prep.file_io import atomic_file, atomic_savez, atomic_write_json
 from data_prep.manifest import read_manifest
+from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_config import FeatureConfig
 from data_prep.speech_dataset import make_streaming_dataset, read_shards, write_shard
 from models.ctc_decoding import ctc_frames_needed
@@ -70,7 +70,7 @@ def shard_paths(run, count: int) -> list[Path]:
     return [run.path("features", shard_name(k, count)) for k in range(count)]
 
 
-def write_train_shards(cfg: SpeechConfig, run, entries: list[dict], vocab: CharVocabulary,
+def write_train_shards(cfg: SpeechConfig, run, entries: list[dict], vocab: Vocabulary,
                        fingerprint: str, resume: bool = True) -> list[FrameStats]:
     """Compute and write the training features as shards of ``cfg.shards.utterances``
     utterances, and return each normalization group's statistics.
@@ -185,7 +185,7 @@ class TrainShards:
             check_shard(path, self.fingerprint, checksum=True)
 
 
-def train_shards(cfg: SpeechConfig, run, vocab: CharVocabulary, fingerprint: str
+def train_shards(cfg: SpeechConfig, run, vocab: Vocabulary, fingerprint: str
                  ) -> TrainShards:
     """The run's training shards, checked against their markers (present, of the last
     prepare, not truncated: ShardError naming the shard otherwise)."""

@@ -11,11 +11,13 @@ import tensorflow as tf
 
 from data_prep import fsdd
 from data_prep.audio_features import AudioError, extract_features
-from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
+from data_prep.char_vocabulary import VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import ManifestError, read_manifest, write_manifest
+from data_prep.piece_vocabulary import Vocabulary, train_units
 from data_prep.speech_dataset import make_training_dataset
+from data_prep.subword_tokenizer import TokenizerError
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
@@ -76,18 +78,24 @@ def prepare(ctx: cli.Context) -> None:
     run.invalidate("prepare", "train", "evaluate", "export")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
-    vocab = vocabulary(cfg)
-    report = {"corpus": cfg.data.corpus, "vocabulary_size": vocab.size,
-              "blank_index": vocab.blank_index}
     for split in SPLITS:
         limit = getattr(cfg.data, f"limit_{split}")
-        items = entries[split][:limit] if limit is not None else entries[split]
-        for item in items:
+        entries[split] = entries[split][:limit] if limit is not None else entries[split]
+        if not entries[split]:
+            raise ManifestError(f"{cfg.data.corpus}: split '{split}' has no utterances")
+        for item in entries[split]:
             item["text"] = normalize_transcript(item["text"], cfg.data.lowercase,
                                                 cfg.data.remove_punctuation)
+    if cfg.data.units == "sentencepiece":
+        atomic_write_bytes(run.path("data", "units.model"), train_units(
+            [e["text"] for e in entries["train"]], cfg.data.unit_vocab_size))
+    vocab = vocabulary(cfg, run)
+    report = {"corpus": cfg.data.corpus, "units": cfg.data.units,
+              "vocabulary_size": vocab.size, "blank_index": vocab.blank_index}
+    for split in SPLITS:
+        items = entries[split]
+        for item in items:
             vocab.encode(item["text"], where=item["audio_filepath"])
-        if not items:
-            raise ManifestError(f"{cfg.data.corpus}: split '{split}' has no utterances")
         if split == "train" and cfg.synthetic.voices:
             items = items + synthetic_entries(cfg, run, items)
         entries[split] = items
@@ -95,6 +103,7 @@ def prepare(ctx: cli.Context) -> None:
         report[split] = {"utterances": len(items),
                          "hours": round(sum(e["duration"] for e in items) / 3600, 3),
                          "speakers": len({e.get("speaker") for e in items})}
+
     def paths(split):
         return [e["audio_filepath"] for e in entries[split]]
 
@@ -134,7 +143,7 @@ def synthetic_entries(cfg: SpeechConfig, run, train: list[dict]) -> list[dict]:
     return make_synthetic_speech(texts, cfg.synthetic, run.path("data", "audio", "synthetic"))
 
 
-def build_model(cfg: SpeechConfig, vocab: CharVocabulary) -> CTCRecognizer:
+def build_model(cfg: SpeechConfig, vocab: Vocabulary) -> CTCRecognizer:
     model_cfg = dataclasses.replace(cfg.model, num_features=cfg.features.num_features,
                                     vocab_size=vocab.size, blank_index=vocab.blank_index)
     # The model computes its CTC loss itself (no ``loss`` to compile with).
@@ -155,7 +164,7 @@ def train(ctx: cli.Context) -> None:
         return
     if ctx.force:
         trainer.discard_checkpoints(run)
-    vocab, t = vocabulary(cfg), cfg.training
+    vocab, t = vocabulary(cfg, run), cfg.training
     shards = train_shards(cfg, run, vocab, prepared)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)
     val_text = [vocab.decode(y) for y in val_y]
@@ -194,7 +203,7 @@ def evaluate(ctx: cli.Context) -> None:
     fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
     if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
-    vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
+    vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
     paths = [e["audio_filepath"] for e in entries]
     speakers = [e.get("speaker") for e in entries]  # for normalization: speaker
@@ -253,7 +262,7 @@ def transcribe(ctx: cli.Context) -> None:
     run.require("train", "transcribe")
     decoder = (language_model_decoder(cfg, run)[0] if cfg.decoding.lm is not None
                else load_recognizer(cfg, run, cfg.decoding.strategy))
-    vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
+    vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
     for lines in cli.input_batches(ctx.input):
         paths = [line.strip() for line in lines]
         # One output line per input line: a blank line gives a blank transcript.
@@ -302,7 +311,7 @@ def stream(ctx: cli.Context) -> None:
     if cfg.decoding.strategy != "greedy":
         print(f"[stream] decoding greedily (decoding.strategy={cfg.decoding.strategy} is for "
               "transcribe and evaluate)", file=sys.stderr)
-    display, vocab = PartialDisplay(sys.stderr), vocabulary(cfg)
+    display, vocab = PartialDisplay(sys.stderr), vocabulary(cfg, run)
     for source in ctx.options.audio or ["-"]:
         blocks = (stdin_blocks(sys.stdin.buffer, cfg.features.sample_rate) if source == "-"
                   else file_blocks(source, cfg.features, step.chunk_samples))
@@ -328,7 +337,7 @@ def export(ctx: cli.Context) -> None:
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
     staging = run.path(".export.tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    export_recognizer(decoder, vocabulary(cfg), features, staging)
+    export_recognizer(decoder, vocabulary(cfg, run), features, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     print(f"[export] SavedModel with a 'transcribe' signature (float32 waveforms at "
@@ -353,6 +362,6 @@ def report(ctx: cli.Context) -> None:
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
-               SynthesisError)
+               SynthesisError, TokenizerError)
 STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
           "stream": stream, "export": export, "report": report}

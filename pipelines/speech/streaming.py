@@ -19,8 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.audio_features import AudioError, load_audio
-from data_prep.char_vocabulary import CharVocabulary
 from data_prep.graph_features import GraphFeatures
+from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_config import FeatureConfig
 from models.ctc_recognizer import CTCRecognizer, subsampled_length
 from models.ctc_streaming import NO_END, StreamingRecognizer
@@ -123,7 +123,7 @@ class GreedyPrefix:
 
 
 def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.ndarray],
-                     vocab: CharVocabulary, on_partial: Callable[[str], None] | None = None,
+                     vocab: Vocabulary, on_partial: Callable[[str], None] | None = None,
                      decoder: GreedyPrefix | None = None) -> str:
     """The transcript of one utterance whose float32 samples arrive in ``blocks`` (any
     sizes), calling ``on_partial(text)`` whenever the greedy prefix changes.
