@@ -16,11 +16,11 @@ WORD_START = "▁"  # SentencePiece's mark of a piece that begins a word
 FIRST_PIECE = 4  # ids below are SentencePiece's special ids (pad, unk, bos, eos)
 
 
-def train_units(texts: list[str], size: int) -> bytes:
-    """A SentencePiece unigram model of ``size`` pieces (special ids included) over
-    ``texts``, covering every character they hold."""
+def train_units(texts: list[str], size: int, model_type: str = "bpe") -> bytes:
+    """A SentencePiece model (``bpe`` or ``unigram``) of ``size`` pieces (special ids
+    included) over ``texts``, covering every character they hold."""
     try:
-        return train_sentencepiece(texts, size, "unigram", 1.0)
+        return train_sentencepiece(texts, size, model_type, 1.0)
     except TokenizerError as e:
         raise TokenizerError(str(e).replace("tokenizer.vocab_size", "data.unit_vocab_size")
                              .replace("tokenizer.character_coverage", "the characters")) from None

@@ -88,7 +88,7 @@ def prepare(ctx: cli.Context) -> None:
                                                 cfg.data.remove_punctuation)
     if cfg.data.units == "sentencepiece":
         atomic_write_bytes(run.path("data", "units.model"), train_units(
-            [e["text"] for e in entries["train"]], cfg.data.unit_vocab_size))
+            [e["text"] for e in entries["train"]], cfg.data.unit_vocab_size, cfg.data.unit_type))
     vocab = vocabulary(cfg, run)
     report = {"corpus": cfg.data.corpus, "units": cfg.data.units,
               "vocabulary_size": vocab.size, "blank_index": vocab.blank_index}
