@@ -1,40 +1,27 @@
-"""Our speech recognizer against the Keras example a user would start from, side by side.
+"""Our speech recognizer against keras-io's "Automatic Speech Recognition using CTC".
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech_reference.py \
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.speech_reference \
         --run-dir runs/an4 --minutes 30 --out runs/speech_reference.json
 
-The reference is keras-io's "Automatic Speech Recognition using CTC"
-(``examples/audio/ctc_asr.py``), a DeepSpeech2-like model: two 2-D convolutions over the
-spectrogram (32 filters, kernels 11x41 and 11x21 (time x frequency), strides 2x2 and 1x2,
-no bias, batch normalization, ReLU), five bidirectional GRUs (512 units in the example,
-dropout 0.5 between them), a dense ReLU layer of twice the GRU width (dropout 0.5) and a
-character CTC output; Adam at 1e-4, batches of 32 padded to their longest utterance
-(no bucketing), ``model.fit``, greedy decoding. As the translation reference of
-``pipelines.benchmark``, it keeps its recipe but not its size: its GRU width is chosen so
-that it has as many parameters as our model (``reference_units``).
+Run it as a module from the repository root (``-m``: it imports
+``benchmarks/deepspeech2_reference.py``, the reference model). The reference is the Keras
+example a user would start from (DeepSpeech2-like: 2-D convolutions over the spectrogram,
+five bidirectional GRUs, a dense layer, character CTC, Adam at 1e-4, batches of 32,
+``model.fit``, greedy decoding) with its GRU width scaled so that it has as many
+parameters as ours, as ``pipelines.benchmark`` does for translation. Both read the same
+features from ``--run-dir``, a prepared speech run that is never written to: its training
+shards (every speed perturbation copy) and its validation and test splits.
 
-Both train on the same inputs, the features ``prepare`` wrote into ``--run-dir`` (a
-prepared speech run, read and never written): the training shards with every speed
-perturbation copy (the same utterances for both), and its validation and test split.
-Ours adds the SpecAugment of its config; the reference has none, as in the example.
-Differences from the example, all in the reference's favour or needed to share inputs:
-our log-mel features and normalization instead of its square-root STFT magnitudes
-normalized per frame, our vocabulary with the blank at index 0 (the example's blank is
-last), logits with a softmax inside the loss (its model ends with a softmax), and a CTC
-loss over each utterance's true frame and label counts (the example passes the padded
-lengths, so it also learns to emit its padding label over the padding frames).
-
-The command, in one process: (a) steady-state training throughput, input feature
-frames per second, of ours (``pipelines.speech.stages.build_model``, the trainer's
-compiled loop on the ``train`` stage's streamed batches) and of the reference
-(``model.fit``), warm-up steps excluded; (b) each trained from scratch for ``--minutes``
-of wall time, validation included (ours: the ``train`` stage with
-``training.max_minutes``, in a run directory of its own under ``--work-dir`` whose
-inputs are links to ``--run-dir``'s files; the reference: epochs until the budget is
-spent, validation WER after each as the example prints it), then test WER/CER on the
-test split: greedy for both, and ours also with its configured beam search (no
-language model). ``--set KEY=VALUE`` overrides our config (the reference follows its
-parameter count). Prints a table and writes JSON (``--out``).
+In one process: (a) steady-state training throughput of both, input feature frames per
+second, warm-up steps excluded; (b) each trained from scratch for ``--minutes`` of wall
+time (validation included), then scored on the test split: greedy for both, and ours
+also with its configured beam search (no language model). Ours trains as its ``train``
+stage does (SpecAugment, learning-rate schedule, checkpoint averaging) in a run directory
+of its own, ``--work-dir``/ours, whose inputs are links to ``--run-dir``'s files; the
+reference as the example does: ``model.fit`` epochs over one fixed order of the
+utterances, no augmentation, the validation WER after each, until the budget is spent.
+``--set KEY=VALUE`` overrides our config (the reference follows our parameter count).
+Prints a table and writes JSON (``--out``).
 """
 
 from __future__ import annotations
@@ -46,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +44,16 @@ quiet_tensorflow()
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from keras import ops  # noqa: E402
 
+from benchmarks.deepspeech2_reference import (  # noqa: E402
+    BATCH_SIZE,
+    EXAMPLE_UNITS,
+    build_reference,
+    reference_batches,
+    reference_parameters,
+    reference_units,
+)
 from data_prep.manifest import read_manifest  # noqa: E402
-from data_prep.speech_dataset import LABEL_PAD, _inputs, _ragged  # noqa: E402
 from models.ctc_decoding import CTCDecoder  # noqa: E402
 from pipelines import speech  # noqa: E402
 from pipelines.benchmark import timed_fit, timed_loop  # noqa: E402
@@ -76,148 +70,7 @@ from pipelines.speech.shards import (  # noqa: E402
 )
 from pipelines.speech.stages import build_model  # noqa: E402
 
-# The example's recipe. Convolutions: (filters, kernel, strides), (time, frequency).
-CONVOLUTIONS = ((32, (11, 41), (2, 2)), (32, (11, 21), (1, 2)))
-RNN_LAYERS = 5
-EXAMPLE_UNITS = 512  # its GRU width, before scaling to our parameter count
-DROPOUT = 0.5
-LEARNING_RATE = 1e-4
-BATCH_SIZE = 32
 PARAMETER_TOLERANCE = 0.01  # the widest relative gap between the two parameter counts
-
-
-# -- the reference model --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ReferenceConfig:
-    """The fields ``CTCDecoder`` reads (``num_features``, ``blank_index``) and the width."""
-
-    num_features: int
-    vocab_size: int
-    rnn_units: int
-    blank_index: int = 0
-
-
-def frequency_bins(num_features: int) -> int:
-    """Frequency bins left by the convolutions ("same" padding: ceil(n / stride) each)."""
-    for _, _, (_, stride) in CONVOLUTIONS:
-        num_features = -(-num_features // stride)
-    return num_features
-
-
-class DeepSpeech2Reference(keras.Model):
-    """keras-io's CTC ASR model (DeepSpeech2-like), on our batches.
-
-    ``call({"features": [B, T, F], "feature_lengths": [B]})`` returns logits
-    [B, ceil(T / 2), V]. As in the example, nothing is masked: the convolutions, batch
-    normalization and the backward GRUs see each batch's padding.
-
-    Args:
-        num_features: F, the feature bins per frame.
-        vocab_size: V, output classes, the CTC blank included.
-        rnn_units: GRU units per direction (the example's 512, or a scaled width).
-        blank_index: the CTC blank's class.
-    """
-
-    def __init__(self, num_features, vocab_size, rnn_units, blank_index=0, **kwargs):
-        super().__init__(**kwargs)
-        self.config = ReferenceConfig(num_features, vocab_size, rnn_units, blank_index)
-        L = keras.layers
-        self.convs = [L.Conv2D(filters, kernel, strides=strides, padding="same",
-                               use_bias=False, name=f"conv_{i + 1}")
-                      for i, (filters, kernel, strides) in enumerate(CONVOLUTIONS)]
-        self.norms = [L.BatchNormalization(name=f"conv_{i + 1}_bn")
-                      for i in range(len(CONVOLUTIONS))]
-        self.rnn_inputs = frequency_bins(num_features) * CONVOLUTIONS[-1][0]
-        self.rnns = [L.Bidirectional(L.GRU(rnn_units, return_sequences=True),
-                                     merge_mode="concat", name=f"bidirectional_{i + 1}")
-                     for i in range(RNN_LAYERS)]
-        self.dropout = L.Dropout(DROPOUT)
-        self.dense = L.Dense(2 * rnn_units, activation="relu", name="dense_1")
-        self.output_layer = L.Dense(vocab_size, name="logits")
-
-    def build(self, input_shape=None):
-        # Every weight now, so the parameter count is known before training.
-        self.call({"features": ops.zeros((1, 8, self.config.num_features)),
-                   "feature_lengths": ops.array([8], "int32")})
-        self.built = True
-
-    def output_lengths(self, feature_lengths):
-        """Logit frames of each utterance: the first convolution halves time."""
-        return (ops.cast(feature_lengths, "int32") + 1) // 2
-
-    def call(self, inputs, training=False):
-        x = ops.expand_dims(inputs["features"], -1)  # the spectrogram as a 1-channel image
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            x = ops.relu(norm(conv(x), training=training))
-        # [B, T', bins, filters] -> [B, T', bins * filters]: one vector per frame.
-        x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], self.rnn_inputs))
-        for i, rnn in enumerate(self.rnns):
-            x = rnn(x, training=training)
-            if i < len(self.rnns) - 1:
-                x = self.dropout(x, training=training)
-        return self.output_layer(self.dropout(self.dense(x), training=training))
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # The mean CTC loss per utterance, as the example's ctc_batch_cost under fit, but
-        # over true lengths: labels come padded with -1, frames per feature_lengths.
-        labels = ops.cast(y, "int32")
-        label_lengths = ops.sum(ops.cast(labels >= 0, "int32"), axis=-1)
-        loss = ops.ctc_loss(labels, ops.cast(y_pred, "float32"), label_lengths,
-                            self.output_lengths(x["feature_lengths"]),
-                            mask_index=self.config.blank_index)
-        return ops.mean(loss)
-
-    def get_config(self):
-        return {**super().get_config(), "num_features": self.config.num_features,
-                "vocab_size": self.config.vocab_size, "rnn_units": self.config.rnn_units,
-                "blank_index": self.config.blank_index}
-
-
-def reference_parameters(num_features: int, vocab_size: int, units: int) -> int:
-    """Parameter count of ``DeepSpeech2Reference`` (``count_params``: batch normalization's
-    moving statistics included; Keras GRUs have two bias vectors)."""
-    total, channels = 0, 1
-    for filters, (kt, kf), _ in CONVOLUTIONS:
-        total += kt * kf * channels * filters + 4 * filters
-        channels = filters
-    inputs = frequency_bins(num_features) * channels
-    for _ in range(RNN_LAYERS):
-        total += 2 * (3 * units * (inputs + units) + 6 * units)
-        inputs = 2 * units
-    return total + (inputs * inputs + inputs) + (inputs * vocab_size + vocab_size)
-
-
-def reference_units(target_params: int, num_features: int, vocab_size: int) -> int:
-    """The GRU width that brings ``DeepSpeech2Reference`` closest to ``target_params``."""
-    return min(range(1, 4097), key=lambda u: abs(
-        reference_parameters(num_features, vocab_size, u) - target_params))
-
-
-def build_reference(num_features: int, vocab_size: int, units: int, blank_index: int = 0
-                    ) -> DeepSpeech2Reference:
-    model = DeepSpeech2Reference(num_features, vocab_size, units, blank_index)
-    model.build()
-    # The example's optimizer; compile's defaults otherwise (jit_compile="auto": no XLA on
-    # a CPU-only machine), and the model computes its own loss.
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=LEARNING_RATE))
-    return model
-
-
-def reference_batches(features: list[np.ndarray], labels: list[list[int]], seed: int
-                      ) -> tf.data.Dataset:
-    """The example's input pipeline on our features: one fixed random order (it shuffles
-    its file list once), batches of ``BATCH_SIZE`` padded to their longest utterance."""
-    order = np.random.default_rng(seed).permutation(len(features))
-    dataset = tf.data.Dataset.from_tensor_slices(
-        (_ragged([features[i] for i in order], np.float32),
-         _ragged([np.asarray(labels[i]) for i in order], np.int32)))
-    dataset = dataset.map(lambda f, y: (_inputs(f), y))
-    return dataset.padded_batch(
-        BATCH_SIZE, padding_values=({"features": 0.0, "feature_lengths": 0}, LABEL_PAD)
-    ).prefetch(tf.data.AUTOTUNE)
-
 
 # -- the data: one prepared run ---------------------------------------------------------------
 
@@ -488,6 +341,8 @@ def run(args, work: Path) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # fit's default shuffle=True does nothing to a tf.data input; Keras warns of it.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="speech_reference-") as tmp:
         results = run(args, Path(args.work_dir or tmp))
