@@ -151,6 +151,8 @@ def overlay_run(source: RunDir, target: Path) -> RunDir:
     """A new run directory that reads ``source``'s prepared data without writing to it:
     its prepare record, and a link to each file of its ``data/`` and ``features/`` (an
     atomic write in the new run replaces a link, never the file it points to)."""
+    if target.exists():  # ours trains from scratch: never on top of an earlier run
+        raise SystemExit(f"error: {target} exists; remove it or choose another --work-dir")
     target.mkdir(parents=True)
     for name in ("run.json", "stages/prepare.json"):
         (target / name).parent.mkdir(parents=True, exist_ok=True)
