@@ -90,7 +90,7 @@ class SpeechData:
 
 
 def load_data(cfg: SpeechConfig, run: RunDir) -> SpeechData:
-    vocab = vocabulary(cfg)
+    vocab = vocabulary(cfg, run)
     shards = train_shards(cfg, run, vocab, run.require("prepare", "the benchmark"))
     features, labels = load_train_features(cfg, run)
     # The utterances ours trains on (CTC can fit their transcript at its 4x subsampling;
