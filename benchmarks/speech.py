@@ -1,5 +1,6 @@
 """Speech benchmark: train, evaluate (WER, CER, real-time factor), record time and memory.
 
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py an4
     PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py fsdd_strings
     PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py fsdd_digits
     # leave-one-speaker-out folds (one full training each):
@@ -48,6 +49,9 @@ def run_pipeline(name: str, run: Path, extra: list[str]) -> dict:
         "best_val_wer": state["best"], "test_wer": metrics["wer"], "test_cer": metrics["cer"],
         "utterance_accuracy": metrics["utterance_accuracy"], "rtf": metrics["rtf"],
         "strategy": metrics["strategy"], "greedy_test_wer": metrics["greedy"]["wer"],
+        # With a language model, the same beam search without it (ESPnet reports both).
+        **({"without_lm_test_wer": metrics["without_lm"]["wer"], "lm": metrics["lm"]}
+           if "without_lm" in metrics else {}),
         "test_utterances": metrics["test_utterances"],
     }
 
