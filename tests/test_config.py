@@ -182,3 +182,20 @@ def test_each_config_dataclass_validates_its_own_fields(section, field, value):
     section().validate("sec")
     with pytest.raises(ConfigError, match=rf"^sec\.{field}"):
         section(**{field: value}).validate("sec")
+
+
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    path = write(tmp_path, "name: x\ntraining:\n  epochs: 3\nmodel:\n  cell: gru\n"
+                           "training:\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=rf"{path}:6: duplicate key 'training' \(first at line 2\)"):
+        load_config(TranslationConfig, path)
+    with pytest.raises(ConfigError, match=r"c.yaml:4: duplicate key 'cell' \(first at line 3\)"):
+        load_config(TranslationConfig, write(tmp_path, "name: x\nmodel:\n  cell: gru\n  cell: lstm\n"))
+    with pytest.raises(ConfigError, match=r"--set data.paths:1: duplicate key 'a'"):
+        apply_overrides({}, ["data.paths={a: 1, a: 2}"])
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "../elsewhere", "a/b", "/tmp/x", "a\\\\b"])
+def test_a_run_name_outside_runs_is_an_error(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"^name: must name a folder of runs/"):
+        load_config(TranslationConfig, write(tmp_path, f"name: {name!r}\n"), [])
