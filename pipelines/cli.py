@@ -20,7 +20,7 @@ from data_prep.download import DownloadError
 from data_prep.file_io import CorpusError, ShardError, decode_lines, read_lines
 from pipelines.config import ConfigError, load_config
 from pipelines.reports.notebooks import native_stderr_silenced
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import BUILDS, OUTDATED, RunDir, fingerprint, plain
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError, ShardError)
@@ -102,18 +102,28 @@ class Context:
         input: input file of the translate/transcribe stage (None: stdin).
         pipeline: the pipeline's name, recorded in the run directory.
         options: the values of the arguments the pipeline added (``main``'s ``arguments``).
+        made_from: the config sections each stage's output is made from
+            ({stage: {section: value}}, the stages module's ``made_from(config)``).
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
-                 input: str | None = None, pipeline: str = "", options=None):
+                 input: str | None = None, pipeline: str = "", options=None,
+                 made_from: dict | None = None):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
         self.input, self.pipeline = input, pipeline
         self.options = options or argparse.Namespace()  # the pipeline's own arguments
+        self.made_from = made_from or {}
         self.changing = False  # a stage has begun changing the run
 
-    def begin(self) -> None:
-        """Called by a stage that is about to change the run (not when it is up to date)."""
-        self.run.record(self.pipeline, self.config)
+    def begin(self, stage: str) -> None:
+        """Called by a stage that is about to change the run (not when it is up to date):
+        the stage and those made from its output are forgotten and their results moved
+        aside (one line says which); a stage of ``BUILDS`` records its config."""
+        moved = self.run.make_stale(stage)
+        if moved:
+            print(f"[{stage}] moved the results made before this {stage} to "
+                  f"{self.run.path(OUTDATED)}: {', '.join(moved)}")
+        self.run.record(self.pipeline, self.config if stage in BUILDS else None)
         self.changing = True
 
     def start(self, stage: str, fp: str, output) -> bool:
@@ -122,8 +132,32 @@ class Context:
         made, shown to the user); else ``begin`` and True."""
         if self.run.up_to_date(stage, fp, self.force, output):
             return False
-        self.begin()
+        self.begin(stage)
         return True
+
+    def require(self, stage: str, before: str) -> str:
+        """The fingerprint of ``stage``, which ``before`` needs: ConfigError if it has not
+        run, or if this command's config differs from the one it (or a stage of
+        ``BUILDS`` before it) was made with, in the fields that differ."""
+        fp = self.run.require(stage, before)
+        builds = BUILDS[:BUILDS.index(stage) + 1] if stage in BUILDS else BUILDS
+        for built in builds:
+            fields = self.run.config_differences(built, self.made_from[built])
+            if fields:
+                raise ConfigError(
+                    f"{self.run.root}: the config differs from the one its {built} stage "
+                    f"used, in {', '.join(fields)}; '{before}' would use what that made. "
+                    f"Run '{built}' with this config first, or use another --run-dir")
+        return fp
+
+    def done(self, stage: str, fp: str, **info) -> None:
+        """Record that ``stage`` finished, with the config sections it was made from."""
+        self.run.mark_done(stage, fp, config=self.made_from.get(stage), **info)
+
+    def config_fingerprint(self) -> str:
+        """The fingerprint of what the run's data and model are made from (``BUILDS``),
+        recorded with results: equal to that of the run's config.yaml and checkpoint."""
+        return fingerprint(*(plain(self.made_from[stage]) for stage in BUILDS))
 
 
 def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, ...],
@@ -135,8 +169,9 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     the config are known to be good: ``config_cls`` must import none of it, and
     ``stages_module`` (which does) is imported after validation, quietly unless
     ``--verbose``. That module defines ``STAGES`` ({name: function(Context)}, the
-    ``stage_names``) and ``USER_ERRORS``, its own exception types to report like
-    ``USER_ERRORS`` here. ``name``: the pipeline, recorded in the run directories it makes.
+    ``stage_names``), ``USER_ERRORS``, its own exception types to report like
+    ``USER_ERRORS`` here, and ``made_from(config)`` (``Context``). ``name``: the
+    pipeline, recorded in the run directories it makes.
     ``arguments(parser)`` adds the pipeline's own arguments (stages read ``ctx.options``).
     """
     p = parser(name, description, [*stage_names, "all"])
@@ -174,7 +209,8 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
               f"run; this worker's files go to {worker_dir} (removed at exit)")
     run = RunDir(worker_dir or args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()
-    ctx = Context(config, run, args.data_dir, args.force, args.input, name, args)
+    ctx = Context(config, run, args.data_dir, args.force, args.input, name, args,
+                  module.made_from(config))
     stage = None
     try:
         run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])

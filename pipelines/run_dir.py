@@ -2,7 +2,10 @@
 
 A run lives in ``runs/<name>/``. Each stage records, in ``stages/<stage>.json``, a
 fingerprint of everything it read (its config sections and the fingerprints or hashes of
-its inputs). Rerunning a stage whose fingerprint is unchanged is a no-op unless forced.
+its inputs) and the config sections themselves. Rerunning a stage whose fingerprint is
+unchanged is a no-op unless forced. A stage refuses a config that differs from the one
+the run's data and model were made with (``BUILDS``), naming the fields: the run's
+records would otherwise claim one model and hold another.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -19,6 +23,19 @@ import yaml
 from data_prep.file_io import atomic_write_json, atomic_write_text
 from pipelines.config import ConfigError
 
+# The stages that make what every later stage reads (the data, the model): their config
+# may not change after them, and config.yaml is the config they were made with.
+BUILDS = ("prepare", "train")
+# The stages made from each stage's output: a rerun of the stage makes them stale.
+DOWNSTREAM = {"prepare": ("train", "evaluate", "export", "report"),
+              "train": ("evaluate", "export", "report"), "evaluate": ("report",)}
+# What each stage leaves in the run as its result; a rerun of it or of a stage before it
+# moves them to ``OUTDATED``. (Train's checkpoints stay: the trainer refuses to resume
+# them with another config, and ``train --force`` discards them.)
+RESULTS = {"evaluate": ("metrics.json", "hyps"), "export": ("export", "tflite"),
+           "report": ("report",)}
+OUTDATED = "outdated"
+
 
 def fingerprint(*parts) -> str:
     """Stable hash of JSON-able parts (dataclasses are converted to dicts)."""
@@ -27,6 +44,23 @@ def fingerprint(*parts) -> str:
 
     blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def plain(parts: dict) -> dict:
+    """Config ``parts`` ({section: dataclass or dict}) as JSON would give them back."""
+    return json.loads(json.dumps({k: dataclasses.asdict(v) if dataclasses.is_dataclass(v)
+                                  else v for k, v in parts.items()}, default=str))
+
+
+def _leaves(tree: dict, prefix: str = "") -> dict:
+    """``{"model.cell": "gru", ...}``: the dotted fields of nested config sections."""
+    leaves = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            leaves.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            leaves[f"{prefix}{key}"] = value
+    return leaves
 
 
 class RunDir:
@@ -62,12 +96,42 @@ class RunDir:
                 raise ConfigError(f"{self.root}: not a {pipeline} run (its config.yaml has "
                                   f"sections {sorted(foreign)}); use another --run-dir")
 
-    def record(self, pipeline: str, config) -> None:
-        """Before a stage changes the run: note the pipeline that owns it and the resolved
-        config (file + overrides + defaults) the stage runs with."""
+    def record(self, pipeline: str, config=None) -> None:
+        """Before a stage changes the run: note the pipeline that owns it and, for a stage
+        of ``BUILDS``, the resolved config (file + overrides + defaults) it runs with."""
         atomic_write_json(self.path("run.json"), {"pipeline": pipeline})
-        atomic_write_text(self.path("config.yaml"),
-                          yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+        if config is not None:
+            atomic_write_text(self.path("config.yaml"),
+                              yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))
+
+    def config_differences(self, stage: str, parts: dict) -> list[str]:
+        """The fields of config ``parts`` that differ from those ``stage`` last finished
+        with (a record from before stages kept them: the run's config.yaml). Fields
+        only one side has (added to the config since) are not compared."""
+        record = json.loads(self._record(stage).read_text())
+        recorded = record.get("config")
+        if recorded is None:
+            config = self.path("config.yaml")
+            recorded = yaml.safe_load(config.read_text()) if config.is_file() else {}
+        old, new = _leaves(recorded or {}), _leaves(plain(parts))
+        return [k for k, v in new.items() if k in old and old[k] != v]
+
+    def make_stale(self, stage: str) -> list[str]:
+        """Before ``stage`` reruns: forget it and the stages made from its output, and
+        move their results to ``OUTDATED/`` (replacing older ones there), so that nothing
+        made from the old output looks current. Returns the names moved."""
+        later = DOWNSTREAM.get(stage, ())
+        self.invalidate(stage, *later)
+        moved = []
+        for name in (n for s in (stage, *later) for n in RESULTS.get(s, ())):
+            if self.path(name).exists():
+                target = self.path(OUTDATED, name)
+                if target.is_dir():
+                    shutil.rmtree(target)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.path(name), target)
+                moved.append(name)
+        return moved
 
     def discard_if_unfinished(self) -> None:
         """Remove the run directory unless some stage finished in it: for a new run whose
@@ -105,8 +169,11 @@ class RunDir:
         print(f"[{stage}] up to date ({what})")
         return True
 
-    def mark_done(self, stage: str, fp: str, **info) -> None:
-        atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(), **info})
+    def mark_done(self, stage: str, fp: str, config: dict | None = None, **info) -> None:
+        """Record that ``stage`` finished with fingerprint ``fp``, made from the config
+        sections ``config`` ({section: dataclass or dict}), with more ``info``."""
+        atomic_write_json(self._record(stage), {"fingerprint": fp, "finished": time.time(),
+                                                "config": plain(config or {}), **info})
 
     def invalidate(self, *stages: str) -> None:
         """Forget that ``stages`` ran: they rerun next time, and stages needing them stop."""

@@ -194,10 +194,10 @@ def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, monkeypatch, changes_th
 
     def work(ctx):
         if changes_the_run:
-            ctx.begin()
+            ctx.begin("work")
         raise KeyboardInterrupt
 
-    stages = SimpleNamespace(STAGES={"work": work}, USER_ERRORS=())
+    stages = SimpleNamespace(STAGES={"work": work}, USER_ERRORS=(), made_from=lambda cfg: {})
     monkeypatch.setitem(sys.modules, "tiny_stages", stages)
     (tmp_path / "c.yaml").write_text("name: tiny\n")
     code = cli.main(["work", "--config", str(tmp_path / "c.yaml"), "--run-dir",

@@ -1,10 +1,12 @@
+import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
 from data_prep.file_io import read_lines, write_lines
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import RunDir, fingerprint, plain
 
 
 def test_lines_round_trip_with_unicode_separators(tmp_path):
@@ -56,3 +58,86 @@ def test_discard_checkpoints_removes_checkpoints_and_state(tmp_path):
     trainer.discard_checkpoints(run)
     assert not run.path("checkpoints").exists() and not run.path(trainer.STATE_FILE).exists()
     assert run.is_current("prepare", "fp")
+
+
+def _run_dir(args) -> Path:
+    return Path(args[args.index("--run-dir") + 1])
+
+
+@pytest.mark.parametrize("stage, override, field, built", [
+    ("evaluate", "model.dropout=0.3", "model.dropout", "train"),
+    ("translate", "model.dropout=0.3", "model.dropout", "train"),
+    ("export", "data.max_length=5", "data.max_length", "prepare"),
+    ("train", "tokenizer.vocab_size=61", "tokenizer.vocab_size", "prepare"),
+])
+def test_a_stage_refuses_a_config_its_run_was_not_made_with(toy_run_copy, capsys, monkeypatch,
+                                                            stage, override, field, built):
+    from pipelines import translation
+
+    run_dir = _run_dir(toy_run_copy)
+    before = (run_dir / "config.yaml").read_bytes()
+    monkeypatch.setattr("sys.stdin", None)  # translate must refuse before reading
+    capsys.readouterr()
+    assert translation.main([stage, *toy_run_copy, "--set", override]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"its {built} stage used, in {field};" in err, err
+    assert (run_dir / "config.yaml").read_bytes() == before
+    assert not (run_dir / "metrics.json").exists() and not (run_dir / "export").exists()
+
+
+def test_decoding_may_change_and_is_recorded_with_the_result(toy_run_copy, capsys):
+    from pipelines import translation
+    from pipelines.config import load_config
+    from pipelines.translation.config import TranslationConfig
+    from pipelines.translation.stages import made_from
+
+    run_dir = _run_dir(toy_run_copy)
+    before = (run_dir / "config.yaml").read_bytes()
+    assert translation.main(["evaluate", *toy_run_copy, "--set", "decoding.beam_size=1",
+                             "--set", "decoding.length_penalty=0.2"]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["decoding"]["beam_size"] == 1 and metrics["decoding"]["length_penalty"] == 0.2
+    # config.yaml still says what the data and model were made with (it was not rewritten),
+    # and metrics.json says it was made from that.
+    assert (run_dir / "config.yaml").read_bytes() == before
+    parts = made_from(load_config(TranslationConfig, run_dir / "config.yaml"))
+    assert metrics["config_fingerprint"] == fingerprint(plain(parts["prepare"]),
+                                                        plain(parts["train"]))
+
+
+def test_train_force_moves_results_aside_and_keeps_files_it_did_not_write(toy_run_copy, capsys):
+    from pipelines import translation
+
+    run_dir = _run_dir(toy_run_copy)
+    assert translation.main(["evaluate", *toy_run_copy]) == 0
+    mine = run_dir / "checkpoints" / "my_notes.txt"
+    mine.write_text("mine")
+    # Another model without --force: refused before anything is changed.
+    before = (run_dir / "config.yaml").read_bytes()
+    capsys.readouterr()
+    assert translation.main(["train", *toy_run_copy, "--set", "model.dropout=0.3"]) == 1
+    assert "holds checkpoints of a different" in capsys.readouterr().err
+    assert (run_dir / "config.yaml").read_bytes() == before
+    assert RunDir(run_dir).stage_fingerprint("evaluate") is not None
+    # With --force: the results of the old model are moved aside, saying so.
+    assert translation.main(["train", *toy_run_copy, "--set", "model.dropout=0.3",
+                             "--force"]) == 0
+    out = capsys.readouterr().out
+    assert f"to {run_dir / 'outdated'}: metrics.json, hyps" in out
+    assert "--force: removed" in out
+    assert mine.read_text() == "mine"
+    assert not (run_dir / "metrics.json").exists()
+    assert (run_dir / "outdated" / "metrics.json").is_file()
+    assert RunDir(run_dir).stage_fingerprint("evaluate") is None
+    assert "dropout: 0.3" in (run_dir / "config.yaml").read_text()
+
+
+def test_discard_checkpoints_removes_only_what_training_writes(tmp_path):
+    from pipelines import trainer
+
+    run = RunDir(tmp_path / "run")
+    for name in ("last.keras", "best.keras", "epoch-003.weights.h5", ".tmp-last.keras",
+                 "mine.keras.bak"):
+        write_lines(run.path("checkpoints", name), ["x"])
+    trainer.discard_checkpoints(run)
+    assert [p.name for p in run.path("checkpoints").iterdir()] == ["mine.keras.bak"]

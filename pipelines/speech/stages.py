@@ -59,6 +59,24 @@ UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and commands
 
 
+def made_from(cfg: SpeechConfig) -> dict:
+    """The config sections each stage's output is made from, as its fingerprint counts
+    them (``cli.Context``): what a later stage may not change, but decoding."""
+    prepare = {"data": cfg.data, "features": cfg.features,
+               "shards": {"utterances": cfg.shards.utterances}}
+    if cfg.data.corpus == "fsdd_strings":
+        prepare["strings"] = cfg.strings
+    if cfg.synthetic.voices:
+        prepare["synthetic"] = cfg.synthetic
+    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
+    export = {"decoding": cfg.decoding, **({"streaming": cfg.streaming} if cfg.model.causal
+                                           else {})}
+    return {"prepare": prepare,
+            "train": {"model": cfg.model, "augment": cfg.augment, "training": training,
+                      "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb}},
+            "evaluate": {"decoding": cfg.decoding}, "export": export}
+
+
 def prepare(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     if cfg.synthetic.voices:
@@ -71,8 +89,6 @@ def prepare(ctx: cli.Context) -> None:
                      {"train_shard_utterances": cfg.shards.utterances})  # not the workers
     if not ctx.start("prepare", fp, run.path("data")):
         return
-    # New data or features: what was trained on the old ones must not be reused.
-    run.invalidate("prepare", "train", "evaluate", "export")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
     vocab = vocabulary(cfg)
@@ -116,7 +132,7 @@ def prepare(ctx: cli.Context) -> None:
     atomic_savez(run.path("features", "val.npz"), features=np.concatenate(features),
                  lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
-    run.mark_done("prepare", fp)
+    ctx.done("prepare", fp)
     print("[prepare] " + ", ".join(
         f"{s} {report[s]['utterances']} utterances ({report[s]['hours']:.2f} h)" for s in SPLITS)
         + f"; {cfg.features.num_features} {cfg.features.kind} features")
@@ -145,11 +161,13 @@ def train(ctx: cli.Context) -> None:
     # Checkpoints depend on everything but the stopping criteria, so raising
     # training.epochs or max_minutes continues a finished run instead of restarting it.
     training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    prepared = run.require("prepare", "train")
+    prepared = ctx.require("prepare", "train")
     # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
     checkpoint_fp = fingerprint("train", prepared, cfg.model, cfg.augment,
                                 cfg.shards.shuffle_buffer_mb, trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
+    if not ctx.force:
+        trainer.check_resumable(run, checkpoint_fp)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
@@ -181,7 +199,7 @@ def train(ctx: cli.Context) -> None:
         # TensorFlow's message ("corrupted record at 1234") does not say which shard.
         shards.check()
         raise
-    run.mark_done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
+    ctx.done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
                   train_seconds=state["train_seconds"], skipped_train=shards.skipped,
                   skipped_val=val_skipped)
 
@@ -190,7 +208,7 @@ def evaluate(ctx: cli.Context) -> None:
     """Test WER/CER and real-time factor. Test features are not cached: computing them
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
+    fp = fingerprint("evaluate", ctx.require("train", "evaluate"), cfg.decoding)
     if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
@@ -222,9 +240,11 @@ def evaluate(ctx: cli.Context) -> None:
                "beam_width": cfg.decoding.beam_width,
                "rtf_definition": "wall seconds to read audio, compute features and decode, "
                                  "per second of audio (batched, this machine)",
-               "greedy": {k: v for k, v in results["greedy"].items() if not k.startswith("per_")}}
+               "greedy": {k: v for k, v in results["greedy"].items() if not k.startswith("per_")},
+               "decoding": dataclasses.asdict(cfg.decoding),
+               "config_fingerprint": ctx.config_fingerprint()}
     atomic_write_json(run.path("metrics.json"), metrics)
-    run.mark_done("evaluate", fp)
+    ctx.done("evaluate", fp)
     print(f"[evaluate] test WER {main['wer']:.2%} CER {main['cer']:.2%} utterance accuracy "
           f"{main['utterance_accuracy']:.2%} ({main['strategy']}); greedy WER "
           f"{results['greedy']['wer']:.2%}; real-time factor {main['rtf']:.4f}")
@@ -232,7 +252,7 @@ def evaluate(ctx: cli.Context) -> None:
 
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    run.require("train", "transcribe")
+    ctx.require("train", "transcribe")
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
     for lines in cli.input_batches(ctx.input):
@@ -271,8 +291,8 @@ def stream(ctx: cli.Context) -> None:
     if (ctx.options.int8 or ctx.options.float16) and not ctx.options.tflite:
         raise ConfigError(f"--{'int8' if ctx.options.int8 else 'float16'}: selects the TFLite "
                           "model; use it with --tflite")
-    run.require("train", "stream")
-    if ctx.options.tflite and not run.is_current("export", export_fingerprint(cfg, run)):
+    ctx.require("train", "stream")
+    if ctx.options.tflite and not run.is_current("export", export_fingerprint(ctx)):
         # TFLite files of an earlier model or chunk size would stream something else.
         raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
                           "the model or config; run the export stage before 'stream --tflite'")
@@ -292,8 +312,9 @@ def stream(ctx: cli.Context) -> None:
         print(text, flush=True)
 
 
-def export_fingerprint(cfg: SpeechConfig, run) -> str:
-    return fingerprint("export", run.require("train", "export"), cfg.decoding,
+def export_fingerprint(ctx: cli.Context) -> str:
+    cfg = ctx.config
+    return fingerprint("export", ctx.require("train", "export"), cfg.decoding,
                        cfg.streaming if cfg.model.causal else None)
 
 
@@ -301,7 +322,7 @@ def export(ctx: cli.Context) -> None:
     """A SavedModel transcribing waveforms with the configured decoding, all in its graph;
     for a causal model also the TFLite streaming step (``TFLITE_VARIANTS``)."""
     cfg, run = ctx.config, ctx.run
-    fp = export_fingerprint(cfg, run)
+    fp = export_fingerprint(ctx)
     target = run.path("export")
     if not ctx.start("export", fp, target):
         return
@@ -324,7 +345,7 @@ def export(ctx: cli.Context) -> None:
             print(f"[export] TFLite streaming step ({variant}, {cfg.streaming.chunk_ms:g} ms "
                   f"chunks): {path} ({path.stat().st_size / 1e6:.2f} MB)")
         shutil.rmtree(step_model)
-    run.mark_done("export", fp)
+    ctx.done("export", fp)
 
 
 def report(ctx: cli.Context) -> None:
