@@ -24,6 +24,9 @@ from pipelines.run_dir import BUILDS, OUTDATED, RunDir, fingerprint, plain
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError, ShardError)
+# Stages that only read the run: they may run beside the stage holding it (training
+# replaces its checkpoints atomically); every other stage holds the run (``RunDir.lock``).
+READ_ONLY_STAGES = ("translate", "transcribe", "stream")
 
 
 def quiet_tensorflow() -> None:
@@ -211,29 +214,32 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     existed = run.root.exists()
     ctx = Context(config, run, args.data_dir, args.force, args.input, name, args,
                   module.made_from(config))
-    stage = None
+    stage, code = None, 0
     try:
-        run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
-        for stage in todo:
-            stages[stage](ctx)
-    except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt as e:
-        # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
-        hint = "; rerun the same command to finish it" if ctx.changing else ""
-        print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
-        code = 130
-    else:
-        return 0
+        try:
+            run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
+            if not set(todo) <= set(READ_ONLY_STAGES):
+                run.lock()
+            for stage in todo:
+                stages[stage](ctx)
+        except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt as e:
+            # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
+            hint = "; rerun the same command to finish it" if ctx.changing else ""
+            print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
+            code = 130
+        # A new run whose first command failed is not kept (unless another process holds
+        # it: that one is making it); one interrupted after it began changing the run is,
+        # as the message says: its finished work (a prepare's feature shards) is resumed
+        # by the same command.
+        if code and run.locked and not existed and not (code == 130 and ctx.changing):
+            run.discard_if_unfinished()
     finally:
+        run.unlock()
         if worker_dir:
             shutil.rmtree(worker_dir, ignore_errors=True)
-    # A new run whose first command failed is not kept; one interrupted after it began
-    # changing the run is, as the message says: its finished work (a prepare's feature
-    # shards) is resumed by the same command.
-    if not existed and not (code == 130 and ctx.changing):
-        run.discard_if_unfinished()
     return code
 
 

@@ -10,7 +10,9 @@ records would otherwise claim one model and hold another.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -35,6 +37,7 @@ DOWNSTREAM = {"prepare": ("train", "evaluate", "export", "report"),
 RESULTS = {"evaluate": ("metrics.json", "hyps"), "export": ("export", "tflite"),
            "report": ("report",)}
 OUTDATED = "outdated"
+LOCK_FILE = ".lock"  # held by the process working in the run; it holds that process's id
 
 
 def fingerprint(*parts) -> str:
@@ -72,6 +75,42 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        self._lock = None  # the open lock file while this process holds the run
+        self._made_parents = []  # the missing parent folders ``lock`` made
+
+    def lock(self) -> None:
+        """Hold the run for this process until ``unlock`` or its exit (the kernel releases
+        an ``flock`` when its process dies, however it dies). ConfigError naming the
+        process that holds it, or saying why the run directory cannot be written."""
+        self._made_parents = [p for p in self.root.parents if not p.exists()]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise ConfigError(f"{self.root}: cannot write the run directory "
+                              f"({e.strerror}); use another --run-dir") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(f"{self.root}: in use by process {holder}, running a stage in "
+                              "it; wait for it to end, or use another --run-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock = fd
+
+    @property
+    def locked(self) -> bool:
+        """Whether this process holds the run (``lock``)."""
+        return self._lock is not None
+
+    def unlock(self) -> None:
+        """Let other processes work in the run (the lock file stays: removing it would let
+        two processes lock two different files)."""
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def path(self, *parts) -> Path:
         return self.root.joinpath(*parts)
@@ -138,6 +177,9 @@ class RunDir:
         first command failed, so that no half-made run is left behind."""
         if self.root.is_dir() and not any(self.path("stages").glob("*.json")):
             shutil.rmtree(self.root)
+            for parent in self._made_parents:  # innermost first
+                with contextlib.suppress(OSError):  # not empty: another process uses it
+                    parent.rmdir()
 
     def _record(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")

@@ -1,12 +1,17 @@
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from data_prep.file_io import read_lines, write_lines
 from pipelines.run_dir import RunDir, fingerprint, plain
+from tests.helpers import ROOT
+
+SMOKE = ROOT / "pipelines" / "configs" / "translation_smoke.yaml"
 
 
 def test_lines_round_trip_with_unicode_separators(tmp_path):
@@ -141,3 +146,54 @@ def test_discard_checkpoints_removes_only_what_training_writes(tmp_path):
         write_lines(run.path("checkpoints", name), ["x"])
     trainer.discard_checkpoints(run)
     assert [p.name for p in run.path("checkpoints").iterdir()] == ["mine.keras.bak"]
+
+
+HOLD_THE_RUN = ("import sys, time\nfrom pipelines.run_dir import RunDir\n"
+                "RunDir(sys.argv[1]).lock()\nprint('locked', flush=True)\ntime.sleep(120)\n")
+
+
+def test_a_second_process_on_a_run_in_use_stops_naming_the_holder(toy_run_copy, capsys):
+    from pipelines import translation
+
+    run_dir = _run_dir(toy_run_copy)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_THE_RUN, str(run_dir)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        capsys.readouterr()
+        assert translation.main(["evaluate", *toy_run_copy]) == 1
+        assert capsys.readouterr().err == (f"error: {run_dir}: in use by process {holder.pid}, "
+                                           "running a stage in it; wait for it to end, or use "
+                                           "another --run-dir\n")
+        assert not (run_dir / "metrics.json").exists()
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases its lock
+        holder.wait()
+    assert translation.main(["evaluate", *toy_run_copy]) == 0
+
+
+@pytest.mark.parametrize("where", ["read-only", "below a file"])
+def test_a_run_directory_that_cannot_be_written_is_one_line(tmp_path, capsys, where):
+    from pipelines import translation
+
+    if where == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        tmp_path.joinpath("ro").mkdir(mode=0o555)
+        run_dir = tmp_path / "ro" / "run"
+    else:
+        (tmp_path / "file").write_text("x")
+        run_dir = tmp_path / "file" / "run"
+    assert translation.main(["prepare", "--config", str(SMOKE), "--run-dir", str(run_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run_dir}: cannot write the run directory (") and \
+        err.count("\n") == 1, err
+
+
+def test_a_failed_first_command_leaves_no_folder_behind(tmp_path, capsys):
+    from pipelines import translation
+
+    run_dir = tmp_path / "new" / "deeper" / "run"
+    assert translation.main(["train", "--config", str(SMOKE), "--run-dir", str(run_dir)]) == 1
+    assert "stage 'prepare' has not run yet" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
