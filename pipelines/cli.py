@@ -42,20 +42,35 @@ def run_script(main: Callable[[], int]) -> None:
     """``python -m pipelines.<task>``: run the pipeline's ``main`` and exit with its code.
 
     Until ``main`` runs a stage, Ctrl-C (say, during the TensorFlow import) just ends the
-    process with one word.
+    process with one word. SIGTERM does what Ctrl-C does (``_terminate``).
     """
     global _stderr_fd
     _stderr_fd = os.dup(2)  # the real stderr, also while quiet_tensorflow silences fd 2
     signal.signal(signal.SIGINT, _interrupted_before_start)
+    signal.signal(signal.SIGTERM, _terminate)
     exit_with(main())
 
 
 _stderr_fd = 2
+_terminated = False  # the interrupt was a SIGTERM
+INTERRUPTED, TERMINATED = 130, 143  # exit statuses: 128 + SIGINT, 128 + SIGTERM
 
 
 def _interrupted_before_start(signum, frame):
-    os.write(_stderr_fd, b"interrupted\n")
-    os._exit(130)
+    os.write(_stderr_fd, b"terminated\n" if _terminated else b"interrupted\n")
+    os._exit(TERMINATED if _terminated else INTERRUPTED)
+
+
+def _terminate(signum, frame):
+    """SIGTERM (what Slurm, Kubernetes and ``timeout`` send) does what Ctrl-C does at the
+    time (before a stage: end; in a stage: one line; in training: stop after the current
+    step, checkpoint kept), and the exit status says it was a SIGTERM."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentParser:
@@ -229,12 +244,13 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
             # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
             hint = "; rerun the same command to finish it" if ctx.changing else ""
             print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
-            code = 130
+            code = TERMINATED if _terminated else INTERRUPTED
         # A new run whose first command failed is not kept (unless another process holds
         # it: that one is making it); one interrupted after it began changing the run is,
         # as the message says: its finished work (a prepare's feature shards) is resumed
         # by the same command.
-        if code and run.locked and not existed and not (code == 130 and ctx.changing):
+        interrupted = code in (INTERRUPTED, TERMINATED)
+        if code and run.locked and not existed and not (interrupted and ctx.changing):
             run.discard_if_unfinished()
     finally:
         run.unlock()
@@ -256,10 +272,10 @@ def start_cluster(config, stages: list[str]):
 
 
 def exit_with(code: int) -> None:
-    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C at once, without
-    waiting for TensorFlow's threads, which can keep the process alive for half a minute
-    (everything worth keeping is already written: files are written atomically)."""
-    if code == 130:
+    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C or SIGTERM at once,
+    without waiting for TensorFlow's threads, which can keep the process alive for half a
+    minute (everything worth keeping is already written: files are written atomically)."""
+    if code in (INTERRUPTED, TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
