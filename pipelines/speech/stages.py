@@ -254,8 +254,12 @@ def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     ctx.require("train", "transcribe")
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
+    if ctx.options.audio and ctx.input is not None:
+        raise ConfigError("transcribe: give the audio files as arguments or in --input, "
+                          "not both")
     vocab, stats = vocabulary(cfg), load_stats(run, cfg.features)
-    for lines in cli.input_batches(ctx.input):
+    # Audio files given as arguments are one batch; else paths are read as they arrive.
+    for lines in [ctx.options.audio] if ctx.options.audio else cli.input_batches(ctx.input):
         paths = [line.strip() for line in lines]
         # One output line per input line: a blank line gives a blank transcript.
         todo = [i for i, path in enumerate(paths) if path]
