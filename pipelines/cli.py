@@ -217,6 +217,9 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted while waiting for the other workers of TF_CONFIG", file=sys.stderr)
+        return TERMINATED if _terminated else INTERRUPTED
     worker_dir = None
     if not role.is_chief:
         # Only the chief writes the run: this worker prepares the same data (prepare is
