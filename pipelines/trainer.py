@@ -70,6 +70,14 @@ def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingC
     return dataclasses.replace(config, **{name: defaults[name] for name in unused})
 
 
+def made_from(config: TrainingConfig, unused: tuple[str, ...]) -> dict:
+    """The training settings a trained model is made from, for its run's records: all
+    but those the pipeline does not read (``unused``) and the placement (a model trained
+    on a cluster is used on one machine)."""
+    return {k: v for k, v in dataclasses.asdict(without_unused(config, unused)).items()
+            if k not in PLACEMENT_FIELDS}
+
+
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     """Adam (TensorFlow's fused update) with global-norm gradient clipping, as configured."""
     return FusedAdam(config.learning_rate, epsilon=config.adam_epsilon,
@@ -217,7 +225,7 @@ def _restore(model: keras.Model, path, run: RunDir) -> None:
     outside any strategy's scope: loading creates variables, and under
     ``MultiWorkerMirroredStrategy`` creating a variable is a collective that only this
     worker (the chief) would join."""
-    saved = keras.saving.load_model(path)
+    saved = checkpoint_average.load_checkpoint(path)
     targets, sources = _all_variables(model), _all_variables(saved)
     if len(targets) != len(sources):
         raise ConfigError(f"{path}: holds {len(sources)} variables, the model has "

@@ -197,3 +197,22 @@ def test_a_failed_first_command_leaves_no_folder_behind(tmp_path, capsys):
     assert translation.main(["train", "--config", str(SMOKE), "--run-dir", str(run_dir)]) == 1
     assert "stage 'prepare' has not run yet" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage, checkpoint, extra", [
+    ("evaluate", "best.keras", []),
+    ("translate", "best.keras", []),
+    ("train", "last.keras", ["--set", "training.epochs=2"]),  # resuming
+])
+def test_a_truncated_checkpoint_is_one_line_naming_it(toy_run_copy, capsys, monkeypatch, stage,
+                                                      checkpoint, extra):
+    from pipelines import translation
+
+    path = _run_dir(toy_run_copy) / "checkpoints" / checkpoint
+    path.write_bytes(path.read_bytes()[:1000])
+    monkeypatch.setattr("sys.stdin", None)
+    capsys.readouterr()
+    assert translation.main([stage, *toy_run_copy, *extra]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {path}: truncated or damaged checkpoint (not a complete .keras "
+                   "archive); run train --force to make it again\n")

@@ -15,6 +15,7 @@ from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
 from models.rnn_cells import without_cudnn
+from pipelines import checkpoint_average
 from pipelines.config import ConfigError
 from pipelines.speech.config import SpeechConfig
 from pipelines.speech.data import featurize, vocabulary
@@ -50,7 +51,7 @@ def closed_set_candidates(run, vocab: CharVocabulary) -> list[list[int]]:
 def load_checkpoint(run) -> CTCRecognizer:
     """The best checkpoint of ``run`` (a RunDir). Keras finds the class it names because
     this module imports its module, which registers it."""
-    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:

@@ -68,7 +68,7 @@ def made_from(cfg: SpeechConfig) -> dict:
         prepare["strings"] = cfg.strings
     if cfg.synthetic.voices:
         prepare["synthetic"] = cfg.synthetic
-    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
+    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
     export = {"decoding": cfg.decoding, **({"streaming": cfg.streaming} if cfg.model.causal
                                            else {})}
     return {"prepare": prepare,

@@ -14,13 +14,14 @@ from data_prep.text_dataset import make_source_batches
 from models.decoding import Translator
 from models.rnn_cells import without_cudnn
 from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines import checkpoint_average
 from pipelines.translation.config import DecodingConfig
 
 
 def load_checkpoint(run) -> Seq2SeqTranslator:
     """The best checkpoint of ``run`` (a RunDir). Keras finds the classes it names because
     this module imports their modules, which register them."""
-    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
 def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:

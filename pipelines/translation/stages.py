@@ -49,7 +49,7 @@ UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in 
 def made_from(cfg: TranslationConfig) -> dict:
     """The config sections each stage's output is made from, as its fingerprint counts
     them (``cli.Context``): what a later stage may not change, but decoding."""
-    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
+    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
     return {"prepare": {"data": cfg.data, "tokenizer": cfg.tokenizer},
             "train": {"model": cfg.model, "training": training},
             "evaluate": {"decoding": cfg.decoding}, "export": {"decoding": cfg.decoding}}
