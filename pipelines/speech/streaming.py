@@ -12,6 +12,7 @@ features and logits, chunk by chunk (see ``models.ctc_streaming``).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 
 import keras
@@ -205,7 +206,8 @@ def _skip_wav_header(stream, sample_rate: int) -> None:
 def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[np.ndarray]:
     """Float32 samples of raw 16-bit little-endian mono PCM on ``stream`` (a binary
     stdin), as they arrive. A wav stream is accepted too if it holds that format (its
-    header is checked, so a wrong rate or channel count is an error, not noise)."""
+    header is checked, so a wrong rate or channel count is an error, not noise). A last
+    odd byte is ignored, with a warning."""
     head = _read_exactly(stream, 12)
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         _skip_wav_header(stream, sample_rate)
@@ -220,9 +222,9 @@ def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[
         if not data:
             break
         carry += data
-    if carry:
-        raise AudioError("stdin: the stream ends with half a sample (an odd number of bytes); "
-                         f"expected raw 16-bit mono PCM at {sample_rate} Hz")
+    if carry:  # the utterance before it is still transcribed
+        print("[stream] warning: stdin ends with half a sample (an odd number of bytes), "
+              f"ignored; expected raw 16-bit mono PCM at {sample_rate} Hz", file=sys.stderr)
 
 
 class PartialDisplay:
