@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import itertools
 import os
 import shutil
 import signal
@@ -17,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_prep.download import DownloadError
-from data_prep.file_io import CorpusError, ShardError, decode_lines, read_lines
+from data_prep.file_io import CorpusError, ShardError, decode_lines, iter_lines
 from pipelines.config import ConfigError, load_config
 from pipelines.reports.notebooks import native_stderr_silenced
 from pipelines.run_dir import BUILDS, OUTDATED, RunDir, fingerprint, plain
@@ -88,15 +89,22 @@ def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentP
     return p
 
 
+FILE_BATCH_LINES = 2000  # an --input file is read (and answered) this many lines at a time
+
+
 def input_batches(path: str | None, chunk: int = 1 << 16) -> Iterator[list[str]]:
-    """The lines of ``path`` (one batch), or of standard input as they arrive.
+    """The lines of ``path`` (``FILE_BATCH_LINES`` at a time), or of standard input as
+    they arrive.
 
     From stdin, each batch holds the complete lines one read returned: a line typed at a
     terminal, or up to ``chunk`` bytes from a pipe or file. So a caller can answer each
-    batch before waiting for more input.
+    batch before waiting for more input (a large file is answered as it is read, not at
+    its end).
     """
     if path not in (None, "-"):
-        yield read_lines(path)
+        lines = iter_lines(path)
+        while batch := list(itertools.islice(lines, FILE_BATCH_LINES)):
+            yield batch
         return
     stream, pending, first = sys.stdin.buffer, b"", 1
     while data := stream.read1(chunk):  # read1: whatever is there, waiting only for some

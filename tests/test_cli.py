@@ -240,3 +240,13 @@ def test_sigterm_in_a_stage_is_ctrl_c_with_status_143(tmp_path):
     assert result.stderr == ("interrupted during the work stage; rerun the same command to "
                              "finish it\n")
     assert (tmp_path / "run" / "run.json").is_file()  # kept, to be resumed
+
+
+def test_an_input_file_is_answered_as_it_is_read(tmp_path, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.setattr(cli, "FILE_BATCH_LINES", 2)
+    (tmp_path / "in.txt").write_text("a\nb\nc\n\ne\n")
+    assert list(cli.input_batches(str(tmp_path / "in.txt"))) == [["a", "b"], ["c", ""], ["e"]]
+    (tmp_path / "empty.txt").write_text("")
+    assert list(cli.input_batches(str(tmp_path / "empty.txt"))) == []
