@@ -216,3 +216,4 @@ def test_a_truncated_checkpoint_is_one_line_naming_it(toy_run_copy, capsys, monk
     err = capsys.readouterr().err
     assert err == (f"error: {path}: truncated or damaged checkpoint (not a complete .keras "
                    "archive); run train --force to make it again\n")
+

@@ -90,9 +90,10 @@ def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: Grap
                       path) -> None:
     """Write a SavedModel whose ``transcribe`` signature maps waveforms to transcripts.
 
-    ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] at the
-    model's sample rate, each row zero-padded after its length, and int32 ``[batch]``
-    lengths -> ``[batch]`` strings. Features (``GraphFeatures``), the acoustic model, the
+    ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] (an
+    error otherwise: int16 samples must be scaled by 1/32768) at the model's sample
+    rate, each row zero-padded after its length, and int32 ``[batch]`` lengths ->
+    ``[batch]`` strings (an empty batch: none). Features (``GraphFeatures``), the acoustic model, the
     configured CTC search and the vocabulary lookup all run in the graph, so serving
     needs only TensorFlow.
     """
@@ -107,11 +108,20 @@ def export_recognizer(decoder: CTCDecoder, vocab: CharVocabulary, features: Grap
             tf.debugging.assert_less_equal(lengths, tf.shape(waveforms)[1], message=(
                 "transcribe: a length exceeds the padded length of waveforms")),
             tf.debugging.assert_all_finite(waveforms, "transcribe: NaN or infinite samples"),
+            # int16 samples passed as floats would be transcribed as noise.
+            tf.debugging.assert_less_equal(tf.reduce_max(tf.abs(waveforms)), 1.0, message=(
+                "transcribe: samples outside [-1, 1]; scale 16-bit PCM by 1/32768")),
         ]
-        with tf.control_dependencies(checks):
+
+        def transcripts():
             feats, frames = features(waveforms, lengths)
-        ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
-        return ids_to_text(ids, table, vocab.blank_index)
+            ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
+            return ids_to_text(ids, table, vocab.blank_index)
+
+        with tf.control_dependencies(checks):
+            # An empty batch gets no transcripts (the model's graph needs a row).
+            return tf.cond(tf.shape(waveforms)[0] > 0, transcripts,
+                           lambda: tf.zeros([0], tf.string))
 
     # Traced with Keras' generic RNN loop: a graph traced with cuDNN's (on a GPU) would
     # run on GPUs only, and fail on an empty waveform (cuDNN refuses a fully masked row).

@@ -66,6 +66,11 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     translator = make_translator(model, decoding, decoding.beam_size)
 
     def translate_strings(texts):
+        # An empty batch gets no translations (the search's graph needs a row).
+        return tf.cond(tf.size(texts) > 0, lambda: translations_of(texts),
+                       lambda: tf.zeros([0], tf.string))
+
+    def translations_of(texts):
         ids = source_tok.tokenize(texts)
         eos = tf.fill([ids.nrows(), 1], EOS_ID)
         output = translator(tf.concat([ids, eos], axis=1).to_tensor(default_value=PAD_ID))
