@@ -319,3 +319,12 @@ def test_the_translation_export_answers_an_empty_batch(toy_run_copy):
     exported = tf.saved_model.load(toy_run_copy[toy_run_copy.index("--run-dir") + 1] + "/export")
     assert exported.translate(tf.zeros([0], tf.string)).numpy().tolist() == []
     assert len(exported.translate(tf.constant(["ein hund ."])).numpy()) == 1
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_a_warning(toy_corpus, tmp_path, capsys):
+    args = toy_prepare_args(toy_corpus, tmp_path / "run")
+    assert run("prepare", *args, "--set", "tokenizer.vocab_size=500") == 0
+    report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    assert report["source_vocab_size"] < 500
+    assert (f"[prepare] warning: tokenizer.vocab_size=500, but the training text gives only "
+            f"{report['source_vocab_size']} (source)") in capsys.readouterr().err

@@ -94,6 +94,12 @@ def prepare(ctx: cli.Context) -> None:
     for side, proto in protos.items():
         atomic_write_bytes(tok_dir / f"{side}.model", proto)
     source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
+    sizes = {side: tok.vocab_size for side, tok in (("source", source_tok), ("target", target_tok))
+             if tok.vocab_size < cfg.tokenizer.vocab_size}
+    if sizes:  # SentencePiece stops at the pieces the text has (hard_vocab_limit off)
+        print(f"[prepare] warning: tokenizer.vocab_size={cfg.tokenizer.vocab_size}, but the "
+              "training text gives only " + ", ".join(f"{n} ({side})" for side, n in sizes.items())
+              + " pieces", file=sys.stderr)
     too_long = {"count": 0}
     shards = write_pair_shards(
         tokenized_pairs(train_pairs(), source_tok, target_tok, cfg.data.max_length, too_long),
