@@ -14,7 +14,7 @@ from data_prep.audio_features import AudioError, extract_features
 from data_prep.char_vocabulary import CharVocabulary, VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
-from data_prep.manifest import ManifestError, read_manifest, write_manifest
+from data_prep.manifest import ManifestError, correct_durations, read_manifest, write_manifest
 from data_prep.speech_dataset import make_training_dataset
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
 from models.ctc_decoding import CTCDecoder
@@ -103,6 +103,12 @@ def prepare(ctx: cli.Context) -> None:
             vocab.encode(item["text"], where=item["audio_filepath"])
         if not items:
             raise ManifestError(f"{cfg.data.corpus}: split '{split}' has no utterances")
+        corrected = correct_durations(items)
+        if corrected:
+            first, given = corrected[0]
+            print(f"[prepare] warning: {len(corrected)} {split} durations differ from their "
+                  f"audio's; the audio's are used (first: {first['audio_filepath']}, {given} s "
+                  f"in the manifest, {first['duration']} s of audio)", file=sys.stderr)
         if split == "train" and cfg.synthetic.voices:
             items = items + synthetic_entries(cfg, run, items)
         entries[split] = items
