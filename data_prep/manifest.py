@@ -48,6 +48,8 @@ def write_manifest(path, entries: list[dict]) -> Path:
 def read_manifest(path) -> list[dict]:
     """Entries of a JSONL manifest, with ``audio_filepath`` made absolute."""
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory, not a manifest file")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     entries = []

@@ -185,7 +185,13 @@ def load_config(cls, path, overrides: list[str] | None = None):
         field = str(e).split(":", 1)[0]
         culprit = next((o for o in reversed(overrides) if _related(field, o.split("=", 1)[0])),
                        None)
-        source = f"--set {culprit}" if culprit else str(path)
+        # A check across fields names one of them; the --set may have changed another.
+        section = field.rpartition(".")[0]
+        neighbour = next((o for o in reversed(overrides)
+                          if section and o.split("=", 1)[0].strip().startswith(section + ".")),
+                         None)
+        source = (f"--set {culprit}" if culprit
+                  else f"{path}, with --set {neighbour}" if neighbour else str(path))
         raise ConfigError(f"{e} (from {source})") from None
 
 

@@ -93,6 +93,10 @@ def test_errors_are_blamed_on_their_source(tmp_path):
         load_config(TranslationConfig, path)
     with pytest.raises(ConfigError, match=r"^model\.cell: .* \(from --set model\.cell=cnn\)$"):
         load_config(TranslationConfig, path, ["model.dropout=0.1", "model.cell=cnn"])
+    # A check across fields names the field it checks, and the --set that changed another.
+    with pytest.raises(ConfigError, match=rf"^model\.attentional_dim: .* \(from {path}, with "
+                                          r"--set model\.decoder_units=256\)$"):
+        load_config(TranslationConfig, path, ["model.dropout=0.1", "model.decoder_units=256"])
 
 
 def test_cli_names_a_missing_config_once(tmp_path, capsys):

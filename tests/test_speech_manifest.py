@@ -140,3 +140,8 @@ def test_durations_are_checked_against_the_audio(tmp_path):
     corrected = correct_durations(entries)
     assert [given for _, given in corrected] == [9.0]  # within 0.1 s: kept
     assert [e["duration"] for e in entries] == [2.04, 2.0]
+
+
+def test_a_manifest_path_that_is_a_directory_is_named(tmp_path):
+    with pytest.raises(ManifestError, match=f"^{tmp_path}: is a directory, not a manifest file$"):
+        read_manifest(tmp_path)
