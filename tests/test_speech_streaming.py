@@ -137,3 +137,13 @@ def test_a_stray_byte_at_the_end_of_stdin_is_ignored_with_a_warning(capsys):
     assert np.array_equal(np.concatenate(blocks), np.frombuffer(pcm, "<i2") / 32768.0)
     assert "stdin ends with half a sample (an odd number of bytes), ignored" in \
         capsys.readouterr().err
+
+
+def test_a_damaged_tflite_step_model_is_one_line_naming_it(tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.speech.streaming import tflite_runner
+
+    path = tmp_path / "stream_float32.tflite"
+    path.write_bytes(b"TFL3" + b"\x00" * 20)
+    with pytest.raises(ConfigError, match=f"^{path}: truncated or damaged TFLite step model"):
+        tflite_runner(path, step=None)

@@ -25,6 +25,7 @@ from data_prep.graph_features import GraphFeatures
 from data_prep.speech_config import FeatureConfig
 from models.ctc_recognizer import CTCRecognizer, subsampled_length
 from models.ctc_streaming import NO_END, StreamingRecognizer
+from pipelines.config import ConfigError
 from pipelines.reports.notebooks import native_stderr_silenced
 
 
@@ -283,8 +284,14 @@ def tflite_runner(path, step: StreamStep) -> Callable:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no TFLite step model; run the export stage first")
-    with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
-        runner = Interpreter(model_path=str(path)).get_signature_runner("step")
+    try:
+        with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
+            runner = Interpreter(model_path=str(path)).get_signature_runner("step")
+    except (ValueError, RuntimeError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: truncated or damaged TFLite step model ({first_line}); "
+                          "run export --force to make it again") from None
+    with native_stderr_silenced():
         runner(**{spec.name: np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
                   for spec in step.input_signature()})
     states = len(step.initial_states())
