@@ -38,3 +38,11 @@ def fraction(value, where: str) -> None:
     """Raise ConfigError unless 0 <= value < 1 (dropout rates, label smoothing)."""
     if not 0.0 <= value < 1.0:
         raise ConfigError(f"{where}: must be in [0, 1), got {value!r}")
+
+
+def run_name(value: str, where: str) -> None:
+    """Raise ConfigError unless ``value`` names a folder of ``runs/``: not empty, not
+    ``.`` or ``..``, no path separator (the run directory is ``runs/<name>``)."""
+    if value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value:
+        raise ConfigError(f"{where}: must name a folder of runs/ (not empty, '.' or '..', "
+                          f"no '/' or '\\'), got {value!r}")

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +46,7 @@ from data_prep.file_io import ShardError
 from data_prep.speech_config import FeatureConfig
 
 OWN_NORMALIZATION = -1  # the group of an utterance normalized on its own, in its shard
+PARENT_POLL_SECONDS = 0.5  # how soon a worker notices that its prepare is gone
 
 
 def shard_name(index: int, count: int, suffix: str = ".tfrecord") -> str:
@@ -52,6 +55,19 @@ def shard_name(index: int, count: int, suffix: str = ".tfrecord") -> str:
 
 def default_workers() -> int:
     return min(4, os.cpu_count() or 1)
+
+
+def end_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker process once ``parent`` (the prepare that
+    started it) is gone, however it ended (SIGKILL included), instead of computing on for
+    nobody while holding its memory. A daemon thread polls the parent's id: an orphan is
+    adopted by another process."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 @dataclass

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from pathlib import Path
 
 from data_prep.audio_features import audio_duration
@@ -47,6 +48,8 @@ def write_manifest(path, entries: list[dict]) -> Path:
 def read_manifest(path) -> list[dict]:
     """Entries of a JSONL manifest, with ``audio_filepath`` made absolute."""
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(f"{path}: is a directory, not a manifest file")
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
     entries = []
@@ -60,13 +63,42 @@ def read_manifest(path) -> list[dict]:
         missing = [k for k in REQUIRED if not isinstance(item, dict) or k not in item]
         if missing:
             raise ManifestError(f"{path}:{number}: missing {', '.join(missing)}")
-        if not isinstance(item["text"], str):
-            raise ManifestError(f"{path}:{number}: text must be a string")
+        problem = _field_problem(item)
+        if problem:
+            raise ManifestError(f"{path}:{number}: {problem}")
         item["audio_filepath"] = str(path.parent / item["audio_filepath"])
         entries.append(item)
     if not entries:
         raise ManifestError(f"{path}: manifest has no entries")
     return entries
+
+
+def _field_problem(item: dict) -> str | None:
+    """What is wrong with the fields of a manifest entry, if anything."""
+    duration = item["duration"]
+    if not isinstance(item["audio_filepath"], str) or not item["audio_filepath"].strip():
+        return f"audio_filepath must be a non-empty path, got {item['audio_filepath']!r}"
+    if not isinstance(item["text"], str):
+        return "text must be a string"
+    if (isinstance(duration, bool) or not isinstance(duration, (int, float))
+            or not 0 < duration < math.inf):
+        return f"duration must be a positive number of seconds, got {duration!r}"
+    if not isinstance(item.get("speaker", ""), (str, int)):
+        return f"speaker must be a string or an integer, got {item['speaker']!r}"
+    return None
+
+
+def correct_durations(entries: list[dict], tolerance: float = 0.1) -> list[tuple[dict, float]]:
+    """Set each entry's duration to its audio's where they differ by more than
+    ``tolerance`` seconds (reported hours and duration buckets rely on them); returns the
+    corrected entries with the durations their manifest gave."""
+    corrected = []
+    for item in entries:
+        measured = round(audio_duration(item["audio_filepath"]), 4)
+        if abs(measured - item["duration"]) > tolerance:
+            corrected.append((item, item["duration"]))
+            item["duration"] = measured
+    return corrected
 
 
 def librispeech_manifest(root) -> list[dict]:

@@ -11,15 +11,34 @@ checkpoint every later stage uses.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
 
 PATTERN = "epoch-*.weights.h5"
+
+
+def load_checkpoint(path: Path) -> keras.Model:
+    """The model saved at ``path`` (a ``.keras`` file); ConfigError naming it if it is
+    missing, truncated or damaged (Keras says "File not found" of any file that is not a
+    complete archive)."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: checkpoint missing; run train (--force to start over)")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(f"{path}: truncated or damaged checkpoint (not a complete .keras "
+                          "archive); run train --force to make it again")
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: damaged checkpoint ({first_line}); run train --force "
+                          "to make it again") from None
 
 
 def epoch_weights_path(run: RunDir, epoch: int) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import itertools
 import os
 import shutil
 import signal
@@ -17,13 +18,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from data_prep.download import DownloadError
-from data_prep.file_io import CorpusError, ShardError, decode_lines, read_lines
+from data_prep.file_io import CorpusError, ShardError, decode_lines, iter_lines
 from pipelines.config import ConfigError, load_config
 from pipelines.reports.notebooks import native_stderr_silenced
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import BUILDS, OUTDATED, RunDir, fingerprint, plain
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
 USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError, ShardError)
+# Stages that only read the run: they may run beside the stage holding it (training
+# replaces its checkpoints atomically); every other stage holds the run (``RunDir.lock``).
+READ_ONLY_STAGES = ("translate", "transcribe", "stream")
 
 
 def quiet_tensorflow() -> None:
@@ -39,20 +43,35 @@ def run_script(main: Callable[[], int]) -> None:
     """``python -m pipelines.<task>``: run the pipeline's ``main`` and exit with its code.
 
     Until ``main`` runs a stage, Ctrl-C (say, during the TensorFlow import) just ends the
-    process with one word.
+    process with one word. SIGTERM does what Ctrl-C does (``_terminate``).
     """
     global _stderr_fd
     _stderr_fd = os.dup(2)  # the real stderr, also while quiet_tensorflow silences fd 2
     signal.signal(signal.SIGINT, _interrupted_before_start)
+    signal.signal(signal.SIGTERM, _terminate)
     exit_with(main())
 
 
 _stderr_fd = 2
+_terminated = False  # the interrupt was a SIGTERM
+INTERRUPTED, TERMINATED = 130, 143  # exit statuses: 128 + SIGINT, 128 + SIGTERM
 
 
 def _interrupted_before_start(signum, frame):
-    os.write(_stderr_fd, b"interrupted\n")
-    os._exit(130)
+    os.write(_stderr_fd, b"terminated\n" if _terminated else b"interrupted\n")
+    os._exit(TERMINATED if _terminated else INTERRUPTED)
+
+
+def _terminate(signum, frame):
+    """SIGTERM (what Slurm, Kubernetes and ``timeout`` send) does what Ctrl-C does at the
+    time (before a stage: end; in a stage: one line; in training: stop after the current
+    step, checkpoint kept), and the exit status says it was a SIGTERM."""
+    global _terminated
+    _terminated = True
+    handler = signal.getsignal(signal.SIGINT)
+    if not callable(handler):
+        raise KeyboardInterrupt
+    handler(signal.SIGINT, frame)
 
 
 def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentParser:
@@ -70,15 +89,22 @@ def parser(name: str, description: str, stages: list[str]) -> argparse.ArgumentP
     return p
 
 
+FILE_BATCH_LINES = 2000  # an --input file is read (and answered) this many lines at a time
+
+
 def input_batches(path: str | None, chunk: int = 1 << 16) -> Iterator[list[str]]:
-    """The lines of ``path`` (one batch), or of standard input as they arrive.
+    """The lines of ``path`` (``FILE_BATCH_LINES`` at a time), or of standard input as
+    they arrive.
 
     From stdin, each batch holds the complete lines one read returned: a line typed at a
     terminal, or up to ``chunk`` bytes from a pipe or file. So a caller can answer each
-    batch before waiting for more input.
+    batch before waiting for more input (a large file is answered as it is read, not at
+    its end).
     """
     if path not in (None, "-"):
-        yield read_lines(path)
+        lines = iter_lines(path)
+        while batch := list(itertools.islice(lines, FILE_BATCH_LINES)):
+            yield batch
         return
     stream, pending, first = sys.stdin.buffer, b"", 1
     while data := stream.read1(chunk):  # read1: whatever is there, waiting only for some
@@ -102,18 +128,28 @@ class Context:
         input: input file of the translate/transcribe stage (None: stdin).
         pipeline: the pipeline's name, recorded in the run directory.
         options: the values of the arguments the pipeline added (``main``'s ``arguments``).
+        made_from: the config sections each stage's output is made from
+            ({stage: {section: value}}, the stages module's ``made_from(config)``).
     """
 
     def __init__(self, config, run: RunDir, data_dir: str | None, force: bool,
-                 input: str | None = None, pipeline: str = "", options=None):
+                 input: str | None = None, pipeline: str = "", options=None,
+                 made_from: dict | None = None):
         self.config, self.run, self.data_dir, self.force = config, run, data_dir, force
         self.input, self.pipeline = input, pipeline
         self.options = options or argparse.Namespace()  # the pipeline's own arguments
+        self.made_from = made_from or {}
         self.changing = False  # a stage has begun changing the run
 
-    def begin(self) -> None:
-        """Called by a stage that is about to change the run (not when it is up to date)."""
-        self.run.record(self.pipeline, self.config)
+    def begin(self, stage: str) -> None:
+        """Called by a stage that is about to change the run (not when it is up to date):
+        the stage and those made from its output are forgotten and their results moved
+        aside (one line says which); a stage of ``BUILDS`` records its config."""
+        moved = self.run.make_stale(stage)
+        if moved:
+            print(f"[{stage}] moved the results made before this {stage} to "
+                  f"{self.run.path(OUTDATED)}: {', '.join(moved)}")
+        self.run.record(self.pipeline, self.config if stage in BUILDS else None)
         self.changing = True
 
     def start(self, stage: str, fp: str, output) -> bool:
@@ -122,8 +158,32 @@ class Context:
         made, shown to the user); else ``begin`` and True."""
         if self.run.up_to_date(stage, fp, self.force, output):
             return False
-        self.begin()
+        self.begin(stage)
         return True
+
+    def require(self, stage: str, before: str) -> str:
+        """The fingerprint of ``stage``, which ``before`` needs: ConfigError if it has not
+        run, or if this command's config differs from the one it (or a stage of
+        ``BUILDS`` before it) was made with, in the fields that differ."""
+        fp = self.run.require(stage, before)
+        builds = BUILDS[:BUILDS.index(stage) + 1] if stage in BUILDS else BUILDS
+        for built in builds:
+            fields = self.run.config_differences(built, self.made_from[built])
+            if fields:
+                raise ConfigError(
+                    f"{self.run.root}: the config differs from the one its {built} stage "
+                    f"used, in {', '.join(fields)}; '{before}' would use what that made. "
+                    f"Run '{built}' with this config first, or use another --run-dir")
+        return fp
+
+    def done(self, stage: str, fp: str, **info) -> None:
+        """Record that ``stage`` finished, with the config sections it was made from."""
+        self.run.mark_done(stage, fp, config=self.made_from.get(stage), **info)
+
+    def config_fingerprint(self) -> str:
+        """The fingerprint of what the run's data and model are made from (``BUILDS``),
+        recorded with results: equal to that of the run's config.yaml and checkpoint."""
+        return fingerprint(*(plain(self.made_from[stage]) for stage in BUILDS))
 
 
 def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, ...],
@@ -135,8 +195,9 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     the config are known to be good: ``config_cls`` must import none of it, and
     ``stages_module`` (which does) is imported after validation, quietly unless
     ``--verbose``. That module defines ``STAGES`` ({name: function(Context)}, the
-    ``stage_names``) and ``USER_ERRORS``, its own exception types to report like
-    ``USER_ERRORS`` here. ``name``: the pipeline, recorded in the run directories it makes.
+    ``stage_names``), ``USER_ERRORS``, its own exception types to report like
+    ``USER_ERRORS`` here, and ``made_from(config)`` (``Context``). ``name``: the
+    pipeline, recorded in the run directories it makes.
     ``arguments(parser)`` adds the pipeline's own arguments (stages read ``ctx.options``).
     """
     p = parser(name, description, [*stage_names, "all"])
@@ -164,6 +225,9 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted while waiting for the other workers of TF_CONFIG", file=sys.stderr)
+        return TERMINATED if _terminated else INTERRUPTED
     worker_dir = None
     if not role.is_chief:
         # Only the chief writes the run: this worker prepares the same data (prepare is
@@ -174,30 +238,35 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
               f"run; this worker's files go to {worker_dir} (removed at exit)")
     run = RunDir(worker_dir or args.run_dir or Path("runs") / config.name)
     existed = run.root.exists()
-    ctx = Context(config, run, args.data_dir, args.force, args.input, name, args)
-    stage = None
+    ctx = Context(config, run, args.data_dir, args.force, args.input, name, args,
+                  module.made_from(config))
+    stage, code = None, 0
     try:
-        run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
-        for stage in todo:
-            stages[stage](ctx)
-    except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 1
-    except KeyboardInterrupt as e:
-        # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
-        hint = "; rerun the same command to finish it" if ctx.changing else ""
-        print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
-        code = 130
-    else:
-        return 0
+        try:
+            run.check_pipeline(name, [f.name for f in dataclasses.fields(config_cls)])
+            if not set(todo) <= set(READ_ONLY_STAGES):
+                run.lock()
+            for stage in todo:
+                stages[stage](ctx)
+        except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt as e:
+            # Ctrl-C: one line (the trainer's says where it stopped), not a traceback.
+            hint = "; rerun the same command to finish it" if ctx.changing else ""
+            print(str(e) or f"interrupted during the {stage} stage{hint}", file=sys.stderr)
+            code = TERMINATED if _terminated else INTERRUPTED
+        # A new run whose first command failed is not kept (unless another process holds
+        # it: that one is making it); one interrupted after it began changing the run is,
+        # as the message says: its finished work (a prepare's feature shards) is resumed
+        # by the same command.
+        interrupted = code in (INTERRUPTED, TERMINATED)
+        if code and run.locked and not existed and not (interrupted and ctx.changing):
+            run.discard_if_unfinished()
     finally:
+        run.unlock()
         if worker_dir:
             shutil.rmtree(worker_dir, ignore_errors=True)
-    # A new run whose first command failed is not kept; one interrupted after it began
-    # changing the run is, as the message says: its finished work (a prepare's feature
-    # shards) is resumed by the same command.
-    if not existed and not (code == 130 and ctx.changing):
-        run.discard_if_unfinished()
     return code
 
 
@@ -214,10 +283,10 @@ def start_cluster(config, stages: list[str]):
 
 
 def exit_with(code: int) -> None:
-    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C at once, without
-    waiting for TensorFlow's threads, which can keep the process alive for half a minute
-    (everything worth keeping is already written: files are written atomically)."""
-    if code == 130:
+    """End ``python -m pipelines.<task>`` with ``code``; after Ctrl-C or SIGTERM at once,
+    without waiting for TensorFlow's threads, which can keep the process alive for half a
+    minute (everything worth keeping is already written: files are written atomically)."""
+    if code in (INTERRUPTED, TERMINATED):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

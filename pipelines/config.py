@@ -17,6 +17,34 @@ import yaml
 from data_prep.config_checks import ConfigError
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping: PyYAML keeps the
+    last one, so two ``training:`` sections would silently lose the first."""
+
+    def construct_mapping(self, node, deep=False):
+        first = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in first:
+                raise ConfigError(f"{key_node.start_mark.name}:{line}: duplicate key {key!r} "
+                                  f"(first at line {first[key]})")
+            first[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, name: str):
+    """``text`` parsed as YAML (``name``: the file or option it came from, for errors)."""
+    loader = _UniqueKeyLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: invalid YAML: {e}") from e
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
     """Read a config file. ``base: other.yaml`` (a path relative to this file) starts from
     that file's settings; this file's sections are merged over them, field by field, and
@@ -26,10 +54,7 @@ def load_yaml(path: str | Path, _including: tuple = ()) -> dict:
         raise ConfigError(f"{path}: is a directory, not a config file")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
     base = data.pop("base", None)
@@ -71,10 +96,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
-        try:
-            node[parts[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from e
+        node[parts[-1]] = parse_yaml(raw, f"--set {key}")
     return data
 
 
@@ -163,7 +185,13 @@ def load_config(cls, path, overrides: list[str] | None = None):
         field = str(e).split(":", 1)[0]
         culprit = next((o for o in reversed(overrides) if _related(field, o.split("=", 1)[0])),
                        None)
-        source = f"--set {culprit}" if culprit else str(path)
+        # A check across fields names one of them; the --set may have changed another.
+        section = field.rpartition(".")[0]
+        neighbour = next((o for o in reversed(overrides)
+                          if section and o.split("=", 1)[0].strip().startswith(section + ".")),
+                         None)
+        source = (f"--set {culprit}" if culprit
+                  else f"{path}, with --set {neighbour}" if neighbour else str(path))
         raise ConfigError(f"{e} (from {source})") from None
 
 

@@ -20,10 +20,12 @@ take the chief's training state and weights when training starts (``broadcast``)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -147,12 +149,22 @@ def start(distribution: str, timeout_seconds: float) -> Role:
     return _started[2]
 
 
-def wait_for_peers(addresses: list[str], own: str, timeout_seconds: float) -> None:
-    """Listen on this worker's own address and wait until every other address accepts a
-    connection (its worker listens likewise, or has started TensorFlow's server there).
+# What a worker's address answers to an HTTP/2 client preface, while that worker waits
+# for the others (``wait_for_peers``' listener) and once it runs TensorFlow's gRPC server
+# (an HTTP/2 SETTINGS frame). Anything else there (a program that accepts connections
+# and says nothing) is not a worker, and would keep TensorFlow waiting forever.
+WAITING_BANNER = b"rnn-toolkit worker, waiting for its cluster\n"
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+ANSWER_SECONDS = 3.0
 
-    Raises ConfigError if that takes longer than ``timeout_seconds``, or if this
-    worker's port is taken.
+
+def wait_for_peers(addresses: list[str], own: str, timeout_seconds: float) -> None:
+    """Listen on this worker's own address and wait until every other address answers
+    as a worker (``WAITING_BANNER``: its worker waits likewise; or TensorFlow's server).
+
+    Raises ConfigError if that takes longer than ``timeout_seconds``, naming the
+    addresses that did not answer (or answered as something else), or if this worker's
+    port is taken. Ctrl-C interrupts the wait (KeyboardInterrupt).
     """
     port = int(own.rpartition(":")[2])
     listener = socket.socket()
@@ -164,18 +176,24 @@ def wait_for_peers(addresses: list[str], own: str, timeout_seconds: float) -> No
         raise ConfigError(f"TF_CONFIG: this worker's address {own}: cannot listen on port "
                           f"{port} ({e.strerror})") from None
     listener.listen()
+    done = threading.Event()
+    answering = threading.Thread(target=_answer_peers, args=(listener, done), daemon=True)
+    answering.start()
     deadline = time.monotonic() + timeout_seconds
-    pending = [a for a in addresses if a != own]
+    pending = {a: "down" for a in addresses if a != own}
     try:
         while pending:
             for address in list(pending):
-                host, _, peer_port = address.rpartition(":")
-                try:
-                    socket.create_connection((host, int(peer_port)), timeout=1).close()
-                    pending.remove(address)
-                except OSError:
-                    pass
+                pending[address] = _probe(address)
+                if pending[address] == "worker":
+                    del pending[address]
             if pending and time.monotonic() > deadline:
+                silent = [a for a, state in pending.items() if state == "silent"]
+                if silent:
+                    raise ConfigError(
+                        f"training.distribution=multi_worker: {', '.join(silent)} accepts "
+                        f"connections but did not answer as a TensorFlow worker within "
+                        f"{timeout_seconds:g} s; is another program using that port?")
                 raise ConfigError(
                     f"training.distribution=multi_worker: no answer from {', '.join(pending)} "
                     f"within {timeout_seconds:g} s; start the same command on every worker "
@@ -183,7 +201,46 @@ def wait_for_peers(addresses: list[str], own: str, timeout_seconds: float) -> No
             if pending:
                 time.sleep(0.5)
     finally:
+        done.set()
+        answering.join()
         listener.close()
+
+
+def _answer_peers(listener: socket.socket, done: threading.Event) -> None:
+    """Answer every connection to ``listener`` with ``WAITING_BANNER`` until ``done``."""
+    listener.settimeout(0.2)
+    while not done.is_set():
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(ANSWER_SECONDS)
+            conn.sendall(WAITING_BANNER)
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(1024):  # read the peer's preface: closing with unread data
+                pass  # would reset the connection, and could lose the banner
+
+
+def _probe(address: str) -> str:
+    """``worker`` if a worker answers at ``address``, ``silent`` if something accepts
+    connections there but does not answer as one, ``down`` if nothing does."""
+    host, _, port = address.rpartition(":")
+    try:
+        conn = socket.create_connection((host, int(port)), timeout=1)
+    except OSError:
+        return "down"
+    reply = b""
+    with conn, contextlib.suppress(OSError):
+        conn.settimeout(ANSWER_SECONDS)
+        conn.sendall(HTTP2_PREFACE)
+        while len(reply) < len(WAITING_BANNER) and (data := conn.recv(1024)):
+            reply += data
+            if reply[3:4] == b"\x04":  # an HTTP/2 frame of type SETTINGS: a gRPC server
+                return "worker"
+    return "worker" if reply.startswith(WAITING_BANNER) else "silent"
 
 
 def current(distribution: str) -> tuple[tf.distribute.Strategy, Role]:

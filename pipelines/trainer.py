@@ -70,6 +70,14 @@ def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingC
     return dataclasses.replace(config, **{name: defaults[name] for name in unused})
 
 
+def made_from(config: TrainingConfig, unused: tuple[str, ...]) -> dict:
+    """The training settings a trained model is made from, for its run's records: all
+    but those the pipeline does not read (``unused``) and the placement (a model trained
+    on a cluster is used on one machine)."""
+    return {k: v for k, v in dataclasses.asdict(without_unused(config, unused)).items()
+            if k not in PLACEMENT_FIELDS}
+
+
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:
     """Adam (TensorFlow's fused update) with global-norm gradient clipping, as configured."""
     return FusedAdam(config.learning_rate, epsilon=config.adam_epsilon,
@@ -89,11 +97,38 @@ def build_and_compile(model: keras.Model, config: TrainingConfig, loss=None) -> 
     return model
 
 
+# What the trainer writes in ``checkpoints/`` (``.tmp-*``: a save an interrupt cut short).
+CHECKPOINT_FILES = ("last.keras", "best.keras", BEST_EPOCH_FILE, checkpoint_average.PATTERN,
+                    ".tmp-*")
+
+
 def discard_checkpoints(run: RunDir) -> None:
-    """Remove the checkpoints and training state ``train`` writes (``--force``): the
-    next training starts from scratch."""
-    shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
+    """Remove the checkpoints, training state and logs ``train`` writes (``--force``):
+    the next training starts from scratch. Only those files: anything else a user put in
+    ``checkpoints/`` stays."""
+    folder = run.path("checkpoints")
+    files = [p for pattern in CHECKPOINT_FILES for p in folder.glob(pattern)]
+    for path in files:
+        path.unlink()
+    if files:
+        print(f"[train] --force: removed {len(files)} checkpoint files from {folder}, the "
+              "training state and the training logs")
+    with contextlib.suppress(OSError):  # not empty: the user's files are in it
+        folder.rmdir()
+    shutil.rmtree(run.path("logs", "tensorboard"), ignore_errors=True)
+    run.path("logs", "history.json").unlink(missing_ok=True)
     run.path(STATE_FILE).unlink(missing_ok=True)
+
+
+def check_resumable(run: RunDir, fingerprint: str) -> None:
+    """ConfigError if ``run`` holds the training state of another ``fingerprint`` (see
+    ``train``); a stage calls it before changing the run."""
+    state = _load_state(run.path(STATE_FILE))
+    if state and state["fingerprint"] != fingerprint:
+        raise ConfigError(
+            f"{run.root}: holds checkpoints of a different data/model/training config; "
+            "use --force to discard them and train from scratch, or another --run-dir"
+        )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -190,7 +225,7 @@ def _restore(model: keras.Model, path, run: RunDir) -> None:
     outside any strategy's scope: loading creates variables, and under
     ``MultiWorkerMirroredStrategy`` creating a variable is a collective that only this
     worker (the chief) would join."""
-    saved = keras.saving.load_model(path)
+    saved = checkpoint_average.load_checkpoint(path)
     targets, sources = _all_variables(model), _all_variables(saved)
     if len(targets) != len(sources):
         raise ConfigError(f"{path}: holds {len(sources)} variables, the model has "
@@ -241,12 +276,8 @@ def train(
     last_path = run.path("checkpoints", "last.keras")
     best_path = run.path("checkpoints", "best.keras")
     state_path = run.path(STATE_FILE)
+    check_resumable(run, fingerprint)
     state = _load_state(state_path)
-    if state and state["fingerprint"] != fingerprint:
-        raise ConfigError(
-            f"{run.root}: holds checkpoints of a different data/model/training config; "
-            "use --force to discard them and train from scratch, or another --run-dir"
-        )
     if distribute.broadcast_json(strategy, role, fingerprint) != fingerprint:
         raise ConfigError(f"{role.description}: the chief prepared other data or has "
                           "another model/training config; run the same command and config "

@@ -116,6 +116,19 @@ def toy_translation_run(tmp_path_factory) -> list[str]:
     return args
 
 
+@pytest.fixture
+def toy_run_copy(toy_translation_run, tmp_path) -> list[str]:
+    """``toy_translation_run``'s arguments with a copy of its run directory, for tests
+    that change the run."""
+    import shutil
+
+    args = list(toy_translation_run)
+    at = args.index("--run-dir") + 1
+    shutil.copytree(args[at], tmp_path / "run")
+    args[at] = str(tmp_path / "run")
+    return args
+
+
 @pytest.fixture(scope="session")
 def toy_tokenizer():
     from data_prep.subword_tokenizer import SubwordTokenizer, train_sentencepiece

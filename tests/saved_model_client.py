@@ -51,6 +51,7 @@ def main(command, export_dir, *args):
             "one waveform, no batch axis": (tf.zeros([800]), tf.constant([800])),
             "lengths mismatch": (tf.zeros([2, 800]), tf.constant([800])),
             "length too long": (tf.zeros([1, 800]), tf.constant([900])),
+            "int16-scale floats": (tf.fill([1, 800], 12000.0), tf.constant([800])),
         }
         result = {}
         for name, (audio, lengths) in cases.items():
@@ -61,6 +62,8 @@ def main(command, export_dir, *args):
                 result[name] = str(e)
         silence = model.transcribe(tf.zeros([1, 8000]), tf.constant([8000])).numpy()
         result["silence"] = silence[0].decode()
+        result["empty batch"] = model.transcribe(tf.zeros([0, 0]),
+                                                 tf.zeros([0], tf.int32)).numpy().tolist()
     print(json.dumps(result))
 
 

@@ -91,7 +91,10 @@ def test_stage_names_known_before_import_match_the_stages():
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_corpus, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_corpus, tmp_path,
+                                                                         signum, code):
+    # SIGTERM (Slurm, Kubernetes, timeout) does what Ctrl-C does; the status tells them apart.
     from pipelines import translation
 
     run_dir = tmp_path / "run"
@@ -107,9 +110,9 @@ def test_ctrl_c_during_training_prints_one_line_and_keeps_the_checkpoints(toy_co
         for line in proc.stdout:  # into the second epoch: the first one is checkpointed
             if line.startswith("Epoch 2/"):
                 break
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     # Usually "interrupted after step N of epoch 2; the last checkpoint is epoch 1; ...";
     # between epochs (saving checkpoints) the stage's more general line.
     assert len(err.splitlines()) == 1 and err.startswith("interrupted "), err
@@ -194,10 +197,10 @@ def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, monkeypatch, changes_th
 
     def work(ctx):
         if changes_the_run:
-            ctx.begin()
+            ctx.begin("work")
         raise KeyboardInterrupt
 
-    stages = SimpleNamespace(STAGES={"work": work}, USER_ERRORS=())
+    stages = SimpleNamespace(STAGES={"work": work}, USER_ERRORS=(), made_from=lambda cfg: {})
     monkeypatch.setitem(sys.modules, "tiny_stages", stages)
     (tmp_path / "c.yaml").write_text("name: tiny\n")
     code = cli.main(["work", "--config", str(tmp_path / "c.yaml"), "--run-dir",
@@ -206,3 +209,44 @@ def test_ctrl_c_in_a_stage_is_one_line(tmp_path, capsys, monkeypatch, changes_th
     assert code == 130 and capsys.readouterr().err == message
     # A new run is kept only if the stage began changing it: what it finished is resumed.
     assert (tmp_path / "run").exists() == changes_the_run
+
+
+# A stage that begins changing its run, then gets a SIGTERM.
+TERMINATED_STAGE = """
+import os, signal, sys, time, types
+from dataclasses import dataclass
+from pipelines import cli
+
+@dataclass
+class Tiny:
+    name: str = "tiny"
+
+def work(ctx):
+    ctx.begin("work")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+
+sys.modules["tiny_stages"] = types.SimpleNamespace(STAGES={"work": work}, USER_ERRORS=(),
+                                                   made_from=lambda config: {})
+cli.run_script(lambda: cli.main(["work", "--config", sys.argv[1], "--run-dir", sys.argv[2]],
+                                "tiny", "", Tiny, ("work",), "tiny_stages", ["work"]))
+"""
+
+
+def test_sigterm_in_a_stage_is_ctrl_c_with_status_143(tmp_path):
+    (tmp_path / "c.yaml").write_text("name: tiny\n")
+    result = run_module("-c", TERMINATED_STAGE, tmp_path / "c.yaml", tmp_path / "run")
+    assert result.returncode == 143
+    assert result.stderr == ("interrupted during the work stage; rerun the same command to "
+                             "finish it\n")
+    assert (tmp_path / "run" / "run.json").is_file()  # kept, to be resumed
+
+
+def test_an_input_file_is_answered_as_it_is_read(tmp_path, monkeypatch):
+    from pipelines import cli
+
+    monkeypatch.setattr(cli, "FILE_BATCH_LINES", 2)
+    (tmp_path / "in.txt").write_text("a\nb\nc\n\ne\n")
+    assert list(cli.input_batches(str(tmp_path / "in.txt"))) == [["a", "b"], ["c", ""], ["e"]]
+    (tmp_path / "empty.txt").write_text("")
+    assert list(cli.input_batches(str(tmp_path / "empty.txt"))) == []

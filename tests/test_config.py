@@ -95,6 +95,10 @@ def test_errors_are_blamed_on_their_source(tmp_path):
         load_config(TranslationConfig, path)
     with pytest.raises(ConfigError, match=r"^model\.cell: .* \(from --set model\.cell=cnn\)$"):
         load_config(TranslationConfig, path, ["model.dropout=0.1", "model.cell=cnn"])
+    # A check across fields names the field it checks, and the --set that changed another.
+    with pytest.raises(ConfigError, match=rf"^model\.attentional_dim: .* \(from {path}, with "
+                                          r"--set model\.decoder_units=256\)$"):
+        load_config(TranslationConfig, path, ["model.dropout=0.1", "model.decoder_units=256"])
 
 
 def test_cli_names_a_missing_config_once(tmp_path, capsys):
@@ -243,3 +247,18 @@ def test_null_speed_perturbation_switches_it_off():
     assert off.data.speed_perturbation == [1.0]
     assert load_config(SpeechConfig, CONFIGS / "speech_smoke.yaml",
                        ["augment.time_stretch=null"]).augment.time_stretch is None
+def test_a_key_given_twice_is_an_error_naming_both_lines(tmp_path):
+    path = write(tmp_path, "name: x\ntraining:\n  epochs: 3\nmodel:\n  cell: gru\n"
+                           "training:\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=rf"{path}:6: duplicate key 'training' \(first at line 2\)"):
+        load_config(TranslationConfig, path)
+    with pytest.raises(ConfigError, match=r"c.yaml:4: duplicate key 'cell' \(first at line 3\)"):
+        load_config(TranslationConfig, write(tmp_path, "name: x\nmodel:\n  cell: gru\n  cell: lstm\n"))
+    with pytest.raises(ConfigError, match=r"--set data.paths:1: duplicate key 'a'"):
+        apply_overrides({}, ["data.paths={a: 1, a: 2}"])
+
+
+@pytest.mark.parametrize("name", ["", " ", ".", "..", "../elsewhere", "a/b", "/tmp/x", "a\\\\b"])
+def test_a_run_name_outside_runs_is_an_error(tmp_path, name):
+    with pytest.raises(ConfigError, match=r"^name: must name a folder of runs/"):
+        load_config(TranslationConfig, write(tmp_path, f"name: {name!r}\n"), [])

@@ -15,12 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from data_prep import fsdd
+from pipelines.config import ConfigError
 from tests.helpers import ROOT
 
 PYTHON = sys.executable
@@ -237,6 +239,59 @@ def test_unreachable_worker_is_one_line_within_the_timeout(multi30k_dir, tmp_pat
     assert len(lines) == 1 and f"no answer from 127.0.0.1:{ports[1]}" in lines[0], err
     assert "Traceback" not in err
     assert not run.exists()
+
+
+def _silent_peer() -> socket.socket:
+    """A listening socket that accepts connections (the kernel does) and never answers."""
+    peer = socket.socket()
+    peer.bind(("127.0.0.1", 0))
+    peer.listen()
+    return peer
+
+
+def test_a_peer_that_accepts_but_is_no_worker_is_named_within_the_timeout():
+    from pipelines import distribute
+
+    own, = _free_ports(1)
+    with _silent_peer() as peer:
+        address = f"127.0.0.1:{peer.getsockname()[1]}"
+        start = time.monotonic()
+        with pytest.raises(ConfigError, match=f"{address} accepts connections but did not "
+                                              "answer as a TensorFlow worker within 1 s"):
+            distribute.wait_for_peers([f"127.0.0.1:{own}", address], f"127.0.0.1:{own}", 1)
+        assert time.monotonic() - start < 1 + 2 * distribute.ANSWER_SECONDS + 2
+
+
+def test_ctrl_c_while_waiting_for_the_cluster_is_one_line(tmp_path):
+    own, = _free_ports(1)
+    with _silent_peer() as peer:
+        proc = subprocess.Popen(
+            _pipeline("translation", "translation_smoke", tmp_path / "run",
+                      {"training.distribution": "multi_worker"}, stage="train"),
+            env=_env(TF_CONFIG=json.dumps({
+                "cluster": {"worker": [f"127.0.0.1:{own}", f"127.0.0.1:{peer.getsockname()[1]}"]},
+                "task": {"type": "worker", "index": 0}})),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not _listening(own):  # it waits for its peers
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 130
+    assert err == "interrupted while waiting for the other workers of TF_CONFIG\n"
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 @pytest.mark.slow

@@ -44,7 +44,8 @@ def test_export_transcribes_like_the_transcribe_stage(speech_smoke_run, data_dir
         assert "TensorSpec(shape=(None, None), dtype=tf.float32, name='waveforms')" in errors[case]
     assert "lengths must have one entry per waveform" in errors["lengths mismatch"]
     assert "a length exceeds the padded length of waveforms" in errors["length too long"]
-    assert errors["silence"] == ""
+    assert "samples outside [-1, 1]" in errors["int16-scale floats"]
+    assert errors["silence"] == "" and errors["empty batch"] == []
 
 
 

@@ -8,6 +8,7 @@ from data_prep.audio_features import AudioError, load_audio
 from data_prep.manifest import (
     ManifestError,
     commonvoice_manifest,
+    correct_durations,
     librispeech_manifest,
     ljspeech_manifest,
     main,
@@ -108,6 +109,15 @@ def test_jsonl_round_trip_and_relative_paths(tmp_path):
     ("{not json", r"m.jsonl:2: invalid JSON"),
     ('{"audio_filepath": "a.wav", "text": "x"}', r"m.jsonl:2: missing duration"),
     ('{"audio_filepath": "a.wav", "duration": 1, "text": 5}', r"m.jsonl:2: text must be"),
+    ('{"audio_filepath": "a.wav", "duration": "1.5", "text": "x"}',
+     r"m.jsonl:2: duration must be a positive number of seconds, got '1.5'"),
+    ('{"audio_filepath": "a.wav", "duration": -1, "text": "x"}', r"m.jsonl:2: duration must"),
+    ('{"audio_filepath": "a.wav", "duration": true, "text": "x"}', r"m.jsonl:2: duration must"),
+    ('{"audio_filepath": 7, "duration": 1, "text": "x"}', r"m.jsonl:2: audio_filepath must"),
+    ('{"audio_filepath": "", "duration": 1, "text": "x"}', r"m.jsonl:2: audio_filepath must"),
+    ('{"audio_filepath": "a.wav", "duration": 1, "text": "x", "speaker": [1]}',
+     r"m.jsonl:2: speaker must be"),
+    ("[1, 2]", r"m.jsonl:2: missing audio_filepath"),
 ])
 def test_bad_manifest_lines_are_named(tmp_path, line, message):
     good = '{"audio_filepath": "a.wav", "duration": 1, "text": "x"}'
@@ -121,3 +131,17 @@ def test_converter_cli(tmp_path, capsys):
     assert main(["librispeech", str(root), str(tmp_path / "out" / "dev.jsonl")]) == 0
     assert "3 utterances" in capsys.readouterr().out
     assert len(read_manifest(tmp_path / "out" / "dev.jsonl")) == 3
+
+
+def test_durations_are_checked_against_the_audio(tmp_path):
+    sf.write(tmp_path / "a.wav", noise(2.0), 16000)
+    entries = [{"audio_filepath": str(tmp_path / "a.wav"), "duration": d, "text": "x"}
+               for d in (2.04, 9.0)]
+    corrected = correct_durations(entries)
+    assert [given for _, given in corrected] == [9.0]  # within 0.1 s: kept
+    assert [e["duration"] for e in entries] == [2.04, 2.0]
+
+
+def test_a_manifest_path_that_is_a_directory_is_named(tmp_path):
+    with pytest.raises(ManifestError, match=f"^{tmp_path}: is a directory, not a manifest file$"):
+        read_manifest(tmp_path)

@@ -119,6 +119,10 @@ def test_manifest_corpus_all_stages(tmp_path, capsys, monkeypatch):
     assert run("transcribe", *common, "--input", listing) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and out[1] == ""  # the blank line stays, so lines match up
+    # ... or the audio files as arguments, without reading stdin.
+    monkeypatch.setattr("sys.stdin", None)
+    assert run("transcribe", *common, *listing.read_text().split()) == 0
+    assert capsys.readouterr().out.splitlines() == [out[0], out[2]]
     monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"\n\n")))
     assert run("transcribe", *common) == 0
     assert capsys.readouterr().out == "\n\n"

@@ -3,6 +3,10 @@ processes, atomically, resuming after an interruption), ``train`` streams them; 
 features, labels and batches are those of the in-memory pipeline."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -215,3 +219,55 @@ def test_bad_audio_in_a_worker_process_is_one_line_naming_it(tmp_path, capsys):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert f"{bad}: cannot read audio" in err
     assert not (tmp_path / "r").exists()
+
+
+# A prepare's feature extraction in two worker processes, with work for minutes.
+BUSY_PREPARE = """
+import sys
+from data_prep.feature_shards import ShardTask
+from data_prep.speech_config import FeatureConfig
+from pipelines.speech.shards import computed
+
+tasks = [ShardTask(k, 0, [sys.argv[1]] * 5000, [1.0] * 5000, [-1] * 5000) for k in range(4)]
+for _ in computed(tasks, FeatureConfig(), workers=2):
+    pass
+"""
+
+
+def _workers_of(pid: int) -> list[int]:
+    """The multiprocessing workers whose parent is ``pid``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # not a process, or gone
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_feature_workers_end_when_their_prepare_is_killed(corpus):
+    wav = str(Path(corpus["train"]).parent / "train" / "0.wav")
+    parent = subprocess.Popen([sys.executable, "-c", BUSY_PREPARE, wav], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers := _workers_of(parent.pid)) < 2:
+            assert time.monotonic() < deadline and parent.poll() is None, "no workers started"
+            time.sleep(0.2)
+    finally:
+        parent.kill()  # SIGKILL: no cleanup of its own
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(pid) for pid in workers)

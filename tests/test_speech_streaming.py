@@ -124,3 +124,26 @@ def test_stream_of_silence_is_empty_and_step_rejects_unstreamable_features():
     with pytest.raises(ValueError, match="multiple of 2 feature frames"):
         StreamStep(model, GraphFeatures(FEATURES, STATS), 7)
     assert streaming.NO_END > 10 ** 8
+
+
+def test_a_stray_byte_at_the_end_of_stdin_is_ignored_with_a_warning(capsys):
+    import io
+
+    from pipelines.speech.streaming import stdin_blocks
+
+    pcm = (np.arange(-500, 500, dtype=np.int16) * 30).tobytes()
+    blocks = list(stdin_blocks(io.BufferedReader(io.BytesIO(pcm + b"\x07")), 8000,
+                               block_bytes=300))
+    assert np.array_equal(np.concatenate(blocks), np.frombuffer(pcm, "<i2") / 32768.0)
+    assert "stdin ends with half a sample (an odd number of bytes), ignored" in \
+        capsys.readouterr().err
+
+
+def test_a_damaged_tflite_step_model_is_one_line_naming_it(tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.speech.streaming import tflite_runner
+
+    path = tmp_path / "stream_float32.tflite"
+    path.write_bytes(b"TFL3" + b"\x00" * 20)
+    with pytest.raises(ConfigError, match=f"^{path}: truncated or damaged TFLite step model"):
+        tflite_runner(path, step=None)

@@ -110,6 +110,7 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
     # A fresh process that imports only TensorFlow and tensorflow-text gets the same.
     assert saved_model_client("translate", run_dir / "export",
                               stdin="".join(t + "\n" for t in texts)) == got
+    assert exported.translate(tf.zeros([0], tf.string)).numpy().tolist() == []  # empty batch
 
 
 def test_bad_config_exits_with_message(tmp_path, capsys):
@@ -308,3 +309,22 @@ def test_corrupt_training_shard_is_an_error_naming_it(toy_translation_run, tmp_p
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
     assert str(shard) in err and "truncated or corrupt" in err
+
+
+def test_the_translation_export_answers_an_empty_batch(toy_run_copy):
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the SentencePiece ops for loading)
+
+    assert run("export", *toy_run_copy) == 0
+    exported = tf.saved_model.load(toy_run_copy[toy_run_copy.index("--run-dir") + 1] + "/export")
+    assert exported.translate(tf.zeros([0], tf.string)).numpy().tolist() == []
+    assert len(exported.translate(tf.constant(["ein hund ."])).numpy()) == 1
+
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_a_warning(toy_corpus, tmp_path, capsys):
+    args = toy_prepare_args(toy_corpus, tmp_path / "run")
+    assert run("prepare", *args, "--set", "tokenizer.vocab_size=500") == 0
+    report = json.loads((tmp_path / "run" / "data" / "report.json").read_text())
+    assert report["source_vocab_size"] < 500
+    assert (f"[prepare] warning: tokenizer.vocab_size=500, but the training text gives only "
+            f"{report['source_vocab_size']} (source)") in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Speech recognition pipeline (CTC): prepare -> train -> evaluate, plus transcribe.
 
     python -m pipelines.speech all --config pipelines/configs/speech_smoke.yaml
-    ls *.wav | python -m pipelines.speech transcribe --config ...
+    python -m pipelines.speech transcribe --config ... a.wav b.wav   # or paths on stdin
     python -m pipelines.speech stream --config ... FILE.wav ...   # or raw PCM on stdin: -
 
 Corpora: isolated FSDD digits, connected digit strings built from FSDD, or any JSONL
@@ -33,11 +33,13 @@ STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "stream", "export",
 
 
 def arguments(parser) -> None:
-    """The ``stream`` stage's arguments."""
+    """The ``transcribe`` and ``stream`` stages' arguments."""
     parser.add_argument(
         "audio", nargs="*", metavar="FILE.wav | -",
-        help="stream: audio files, or - (the default) for raw 16-bit little-endian mono PCM "
-             "on stdin at the model's sample rate (features.sample_rate)")
+        help="transcribe: audio files (none: their paths are read from --input or stdin, "
+             "one a line); stream: audio files, or - (the default) for raw 16-bit "
+             "little-endian mono PCM on stdin at the model's sample rate "
+             "(features.sample_rate)")
     parser.add_argument(
         "--tflite", action="store_true",
         help="stream: run the exported TFLite step model (see export) with the LiteRT "

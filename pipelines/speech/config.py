@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
-from data_prep.config_checks import ConfigError, at_least, choice, positive
+from data_prep.config_checks import ConfigError, at_least, choice, positive, run_name
 from data_prep.speech_config import (
     LIBRISPEECH_SUBSETS,
     DigitStringConfig,
@@ -169,6 +169,7 @@ class SpeechConfig:
     SET_BY_PIPELINE = ("model.num_features", "model.vocab_size", "model.blank_index")
 
     def validate(self, where):
+        run_name(self.name, "name")
         for name in self.SET_BY_PIPELINE:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set by the pipeline from the features and "

@@ -15,6 +15,7 @@ from data_prep.speech_dataset import make_inference_batches
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
 from models.rnn_cells import without_cudnn
+from pipelines import checkpoint_average
 from pipelines.config import ConfigError
 from pipelines.speech.config import SpeechConfig
 from pipelines.speech.data import featurize, vocabulary
@@ -55,7 +56,7 @@ def closed_set_candidates(run, vocab: Vocabulary) -> list[list[int]]:
 def load_checkpoint(run) -> CTCRecognizer:
     """The best checkpoint of ``run`` (a RunDir). Keras finds the class it names because
     this module imports its module, which registers it."""
-    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
 def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
@@ -95,9 +96,10 @@ def export_recognizer(decoder: CTCDecoder, vocab: Vocabulary, features: GraphFea
                       path) -> None:
     """Write a SavedModel whose ``transcribe`` signature maps waveforms to transcripts.
 
-    ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] at the
-    model's sample rate, each row zero-padded after its length, and int32 ``[batch]``
-    lengths -> ``[batch]`` strings. Features (``GraphFeatures``), the acoustic model, the
+    ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] (an
+    error otherwise: int16 samples must be scaled by 1/32768) at the model's sample
+    rate, each row zero-padded after its length, and int32 ``[batch]`` lengths ->
+    ``[batch]`` strings (an empty batch: none). Features (``GraphFeatures``), the acoustic model, the
     configured CTC search and the vocabulary lookup all run in the graph, so serving
     needs only TensorFlow.
     """
@@ -112,11 +114,20 @@ def export_recognizer(decoder: CTCDecoder, vocab: Vocabulary, features: GraphFea
             tf.debugging.assert_less_equal(lengths, tf.shape(waveforms)[1], message=(
                 "transcribe: a length exceeds the padded length of waveforms")),
             tf.debugging.assert_all_finite(waveforms, "transcribe: NaN or infinite samples"),
+            # int16 samples passed as floats would be transcribed as noise.
+            tf.debugging.assert_less_equal(tf.reduce_max(tf.abs(waveforms)), 1.0, message=(
+                "transcribe: samples outside [-1, 1]; scale 16-bit PCM by 1/32768")),
         ]
-        with tf.control_dependencies(checks):
+
+        def transcripts():
             feats, frames = features(waveforms, lengths)
-        ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
-        return ids_to_text(ids, table, vocab.blank_index)
+            ids = decoder.decode_tensor({"features": feats, "feature_lengths": frames})
+            return ids_to_text(ids, table, vocab.blank_index)
+
+        with tf.control_dependencies(checks):
+            # An empty batch gets no transcripts (the model's graph needs a row).
+            return tf.cond(tf.shape(waveforms)[0] > 0, transcripts,
+                           lambda: tf.zeros([0], tf.string))
 
     # Traced with Keras' generic RNN loop: a graph traced with cuDNN's (on a GPU) would
     # run on GPUs only, and fail on an empty waveform (cuDNN refuses a fully masked row).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from data_prep.feature_shards import (
     check_shard,
     compute_shard,
     default_workers,
+    end_with_parent,
     finished,
     group_stats,
     marker,
@@ -133,15 +135,17 @@ def computed(tasks: list[ShardTask], cfg: FeatureConfig, workers: int
     worker (or one task), else in ``workers`` processes.
 
     Processes start with ``spawn``: forking a process that runs TensorFlow's thread pools
-    can deadlock the child. At most two tasks per worker are in flight, so finished
-    shards wait in memory only until they are written.
+    can deadlock the child; they end when this process does, even killed. At most two
+    tasks per worker are in flight, so finished shards wait in memory only until they
+    are written.
     """
     if workers == 1 or len(tasks) <= 1:
         for task in tasks:
             yield compute_shard(task, cfg)
         return
     workers = min(workers, len(tasks))
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=end_with_parent, initargs=(os.getpid(),))
     queue, pending = iter(tasks), set()
     try:
         while True:

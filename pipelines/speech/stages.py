@@ -14,7 +14,7 @@ from data_prep.audio_features import AudioError, extract_features
 from data_prep.char_vocabulary import VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
-from data_prep.manifest import ManifestError, read_manifest, write_manifest
+from data_prep.manifest import ManifestError, correct_durations, read_manifest, write_manifest
 from data_prep.piece_vocabulary import Vocabulary, train_units
 from data_prep.speech_dataset import make_training_dataset
 from data_prep.subword_tokenizer import TokenizerError
@@ -62,6 +62,24 @@ UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and commands
 
 
+def made_from(cfg: SpeechConfig) -> dict:
+    """The config sections each stage's output is made from, as its fingerprint counts
+    them (``cli.Context``): what a later stage may not change, but decoding."""
+    prepare = {"data": cfg.data, "features": cfg.features,
+               "shards": {"utterances": cfg.shards.utterances}}
+    if cfg.data.corpus == "fsdd_strings":
+        prepare["strings"] = cfg.strings
+    if cfg.synthetic.voices:
+        prepare["synthetic"] = cfg.synthetic
+    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
+    export = {"decoding": cfg.decoding, **({"streaming": cfg.streaming} if cfg.model.causal
+                                           else {})}
+    return {"prepare": prepare,
+            "train": {"model": cfg.model, "augment": cfg.augment, "training": training,
+                      "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb}},
+            "evaluate": {"decoding": cfg.decoding}, "export": export}
+
+
 def prepare(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     if cfg.synthetic.voices:
@@ -74,8 +92,6 @@ def prepare(ctx: cli.Context) -> None:
                      {"train_shard_utterances": cfg.shards.utterances})  # not the workers
     if not ctx.start("prepare", fp, run.path("data")):
         return
-    # New data or features: what was trained on the old ones must not be reused.
-    run.invalidate("prepare", "train", "evaluate", "export")
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
     for split in SPLITS:
@@ -96,6 +112,12 @@ def prepare(ctx: cli.Context) -> None:
         items = entries[split]
         for item in items:
             vocab.encode(item["text"], where=item["audio_filepath"])
+        corrected = correct_durations(items)
+        if corrected:
+            first, given = corrected[0]
+            print(f"[prepare] warning: {len(corrected)} {split} durations differ from their "
+                  f"audio's; the audio's are used (first: {first['audio_filepath']}, {given} s "
+                  f"in the manifest, {first['duration']} s of audio)", file=sys.stderr)
         if split == "train" and cfg.synthetic.voices:
             items = items + synthetic_entries(cfg, run, items)
         entries[split] = items
@@ -126,7 +148,7 @@ def prepare(ctx: cli.Context) -> None:
     atomic_savez(run.path("features", "val.npz"), features=np.concatenate(features),
                  lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
-    run.mark_done("prepare", fp)
+    ctx.done("prepare", fp)
     print("[prepare] " + ", ".join(
         f"{s} {report[s]['utterances']} utterances ({report[s]['hours']:.2f} h)" for s in SPLITS)
         + f"; {cfg.features.num_features} {cfg.features.kind} features")
@@ -155,11 +177,13 @@ def train(ctx: cli.Context) -> None:
     # Checkpoints depend on everything but the stopping criteria, so raising
     # training.epochs or max_minutes continues a finished run instead of restarting it.
     training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    prepared = run.require("prepare", "train")
+    prepared = ctx.require("prepare", "train")
     # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
     checkpoint_fp = fingerprint("train", prepared, cfg.model, cfg.augment,
                                 cfg.shards.shuffle_buffer_mb, trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
+    if not ctx.force:
+        trainer.check_resumable(run, checkpoint_fp)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
@@ -191,7 +215,7 @@ def train(ctx: cli.Context) -> None:
         # TensorFlow's message ("corrupted record at 1234") does not say which shard.
         shards.check()
         raise
-    run.mark_done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
+    ctx.done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
                   train_seconds=state["train_seconds"], skipped_train=shards.skipped,
                   skipped_val=val_skipped)
 
@@ -200,7 +224,7 @@ def evaluate(ctx: cli.Context) -> None:
     """Test WER/CER and real-time factor. Test features are not cached: computing them
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
+    fp = fingerprint("evaluate", ctx.require("train", "evaluate"), cfg.decoding)
     if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
     vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
@@ -242,14 +266,16 @@ def evaluate(ctx: cli.Context) -> None:
                "beam_width": cfg.decoding.beam_width,
                "rtf_definition": "wall seconds to read audio, compute features and decode, "
                                  "per second of audio (batched, this machine)",
-               "greedy": summary("greedy")}
+               "greedy": summary("greedy"),
+               "decoding": dataclasses.asdict(cfg.decoding),
+               "config_fingerprint": ctx.config_fingerprint()}
     if tuning:
         metrics["without_lm"] = summary(cfg.decoding.strategy)
         metrics["lm"] = {k: tuning[k] for k in ("order", "weight", "word_bonus", "val_wer",
                                                 "training_sentences")}
         metrics["lm"]["beam_width"] = cfg.decoding.lm.beam_width
     atomic_write_json(run.path("metrics.json"), metrics)
-    run.mark_done("evaluate", fp)
+    ctx.done("evaluate", fp)
     without = (f"without it ({cfg.decoding.strategy}) {metrics['without_lm']['wer']:.2%}; "
                if tuning else "")
     print(f"[evaluate] test WER {main['wer']:.2%} CER {main['cer']:.2%} utterance accuracy "
@@ -259,11 +285,15 @@ def evaluate(ctx: cli.Context) -> None:
 
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    run.require("train", "transcribe")
+    ctx.require("train", "transcribe")
+    if ctx.options.audio and ctx.input is not None:
+        raise ConfigError("transcribe: give the audio files as arguments or in --input, "
+                          "not both")
     decoder = (language_model_decoder(cfg, run)[0] if cfg.decoding.lm is not None
                else load_recognizer(cfg, run, cfg.decoding.strategy))
     vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
-    for lines in cli.input_batches(ctx.input):
+    # Audio files given as arguments are one batch; else paths are read as they arrive.
+    for lines in [ctx.options.audio] if ctx.options.audio else cli.input_batches(ctx.input):
         paths = [line.strip() for line in lines]
         # One output line per input line: a blank line gives a blank transcript.
         todo = [i for i, path in enumerate(paths) if path]
@@ -299,8 +329,8 @@ def stream(ctx: cli.Context) -> None:
     if (ctx.options.int8 or ctx.options.float16) and not ctx.options.tflite:
         raise ConfigError(f"--{'int8' if ctx.options.int8 else 'float16'}: selects the TFLite "
                           "model; use it with --tflite")
-    run.require("train", "stream")
-    if ctx.options.tflite and not run.is_current("export", export_fingerprint(cfg, run)):
+    ctx.require("train", "stream")
+    if ctx.options.tflite and not run.is_current("export", export_fingerprint(ctx)):
         # TFLite files of an earlier model or chunk size would stream something else.
         raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
                           "the model or config; run the export stage before 'stream --tflite'")
@@ -320,8 +350,9 @@ def stream(ctx: cli.Context) -> None:
         print(text, flush=True)
 
 
-def export_fingerprint(cfg: SpeechConfig, run) -> str:
-    return fingerprint("export", run.require("train", "export"), cfg.decoding,
+def export_fingerprint(ctx: cli.Context) -> str:
+    cfg = ctx.config
+    return fingerprint("export", ctx.require("train", "export"), cfg.decoding,
                        cfg.streaming if cfg.model.causal else None)
 
 
@@ -329,7 +360,7 @@ def export(ctx: cli.Context) -> None:
     """A SavedModel transcribing waveforms with the configured decoding, all in its graph;
     for a causal model also the TFLite streaming step (``TFLITE_VARIANTS``)."""
     cfg, run = ctx.config, ctx.run
-    fp = export_fingerprint(cfg, run)
+    fp = export_fingerprint(ctx)
     target = run.path("export")
     if not ctx.start("export", fp, target):
         return
@@ -352,7 +383,7 @@ def export(ctx: cli.Context) -> None:
             print(f"[export] TFLite streaming step ({variant}, {cfg.streaming.chunk_ms:g} ms "
                   f"chunks): {path} ({path.stat().st_size / 1e6:.2f} MB)")
         shutil.rmtree(step_model)
-    run.mark_done("export", fp)
+    ctx.done("export", fp)
 
 
 def report(ctx: cli.Context) -> None:

@@ -12,6 +12,7 @@ features and logits, chunk by chunk (see ``models.ctc_streaming``).
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 
 import keras
@@ -24,6 +25,7 @@ from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_config import FeatureConfig
 from models.ctc_recognizer import CTCRecognizer, subsampled_length
 from models.ctc_streaming import NO_END, StreamingRecognizer
+from pipelines.config import ConfigError
 from pipelines.reports.notebooks import native_stderr_silenced
 
 
@@ -205,7 +207,8 @@ def _skip_wav_header(stream, sample_rate: int) -> None:
 def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[np.ndarray]:
     """Float32 samples of raw 16-bit little-endian mono PCM on ``stream`` (a binary
     stdin), as they arrive. A wav stream is accepted too if it holds that format (its
-    header is checked, so a wrong rate or channel count is an error, not noise)."""
+    header is checked, so a wrong rate or channel count is an error, not noise). A last
+    odd byte is ignored, with a warning."""
     head = _read_exactly(stream, 12)
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         _skip_wav_header(stream, sample_rate)
@@ -220,9 +223,9 @@ def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[
         if not data:
             break
         carry += data
-    if carry:
-        raise AudioError("stdin: the stream ends with half a sample (an odd number of bytes); "
-                         f"expected raw 16-bit mono PCM at {sample_rate} Hz")
+    if carry:  # the utterance before it is still transcribed
+        print("[stream] warning: stdin ends with half a sample (an odd number of bytes), "
+              f"ignored; expected raw 16-bit mono PCM at {sample_rate} Hz", file=sys.stderr)
 
 
 class PartialDisplay:
@@ -281,8 +284,14 @@ def tflite_runner(path, step: StreamStep) -> Callable:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no TFLite step model; run the export stage first")
-    with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
-        runner = Interpreter(model_path=str(path)).get_signature_runner("step")
+    try:
+        with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
+            runner = Interpreter(model_path=str(path)).get_signature_runner("step")
+    except (ValueError, RuntimeError) as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: truncated or damaged TFLite step model ({first_line}); "
+                          "run export --force to make it again") from None
+    with native_stderr_silenced():
         runner(**{spec.name: np.zeros(spec.shape, spec.dtype.as_numpy_dtype)
                   for spec in step.input_signature()})
     states = len(step.initial_states())

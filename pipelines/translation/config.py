@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.config_checks import ConfigError, at_least, choice, positive
+from data_prep.config_checks import ConfigError, at_least, choice, positive, run_name
 from data_prep.iwslt14 import LANGUAGES as IWSLT14_LANGUAGES
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES
 from models.config import Seq2SeqConfig
@@ -101,6 +101,7 @@ class TranslationConfig:
     SET_BY_PIPELINE = ("model.source_vocab_size", "model.target_vocab_size")
 
     def validate(self, where):
+        run_name(self.name, "name")
         for name in self.SET_BY_PIPELINE:
             if getattr(self.model, name.split(".")[1]):
                 raise ConfigError(f"{name}: set from the trained tokenizer; configure "

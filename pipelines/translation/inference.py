@@ -14,13 +14,14 @@ from data_prep.text_dataset import make_source_batches
 from models.decoding import Translator
 from models.rnn_cells import without_cudnn
 from models.seq2seq_translator import Seq2SeqTranslator
+from pipelines import checkpoint_average
 from pipelines.translation.config import DecodingConfig
 
 
 def load_checkpoint(run) -> Seq2SeqTranslator:
     """The best checkpoint of ``run`` (a RunDir). Keras finds the classes it names because
     this module imports their modules, which register them."""
-    return keras.saving.load_model(run.path("checkpoints", "best.keras"))
+    return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
 def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:
@@ -65,6 +66,11 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     translator = make_translator(model, decoding, decoding.beam_size)
 
     def translate_strings(texts):
+        # An empty batch gets no translations (the search's graph needs a row).
+        return tf.cond(tf.size(texts) > 0, lambda: translations_of(texts),
+                       lambda: tf.zeros([0], tf.string))
+
+    def translations_of(texts):
         ids = source_tok.tokenize(texts)
         eos = tf.fill([ids.nrows(), 1], EOS_ID)
         output = translator(tf.concat([ids, eos], axis=1).to_tensor(default_value=PAD_ID))

@@ -43,8 +43,16 @@ from pipelines.translation.inference import (
     translate_with,
 )
 
-DOWNSTREAM_STAGES = ("train", "evaluate", "export")  # stages built on prepare's output
 UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in tokens
+
+
+def made_from(cfg: TranslationConfig) -> dict:
+    """The config sections each stage's output is made from, as its fingerprint counts
+    them (``cli.Context``): what a later stage may not change, but decoding."""
+    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
+    return {"prepare": {"data": cfg.data, "tokenizer": cfg.tokenizer},
+            "train": {"model": cfg.model, "training": training},
+            "evaluate": {"decoding": cfg.decoding}, "export": {"decoding": cfg.decoding}}
 
 
 def prepare(ctx: cli.Context) -> None:
@@ -62,8 +70,6 @@ def prepare(ctx: cli.Context) -> None:
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in inputs])
     if not ctx.start("prepare", fp, run.path("data")):
         return
-    # New data or tokenizers: what was trained on the old ones must not be reused.
-    run.invalidate("prepare", *DOWNSTREAM_STAGES)
     counts = {}
 
     def train_pairs():
@@ -88,6 +94,12 @@ def prepare(ctx: cli.Context) -> None:
     for side, proto in protos.items():
         atomic_write_bytes(tok_dir / f"{side}.model", proto)
     source_tok, target_tok = tokenizer_pair(protos["source"], protos["target"])
+    sizes = {side: tok.vocab_size for side, tok in (("source", source_tok), ("target", target_tok))
+             if tok.vocab_size < cfg.tokenizer.vocab_size}
+    if sizes:  # SentencePiece stops at the pieces the text has (hard_vocab_limit off)
+        print(f"[prepare] warning: tokenizer.vocab_size={cfg.tokenizer.vocab_size}, but the "
+              "training text gives only " + ", ".join(f"{n} ({side})" for side, n in sizes.items())
+              + " pieces", file=sys.stderr)
     too_long = {"count": 0}
     shards = write_pair_shards(
         tokenized_pairs(train_pairs(), source_tok, target_tok, cfg.data.max_length, too_long),
@@ -107,7 +119,7 @@ def prepare(ctx: cli.Context) -> None:
         write_lines(run.path("data", f"{split}.tgt"), corpus.target)
         report[split] = {"pairs": len(corpus), "dropped": corpus.dropped}
     atomic_write_json(run.path("data", "report.json"), report)
-    run.mark_done("prepare", fp)
+    ctx.done("prepare", fp)
     print(f"[prepare] train {kept} pairs in {len(shards)} shards (dropped {dropped['empty']} "
           f"empty, {dropped['too_long']} longer than {cfg.data.max_length} subwords), "
           f"val {len(held_out['val'])}, test {len(held_out['test'])}; vocab "
@@ -129,9 +141,11 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    checkpoint_fp = fingerprint("train", run.require("prepare", "train"), cfg.model,
+    checkpoint_fp = fingerprint("train", ctx.require("prepare", "train"), cfg.model,
                                 trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
+    if not ctx.force:
+        trainer.check_resumable(run, checkpoint_fp)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
@@ -156,13 +170,13 @@ def train(ctx: cli.Context) -> None:
         run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
         validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, checkpoint_fp,
     )
-    run.mark_done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
+    ctx.done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
                   train_seconds=state["train_seconds"])
 
 
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", run.require("train", "evaluate"), cfg.decoding)
+    fp = fingerprint("evaluate", ctx.require("train", "evaluate"), cfg.decoding)
     if not ctx.start("evaluate", fp, run.path("metrics.json")):
         return
     source_tok, target_tok = load_tokenizers(run)
@@ -180,16 +194,17 @@ def evaluate(ctx: cli.Context) -> None:
                          "sentences_per_second": round(len(hyps) / max(seconds, 1e-9), 1)}
     main = results[cfg.decoding.beam_size]
     metrics = {**main, "test_sentences": len(test_src), "length_penalty": cfg.decoding.length_penalty,
-               "greedy": results[1]}
+               "greedy": results[1], "decoding": dataclasses.asdict(cfg.decoding),
+               "config_fingerprint": ctx.config_fingerprint()}
     atomic_write_json(run.path("metrics.json"), metrics)
-    run.mark_done("evaluate", fp)
+    ctx.done("evaluate", fp)
     print(f"[evaluate] test BLEU {main['bleu']} chrF {main['chrf']} (beam {main['beam_size']}); "
           f"greedy BLEU {results[1]['bleu']}\n[evaluate] {main['signature']}")
 
 
 def translate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    run.require("train", "translate")
+    ctx.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
     model = load_checkpoint(run)
     translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
@@ -204,7 +219,7 @@ def translate(ctx: cli.Context) -> None:
 
 def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("export", run.require("train", "export"), cfg.decoding)
+    fp = fingerprint("export", ctx.require("train", "export"), cfg.decoding)
     target = run.path("export")
     if not ctx.start("export", fp, target):
         return
@@ -215,7 +230,7 @@ def export(ctx: cli.Context) -> None:
     export_translator(model, source_tok, target_tok, cfg.decoding, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    run.mark_done("export", fp)
+    ctx.done("export", fp)
     print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
 
 
