@@ -286,3 +286,17 @@ def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == greedy
     assert speech.main(["stream", *common, "--tflite", "--int8", *audio[:2]]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_audio_measurement_counts_edge_silence_and_clipping(tmp_path):
+    from benchmarks.an4_audio import measure
+
+    rate = 16000
+    speech = 0.5 * np.sin(np.arange(rate) * 2 * np.pi * 440 / rate)
+    audio = np.concatenate([np.zeros(rate), speech, np.zeros(rate)])  # 1 s, 1 s, 1 s
+    audio[rate + 100] = 1.0  # one clipped sample
+    path = tmp_path / "a.sph"
+    sf.write(path, audio, rate, format="NIST", subtype="PCM_16")
+    result = measure([{"audio_filepath": str(path)}], trim_db=30)
+    assert result["edge_silence_fraction"] == pytest.approx(2 / 3, abs=0.02)
+    assert (result["clipped_files"], result["clipped_samples"]) == (1, 1)
