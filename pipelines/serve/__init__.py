@@ -102,12 +102,15 @@ def main(argv=None) -> int:
     from pipelines.serve.limits import Batching, Limits
     from pipelines.serve.models import Speech, Translation
 
+    sock = None
     try:
-        sock = bind(args.host, args.port)
+        sock = bind(args.host, args.port)  # first: a busy port fails before minutes of export
         translation = Translation(args.translation) if args.translation else None
         speech = Speech(args.speech, args.stream_model) if args.speech else None
     except cli.USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
+        if sock:
+            sock.close()
         return 1
     limits = Limits(args.max_body_bytes, args.max_sentences, args.max_chars,
                     args.max_audio_seconds, args.max_streams, args.idle_seconds)
