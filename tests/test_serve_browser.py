@@ -74,7 +74,7 @@ def browser(wav, profile):
 @pytest.mark.slow
 @pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromium-driver are not "
                     "installed (make browser, as root: apt-get install chromium chromium-driver)")
-def test_the_page_transcribes_the_microphone_and_translates_typing(served, capsys, tmp_path):
+def test_the_page_transcribes_the_microphone_and_files_and_translates_typing(served, capsys, tmp_path):
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -91,6 +91,10 @@ def test_the_page_transcribes_the_microphone_and_translates_typing(served, capsy
                         "--run-dir", str(speech_run), "--tflite", "--int8", str(wav)]) == 0
     expected_transcript = capsys.readouterr().out.strip()
     assert expected_transcript
+    (tmp_path / "wavs.txt").write_text(f"{wav}\n")
+    assert speech.main(["transcribe", "--config", str(CONFIGS / "speech_smoke_streaming.yaml"),
+                        "--run-dir", str(speech_run), "--input", str(tmp_path / "wavs.txt")]) == 0
+    expected_file_text = capsys.readouterr().out.strip()
     sentence = "Ein Hund läuft auf dem Rasen."
     (tmp_path / "de.txt").write_text(sentence + "\n", encoding="utf-8")
     assert translation.main(["translate", "--config", str(CONFIGS / "translation_smoke.yaml"),
@@ -120,6 +124,9 @@ def test_the_page_transcribes_the_microphone_and_translates_typing(served, capsy
         except TimeoutException:
             pass  # the assertion below shows what the page shows
         translated = driver.find_element(By.ID, "translation").text
+        driver.find_element(By.ID, "audio-file").send_keys(str(wav))  # the file upload
+        wait.until(lambda d: d.find_element(By.ID, "file-text").text not in ("", "…"))
+        file_text = driver.find_element(By.ID, "file-text").text
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "serve_page.png"))
         assert driver.find_element(By.ID, "status").text == ""
@@ -127,3 +134,4 @@ def test_the_page_transcribes_the_microphone_and_translates_typing(served, capsy
         driver.quit()
     assert shown == expected_transcript
     assert translated == expected_translation
+    assert file_text == expected_file_text
