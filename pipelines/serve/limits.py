@@ -21,4 +21,4 @@ class Limits:
 @dataclass(frozen=True)
 class Batching:
     max_batch: int = 64       # sentences per model call
-    max_wait_ms: float = 5.0  # how long a lone request waits for others
+    max_wait_ms: float = 2.0  # how long a lone request waits for others
