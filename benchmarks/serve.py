@@ -24,20 +24,23 @@ with bad requests mixed in.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import itertools
-import json
-import platform
-import sys
-import time
-from pathlib import Path
+import os
 
-import httpx
-import numpy as np
-import psutil
-import soundfile as sf
-from websockets.asyncio.client import connect
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # before TensorFlow loads
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import itertools  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+from websockets.asyncio.client import connect  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -113,7 +116,8 @@ def model_batch_gain(translation: Path, sentences, size: int = 32, rounds: int =
     model = tf.saved_model.load(str(translation / "export"))
     rates = {}
     for n in (1, size):
-        batches = [sentences[i * n:(i + 1) * n] for i in range(rounds)]
+        batches = [[sentences[(i * n + j) % len(sentences)] for j in range(n)]
+                   for i in range(rounds)]
         model.translate(tf.constant(batches[0]))  # warm-up
         start = time.perf_counter()
         for batch in batches:
@@ -174,7 +178,7 @@ async def soak(server, sentences, wavs, stream_audio, seconds: float) -> dict:
     stats = {"good": 0, "good_failed": 0, "bad": 0, "bad_not_4xx": 0, "bad_streams": 0,
              "bad_streams_wrong_close": 0}
     expected, memory = {}, []
-    process = psutil.Process(server.process.pid)
+    status = Path(f"/proc/{server.process.pid}/status")  # Linux
     deadline = time.monotonic() + seconds
 
     def check(key, ok, answer):
@@ -233,7 +237,9 @@ async def soak(server, sentences, wavs, stream_audio, seconds: float) -> dict:
 
         async def sampler():
             while time.monotonic() < deadline:
-                memory.append(process.memory_info().rss / 2**20)
+                rss_kb = next(line.split()[1] for line in status.read_text().splitlines()
+                              if line.startswith("VmRSS:"))
+                memory.append(int(rss_kb) / 1024)
                 await asyncio.sleep(5)
 
         await asyncio.gather(translator(0), translator(7), transcriber(), streamer(),
@@ -261,7 +267,7 @@ def main() -> None:
         utterances.append(audio)
     audio = np.concatenate(utterances)[:int(args.stream_seconds * rate)].astype("<i2")
     results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
-               f"{psutil.cpu_count()} cores, load average {psutil.getloadavg()[0]:.1f} at start",
+               f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
                "translation": str(translation), "speech": str(speech), "translate": {}}
     results["model_batch_gain"] = model_batch_gain(translation, sentences)
     print(f"[translate] the model alone: {results['model_batch_gain']}", flush=True)

@@ -4,6 +4,7 @@ process, ``served`` in conftest.py) on the smoke runs, its answers checked again
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -247,3 +248,31 @@ def test_command_line_refusals(capsys, tmp_path):
                        "--port", "0"]) == 1
     warning, error = capsys.readouterr().err.splitlines()
     assert warning.startswith("warning: serving on 0.0.0.0") and "no run.json" in error
+
+
+def test_dynamic_batcher_gathers_requests_without_splitting_them():
+    from pipelines.serve.batching import DynamicBatcher
+
+    calls = []
+
+    def upper(items):
+        calls.append(list(items))
+        if "boom" in items:
+            raise ValueError("boom")
+        return [item.upper() for item in items]
+
+    async def scenario():
+        batcher = DynamicBatcher(upper, max_batch=4, max_wait=0.05)
+        loop = asyncio.create_task(batcher.run())
+        requests = [["a"], ["b", "c"], ["d", "e"], ["f"]]  # arrive together
+        answers = await asyncio.gather(*(batcher.submit(r) for r in requests))
+        with pytest.raises(ValueError, match="boom"):
+            await batcher.submit(["boom"])
+        lone = await batcher.submit(["g"])
+        loop.cancel()
+        return answers, lone, await batcher.submit([])
+
+    answers, lone, empty = asyncio.run(scenario())
+    assert answers == [["A"], ["B", "C"], ["D", "E"], ["F"]] and lone == ["G"] and empty == []
+    # At most 4 items a call, a request never split: [a b c] then [d e f]; then the others.
+    assert calls == [["a", "b", "c"], ["d", "e", "f"], ["boom"], ["g"]]
