@@ -244,8 +244,11 @@ async def soak(server, sentences, wavs, stream_audio, seconds: float) -> dict:
 
         await asyncio.gather(translator(0), translator(7), transcriber(), streamer(),
                              streamer(), attacker(), sampler())
-    return {"seconds": seconds, **stats, "rss_mb_first": round(memory[0], 1),
-            "rss_mb_max": round(max(memory), 1), "rss_mb_last": round(memory[-1], 1)}
+    warm = memory[min(12, len(memory) - 1)]  # after a minute: every kind of call has run
+    return {"seconds": seconds, **stats, "rss_mb_start": round(memory[0], 1),
+            "rss_mb_after_1_min": round(warm, 1), "rss_mb_max": round(max(memory), 1),
+            "rss_mb_last": round(memory[-1], 1),
+            "rss_mb_each_minute": [round(m, 1) for m in memory[::12]]}
 
 
 def main() -> None:
@@ -256,6 +259,8 @@ def main() -> None:
     p.add_argument("--stream-seconds", type=float, default=8.0)
     p.add_argument("--max-streams", type=int, default=80)
     p.add_argument("--soak-seconds", type=float, default=600)
+    p.add_argument("--parts", default="translate,streams,soak",
+                   help="which parts to run (comma-separated)")
     p.add_argument("--output", help="write the results here as JSON")
     args = p.parse_args()
     translation, speech = Path(args.translation), Path(args.speech)
@@ -266,43 +271,61 @@ def main() -> None:
         audio, rate = sf.read(wav, dtype="int16")
         utterances.append(audio)
     audio = np.concatenate(utterances)[:int(args.stream_seconds * rate)].astype("<i2")
-    results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
+                .splitlines() if line.startswith("model name")), platform.machine())
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": f"{cpu}, "
                f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start",
                "translation": str(translation), "speech": str(speech), "translate": {}}
+    parts = args.parts.split(",")
+    if "translate" in parts:
+        translate_part(results, translation, sentences, args.requests)
+    if "streams" in parts:
+        streams_part(results, speech, audio, rate, args.max_streams)
+    if "soak" in parts:
+        soak_part(results, translation, speech, sentences, wavs, audio[:3 * rate],
+                  args.soak_seconds)
+    print(json.dumps(results, indent=1))
+    if args.output:
+        Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def translate_part(results, translation, sentences, requests) -> None:
     results["model_batch_gain"] = model_batch_gain(translation, sentences)
     print(f"[translate] the model alone: {results['model_batch_gain']}", flush=True)
     for name, flags in [("batched", []), ("one_at_a_time", ["--max-batch", 1, "--batch-wait-ms", 0])]:
         server = Server("--translation", translation, *flags)
         try:
             asyncio.run(translate_load(server.url, sentences, 4, 16))  # warm-up
-            levels = [asyncio.run(translate_load(server.url, sentences, c, args.requests))
+            levels = [asyncio.run(translate_load(server.url, sentences, c, requests))
                       for c in (1, 8, 32)]
         finally:
             server.stop()
         results["translate"][name] = levels
         for level in levels:
             print(f"[translate] {name}: {level}", flush=True)
-    server = Server("--speech", speech, "--max-streams", args.max_streams)
+
+
+def streams_part(results, speech, audio, rate, max_streams) -> None:
+    server = Server("--speech", speech, "--max-streams", max_streams)
     try:
         chunk_ms = httpx.get(server.url + "v1/models").json()["speech"]["streaming"]["chunk_ms"]
         chunk = int(rate * chunk_ms / 1000)
         results["streams"] = {"chunk_ms": chunk_ms, "stream_seconds": len(audio) / rate,
                               "levels": asyncio.run(stream_levels(
                                   server, audio, chunk, rate,
-                                  [n for n in (1, 10, 20, 30, 40, 60, 80) if n <= args.max_streams]))}
+                                  [n for n in (1, 10, 20, 30, 40, 60, 80) if n <= max_streams]))}
     finally:
         server.stop()
+
+
+def soak_part(results, translation, speech, sentences, wavs, audio, seconds) -> None:
     server = Server("--translation", translation, "--speech", speech)
     try:
-        results["soak"] = asyncio.run(soak(server, sentences[:50], wavs[:10], audio[:3 * rate],
-                                           args.soak_seconds))
+        results["soak"] = asyncio.run(soak(server, sentences[:50], wavs[:10], audio, seconds))
         print(f"[soak] {results['soak']}", flush=True)
         results["soak"]["server_errors_logged"] = sum("Traceback" in line for line in server.output)
     finally:
         server.stop()
-    print(json.dumps(results, indent=1))
-    if args.output:
-        Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
 
 
 if __name__ == "__main__":
