@@ -241,6 +241,8 @@ def test_ctrl_c_stops_the_server_with_one_line(served):
 def test_command_line_refusals(capsys, tmp_path):
     assert serve.main([]) == 2
     assert "nothing to serve" in capsys.readouterr().err
+    assert serve.main(["--speech", "runs/x", "--max-streams", "0"]) == 2
+    assert capsys.readouterr().err == "error: --max-streams: expected a positive number\n"
     assert serve.main(["--translation", "runs/x", "--host", "0.0.0.0"]) == 2
     err = capsys.readouterr().err
     assert "--allow-remote" in err and len(err.splitlines()) == 1

@@ -24,6 +24,8 @@ from pipelines import cli
 from pipelines.config import ConfigError
 
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+POSITIVE = ("max_batch", "max_body_bytes", "max_sentences", "max_chars", "max_audio_seconds",
+            "max_streams", "idle_seconds")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,6 +85,15 @@ def bind(host: str, port: int) -> socket.socket:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    problem = next((f"--{name.replace('_', '-')}: expected a positive number"
+                    for name in POSITIVE if getattr(args, name) <= 0), None)
+    if args.batch_wait_ms < 0:
+        problem = "--batch-wait-ms: expected 0 or more"
+    if not 0 <= args.port <= 65535:
+        problem = f"--port {args.port}: expected 0 to 65535"
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     if not (args.translation or args.speech):
         print("error: nothing to serve: give --translation RUN_DIR and/or --speech RUN_DIR",
               file=sys.stderr)
