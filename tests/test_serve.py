@@ -278,3 +278,45 @@ def test_dynamic_batcher_gathers_requests_without_splitting_them():
     assert answers == [["A"], ["B", "C"], ["D", "E"], ["F"]] and lone == ["G"] and empty == []
     # At most 4 items a call, a request never split: [a b c] then [d e f]; then the others.
     assert calls == [["a", "b", "c"], ["d", "e", "f"], ["boom"], ["g"]]
+
+
+class UpperCase:
+    """A stand-in translation model: the app needs only a callable with ``info``."""
+
+    info = {"run": "upper"}
+
+    def __call__(self, texts):
+        return [t.upper() for t in texts]
+
+
+def test_a_server_without_a_speech_model_says_so():
+    import threading
+    import time
+
+    import uvicorn
+
+    from pipelines.serve.app import create_app
+    from pipelines.serve.limits import Batching, Limits
+
+    app = create_app(UpperCase(), None, Limits(), Batching())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    sock = serve.bind("127.0.0.1", 0)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    try:
+        answer = httpx.post(url + "v1/translate", json={"sentences": ["ein hund", " "]})
+        assert answer.json() == {"translations": ["EIN HUND", ""]}
+        answer = httpx.post(url + "v1/transcribe", content=b"RIFF",
+                            headers={"Content-Type": "audio/wav"})
+        assert answer.status_code == 404 and answer.json() == {
+            "error": "no speech model is loaded"}
+        assert httpx.get(url + "v1/models").json()["speech"] is None
+        with connect(url.replace("http", "ws") + "v1/stream") as ws:
+            code, reason = closed_with(ws)
+        assert code == 1008 and reason.startswith("no streaming speech model is loaded")
+    finally:
+        server.should_exit = True
+        thread.join(10)
