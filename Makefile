@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PIPELINES_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install voices demo test lint clean
+.PHONY: install voices browser demo test lint clean
 
 install: $(STAMP)
 
@@ -33,6 +33,17 @@ voices:
 	else echo "espeak-ng is not installed (synthetic voices; its tests are skipped):" \
 		"sudo apt-get install espeak-ng"; fi
 
+# Chromium and its WebDriver (Debian's chromium and chromium-driver), for the server's
+# browser test: installed like espeak-ng above, else the test is skipped with the reason.
+browser:
+	@if command -v chromium > /dev/null && command -v chromedriver > /dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+		echo "installing chromium and chromium-driver (apt-get)"; \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver > /dev/null; } \
+		|| echo "apt-get could not install chromium; the browser test is skipped"; \
+	else echo "chromium is not installed (the server's browser test is skipped):" \
+		"sudo apt-get install chromium chromium-driver"; fi
+
 # The main job: train, evaluate and score the default translation model (3 epochs, about 15 minutes),
 # then the default speech model (isolated digits, about 5 minutes); each prints its scores.
 demo: $(STAMP)
@@ -40,7 +51,7 @@ demo: $(STAMP)
 	$(BIN)/python -m pipelines.speech all --config pipelines/configs/speech_demo.yaml
 
 # The whole test suite (about 10 minutes on 2 CPU cores).
-test: $(STAMP) voices
+test: $(STAMP) voices browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -81,6 +81,26 @@ def speech_streaming_smoke_run(data_dir, tmp_path_factory) -> Path:
     return _smoke_run(speech, "speech_smoke_streaming", data_dir, tmp_path_factory)
 
 
+@pytest.fixture(scope="session")
+def served(translation_smoke_run, speech_streaming_smoke_run, tmp_path_factory):
+    """``python -m pipelines.serve`` on copies of the translation and causal speech smoke
+    runs (which it exports first), with small limits for the limit tests:
+    (``tests.serve_server.Server``, translation run copy, speech run copy)."""
+    import shutil
+
+    from tests.serve_server import Server
+
+    root = tmp_path_factory.mktemp("served")
+    runs = [root / "translation", root / "speech"]
+    for source, copy in zip((translation_smoke_run, speech_streaming_smoke_run), runs):
+        shutil.copytree(source, copy)
+    server = Server("--translation", runs[0], "--speech", runs[1], "--max-streams", 3,
+                    "--max-sentences", 16, "--max-chars", 300, "--max-body-bytes", 300_000,
+                    "--max-audio-seconds", 8, "--idle-seconds", 2)
+    yield server, *runs
+    server.stop()
+
+
 @pytest.fixture
 def toy_corpus(tmp_path) -> dict:
     """Aligned toy files train/val/test in ``tmp_path``: {split: [source, target]}."""

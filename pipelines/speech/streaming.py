@@ -204,6 +204,11 @@ def _skip_wav_header(stream, sample_rate: int) -> None:
     raise AudioError(f"stdin: a wav header without a format chunk before its data; {expected}")
 
 
+def pcm16_samples(data: bytes) -> np.ndarray:
+    """Float32 samples in [-1, 1) of 16-bit little-endian PCM (an even number of bytes)."""
+    return np.frombuffer(data, "<i2").astype(np.float32) / 32768.0
+
+
 def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[np.ndarray]:
     """Float32 samples of raw 16-bit little-endian mono PCM on ``stream`` (a binary
     stdin), as they arrive. A wav stream is accepted too if it holds that format (its
@@ -217,7 +222,7 @@ def stdin_blocks(stream, sample_rate: int, block_bytes: int = 4096) -> Iterator[
     while True:
         whole = len(carry) // 2 * 2
         if whole:
-            yield np.frombuffer(carry[:whole], "<i2").astype(np.float32) / 32768.0
+            yield pcm16_samples(carry[:whole])
         carry = carry[whole:]
         data = stream.read1(block_bytes)
         if not data:

@@ -1,0 +1,4 @@
+from pipelines import cli
+from pipelines.serve import main
+
+cli.run_script(main)
