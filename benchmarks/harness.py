@@ -59,7 +59,7 @@ import time
 import warnings
 from pathlib import Path
 
-from pipelines.cli import quiet_tensorflow
+from pipelines.quiet import quiet_tensorflow
 
 quiet_tensorflow()
 

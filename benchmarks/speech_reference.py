@@ -37,7 +37,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.cli import quiet_tensorflow
+from pipelines.quiet import quiet_tensorflow
 
 quiet_tensorflow()
 

@@ -24,7 +24,7 @@ from models.ctc_recognizer import CTCRecognizer
 from pipelines import cli, trainer
 from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
-from pipelines.reports.notebooks import ReportError, report_stage
+from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
 from pipelines.speech.config import SPLITS, SpeechConfig
 from pipelines.speech.data import (

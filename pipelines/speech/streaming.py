@@ -26,7 +26,7 @@ from data_prep.speech_config import FeatureConfig
 from models.ctc_recognizer import CTCRecognizer, subsampled_length
 from models.ctc_streaming import NO_END, StreamingRecognizer
 from pipelines.config import ConfigError
-from pipelines.reports.notebooks import native_stderr_silenced
+from pipelines.quiet import native_stderr_silenced
 
 
 class StreamStep:

@@ -22,7 +22,7 @@ from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines import cli, trainer
 from pipelines.metrics import bleu_chrf
-from pipelines.reports.notebooks import ReportError, report_stage
+from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
 from pipelines.translation.config import SPLITS, TranslationConfig
 from pipelines.translation.data import (
