@@ -100,12 +100,12 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
     from data_prep.audio_features import extract_features, global_stats
     from data_prep.char_vocabulary import normalize_transcript
     from data_prep.speech_dataset import make_training_dataset as speech_dataset
-    from models.ctc_decoding import CTCDecoder, ctc_frames_needed
-    from models.ctc_recognizer import subsampled_length
+    from models.ctc_decoding import CTCDecoder
+    from models.ctc_frames import ctc_frames_needed, min_input_frames
     from pipelines.speech.config import SpeechConfig
     from pipelines.speech.data import (
+        fitting,
         load_entries,
-        min_input_frames,
         normalize_features,
         vocabulary,
     )
@@ -132,10 +132,12 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
                                                    cfg.data.remove_punctuation))
                   for e in train]
         # As the pipeline's load_labelled: drop utterances too short for their transcript.
-        keep = [i for i, (f, y) in enumerate(zip(features, labels)) if ctc_frames_needed(y)
-                <= subsampled_length(len(f), cfg.model.conv_layers, cfg.model.conv_stride)]
-        features, labels = [features[i] for i in keep], [labels[i] for i in keep]
-        min_lengths = [min_input_frames(ctc_frames_needed(y), cfg.model) for y in labels]
+        needed = [ctc_frames_needed(y) for y in labels]
+        keep, _ = fitting("train", train, [len(f) for f in features], needed, cfg)
+        features, labels, needed = ([x for x, k in zip(xs, keep) if k]
+                                    for xs in (features, labels, needed))
+        min_lengths = [min_input_frames(n, cfg.model.conv_layers, cfg.model.conv_stride)
+                       for n in needed]
         t = cfg.training
         keras.utils.set_random_seed(t.seed)
         model = build_speech_model(cfg, vocab)

@@ -18,9 +18,7 @@ from data_prep.digit_strings import make_digit_strings
 from data_prep.download import sha256_of
 from data_prep.manifest import ManifestError, entry, read_manifest
 from data_prep.piece_vocabulary import PieceVocabulary, Vocabulary
-from models.config import CTCRecognizerConfig
-from models.ctc_decoding import ctc_frames_needed
-from models.ctc_recognizer import subsampled_length
+from models.ctc_frames import ctc_frames_needed, subsampled_length
 from pipelines.config import ConfigError
 from pipelines.speech.config import SPLITS, SpeechConfig
 
@@ -108,11 +106,6 @@ def load_stats(run, cfg: FeatureConfig):
 def load_features(run, split) -> list[np.ndarray]:
     cached = np.load(run.path("features", f"{split}.npz"))
     return np.split(cached["features"], np.cumsum(cached["lengths"])[:-1])
-
-
-def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:
-    """Fewest feature frames the front end turns into ``logit_frames`` logit frames."""
-    return max(1, (logit_frames - 1) * model.conv_stride ** model.conv_layers + 1)
 
 
 def fitting(split: str, entries: list[dict], lengths: list[int], needed: list[int],
