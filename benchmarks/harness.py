@@ -97,7 +97,7 @@ DEFAULT_PARTS = "matmul,train,decode,speech"
 def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterances: int | None,
            warmup: int, steps: int) -> dict:
     """Feature extraction speed, training frames per second and inference real-time factor."""
-    from data_prep.audio_features import extract_features, global_stats
+    from data_prep.audio_features import extract_features, global_stats, normalize_features
     from data_prep.char_vocabulary import normalize_transcript
     from data_prep.speech_dataset import make_training_dataset as speech_dataset
     from models.ctc_decoding import CTCDecoder
@@ -106,7 +106,6 @@ def speech(cfg_path, overrides, data_dir, utterances: int | None, test_utterance
     from pipelines.speech.data import (
         fitting,
         load_entries,
-        normalize_features,
         vocabulary,
     )
     from pipelines.speech.inference import transcribe_files

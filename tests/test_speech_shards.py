@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.audio_features import extract_features, global_stats
+from data_prep.audio_features import extract_features, global_stats, normalize_features
 from data_prep.file_io import ShardError
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import LABEL_PAD, make_training_dataset
@@ -22,7 +22,7 @@ from pipelines.config import load_config
 from pipelines.run_dir import RunDir
 from pipelines.speech import shards as speech_shards
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import normalize_features, vocabulary
+from pipelines.speech.data import vocabulary
 from pipelines.speech.shards import load_train_features, streaming_dataset, train_shards
 from tests.helpers import ROOT, tone_corpus
 

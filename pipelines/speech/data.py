@@ -7,12 +7,7 @@ import sys
 import numpy as np
 
 from data_prep import an4, fsdd, librispeech
-from data_prep.audio_features import (
-    FeatureConfig,
-    extract_features,
-    normalize,
-    normalize_by_speaker,
-)
+from data_prep.audio_features import FeatureConfig
 from data_prep.char_vocabulary import CharVocabulary
 from data_prep.digit_strings import make_digit_strings
 from data_prep.download import sha256_of
@@ -74,26 +69,6 @@ def input_signature(cfg: SpeechConfig, data_dir) -> list:
         return an4.signature(data_dir)
     folder = fsdd.recordings_dir(data_dir)
     return sorted((p.name, p.stat().st_size) for p in folder.glob("*.wav"))
-
-
-def featurize(paths: list, cfg: FeatureConfig, stats, desc: str,
-              speakers: list | None = None) -> list[np.ndarray]:
-    """Normalized features of audio files (``stats``: the global (mean, std), or None).
-
-    ``speakers``: each file's speaker, for ``normalization: speaker``; None: all the
-    files are one speaker's.
-    """
-    features = extract_features(paths, cfg, desc=desc)
-    return normalize_features(features, cfg, stats, speakers or [""] * len(features))
-
-
-def normalize_features(features: list[np.ndarray], cfg: FeatureConfig, stats,
-                       speakers: list) -> list[np.ndarray]:
-    """``cfg.normalization`` of many utterances; ``speakers`` (one per utterance, None for
-    unknown) groups them for ``speaker`` normalization."""
-    if cfg.normalization == "speaker":
-        return normalize_by_speaker(features, speakers, cfg)
-    return [normalize(f, cfg, stats) for f in features]
 
 
 def load_stats(run, cfg: FeatureConfig):

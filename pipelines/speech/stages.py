@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep import fsdd
-from data_prep.audio_features import AudioError, extract_features
+from data_prep.audio_features import AudioError, extract_features, normalize_features
 from data_prep.char_vocabulary import VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
@@ -32,7 +32,6 @@ from pipelines.speech.data import (
     load_entries,
     load_labelled,
     load_stats,
-    normalize_features,
     vocabulary,
 )
 from pipelines.speech.inference import (
