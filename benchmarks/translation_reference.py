@@ -19,7 +19,7 @@ from benchmarks.translation_speed import TranslationData, encode_pairs, training
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
 from pipelines.metrics import bleu_chrf
 from pipelines.translation.data import training_batches
-from pipelines.translation.inference import translate_texts
+from pipelines.translation.inference import greedy, translate_texts
 from pipelines.translation.stages import build_model
 
 REFERENCE_BATCH = 64  # sentences per batch of the textbook recipe
@@ -180,7 +180,7 @@ def train_epoch(data: TranslationData, params: int, workdir) -> dict:
     trainer_pass(model, lambda: training_batches(cfg, shards, t.seed))
     seconds = time.perf_counter() - start
     hyps = translate_texts(model, data.source_tok, data.target_tok, data.val.source,
-                                       cfg.decoding, 1, progress=False)
+                           greedy(cfg.decoding), progress=False)
     results["ours"] = {"seconds": round(seconds, 1),
                        "val_bleu": bleu_chrf(hyps, data.val.target)["bleu"]}
     keras.utils.set_random_seed(t.seed)

@@ -30,7 +30,7 @@ from pipelines.translation.data import (
     train_tokenizers,
     training_batches,
 )
-from pipelines.translation.inference import translate_texts
+from pipelines.translation.inference import greedy, make_translator, translate_texts
 from pipelines.translation.stages import build_model
 
 GATES = {"gru": 3, "lstm": 4, "rnn": 1}  # weight blocks per recurrent cell
@@ -248,16 +248,15 @@ def decode(data: TranslationData, model, model_from: str, sentences: int | None,
     texts = data.test.source[:sentences] if sentences else data.test.source
     result = {"model": model_from, "sentences": len(texts), "batch_tokens": d.batch_tokens}
     greedy_ids = None
-    for beam in dict.fromkeys((1, d.beam_size)):
+    for beam, decoding in {1: greedy(d), d.beam_size: d}.items():
         name = "greedy" if beam == 1 else f"beam{beam}"
         # As the pipeline does it (evaluate): translate_texts, one graph traced per call.
         start = time.perf_counter()
-        hyps = translate_texts(model, data.source_tok, data.target_tok, texts, d,
-                                           beam, progress=False)
+        hyps = translate_texts(model, data.source_tok, data.target_tok, texts, decoding,
+                               progress=False)
         cold = time.perf_counter() - start
         # Steady state: the same batches through an already traced Translator.
-        translator = Translator(model, beam, d.length_penalty, d.max_length_ratio,
-                                d.max_length_offset)
+        translator = make_translator(model, decoding)
         warm_batch, _ = make_source_batches(texts[:1], data.source_tok, d.batch_tokens)
         translator(next(iter(warm_batch)))
         ids, seconds = batched_decode(translator, texts, data.source_tok, d.batch_tokens)
