@@ -26,6 +26,7 @@ from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
 from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
+from pipelines.speech import STAGE_NAMES
 from pipelines.speech.config import SPLITS, SpeechConfig
 from pipelines.speech.data import (
     input_signature,
@@ -393,5 +394,6 @@ def report(ctx: cli.Context) -> None:
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
                SynthesisError, TokenizerError)
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
-          "stream": stream, "export": export, "report": report}
+# The stages: the functions named in the package's STAGE_NAMES, in that order (the names
+# are declared there, where the command line reads them before TensorFlow is imported).
+STAGES = {name: globals()[name] for name in STAGE_NAMES}

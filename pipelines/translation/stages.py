@@ -24,6 +24,7 @@ from pipelines import cli, trainer
 from pipelines.metrics import bleu_chrf
 from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
+from pipelines.translation import STAGE_NAMES
 from pipelines.translation.config import SPLITS, TranslationConfig
 from pipelines.translation.data import (
     iter_split,
@@ -243,5 +244,6 @@ def report(ctx: cli.Context) -> None:
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (ReportError, TokenizerError)
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
-          "export": export, "report": report}
+# The stages: the functions named in the package's STAGE_NAMES, in that order (the names
+# are declared there, where the command line reads them before TensorFlow is imported).
+STAGES = {name: globals()[name] for name in STAGE_NAMES}
