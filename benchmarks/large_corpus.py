@@ -1,7 +1,7 @@
 """Memory of a corpus larger than memory: translation ``prepare`` + training steps on a
 synthetic corpus of millions of pairs, against the same on Multi30k's 29,000.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/large_corpus.py \\
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.large_corpus \\
         --pairs 3000000 29000 --steps 1000
 
 For each size, in a temporary directory that is removed afterwards (``--keep`` keeps it):
@@ -12,7 +12,7 @@ files, as ``data.corpus: files`` reads them; validation and test are Multi30k's)
    SentencePiece sample, tokenization and TFRecord shards), in its own process;
 2. ``--steps`` training steps of the demo model on those shards through the ``train``
    stage's input pipeline and compiled loop (``pipelines.translation.data.training_batches``
-   and ``pipelines.benchmark.trainer_pass``), in its own process (``--train-only``; the stage itself would
+   and ``benchmarks.timing.trainer_pass``), in its own process (``--train-only``; the stage itself would
    train whole epochs, 59,000 steps at 3M pairs).
 
 Each process's peak resident memory comes from ``os.wait4`` (its own ``ru_maxrss``).
@@ -77,8 +77,8 @@ def run_measured(command: list[str]) -> dict:
 def train_only(run_dir: Path, steps: int) -> None:
     """``steps`` training steps on the prepared shards of ``run_dir``, as ``train`` runs
     them (this process is what ``run_measured`` measures)."""
+    from benchmarks.timing import trainer_pass
     from data_prep.pair_shards import verified_shards
-    from pipelines.benchmark import trainer_pass
     from pipelines.config import load_config
     from pipelines.run_dir import RunDir
     from pipelines.translation.config import TranslationConfig
@@ -115,8 +115,8 @@ def measure(pairs: int, steps: int, keep: bool) -> dict:
         result["shards"] = report["train"]["shards"]
         result["shard_mib"] = round(sum(p.stat().st_size for p in (run_dir / "data").glob(
             "train-*.tfrecord")) / 2**20, 1)
-        result["train"] = run_measured([sys.executable, __file__, "--train-only", str(run_dir),
-                                        "--steps", str(steps)])
+        result["train"] = run_measured([sys.executable, "-m", "benchmarks.large_corpus",
+                                        "--train-only", str(run_dir), "--steps", str(steps)])
         result["train"]["steps"] = steps
     finally:
         if keep:

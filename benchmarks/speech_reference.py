@@ -8,7 +8,7 @@ Run it as a module from the repository root (``-m``: it imports
 example a user would start from (DeepSpeech2-like: 2-D convolutions over the spectrogram,
 five bidirectional GRUs, a dense layer, character CTC, Adam at 1e-4, batches of 32,
 ``model.fit``, greedy decoding) with its GRU width scaled so that it has as many
-parameters as ours, as ``pipelines.benchmark`` does for translation. Both read the same
+parameters as ours, as ``benchmarks.harness`` does for translation. Both read the same
 features from ``--run-dir``, a prepared speech run that is never written to: its training
 shards (every speed perturbation copy) and its validation and test splits.
 
@@ -37,7 +37,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.cli import quiet_tensorflow
+from pipelines.quiet import quiet_tensorflow
 
 quiet_tensorflow()
 
@@ -53,10 +53,10 @@ from benchmarks.deepspeech2_reference import (  # noqa: E402
     reference_parameters,
     reference_units,
 )
+from benchmarks.timing import timed_fit, timed_loop  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
 from models.ctc_decoding import CTCDecoder  # noqa: E402
 from pipelines import speech  # noqa: E402
-from pipelines.benchmark import timed_fit, timed_loop  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import wer_cer  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402

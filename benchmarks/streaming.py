@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from keras import ops  # noqa: E402
 
+from data_prep.audio_features import featurize  # noqa: E402
 from data_prep.graph_features import GraphFeatures  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
 from models.ctc_decoding import ctc_alignment  # noqa: E402
@@ -54,7 +55,7 @@ from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import wer_cer  # noqa: E402
 from pipelines.run_dir import RunDir  # noqa: E402
 from pipelines.speech.config import SpeechConfig  # noqa: E402
-from pipelines.speech.data import featurize, load_stats, vocabulary  # noqa: E402
+from pipelines.speech.data import load_stats, vocabulary  # noqa: E402
 from pipelines.speech.inference import in_batches, load_checkpoint  # noqa: E402
 from pipelines.speech.stages import build_model  # noqa: E402
 from pipelines.speech.streaming import (  # noqa: E402

@@ -1,7 +1,7 @@
 """The trainer's compiled loop (``pipelines.train_steps``) against ``model.fit``: steady-state
 training throughput on one device, same model, same batches, same process.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/train_loop.py --rounds 3
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.train_loop --rounds 3
 
 The model and batches are ``pipelines/configs/translation_demo.yaml``'s (Multi30k De->En,
 the default model; ``--set`` overrides fields). Each round trains a fresh model (same
@@ -13,7 +13,7 @@ loop as it is: only real target tokens projected to the vocabulary,
 of them, and: ``loop_keras_adam``, ``loop`` with ``keras.optimizers.Adam`` instead of
 ``FusedAdam``; ``loop_legacy_rnn``, ``loop`` with the ``keras.layers.RNN``-over-cell layers of older saved
 models (``legacy_rnn``) instead of Keras' GRU/LSTM layers. Reports real target
-tokens per second (``pipelines.benchmark``'s measure). Prints JSON.
+tokens per second (``benchmarks.harness``' measure). Prints JSON.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import time
 import keras
 import tensorflow as tf
 
+from benchmarks.timing import batch_tokens, timed_fit, timed_loop
+from benchmarks.translation_speed import load_translation_data
 from data_prep.text_dataset import make_training_dataset
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines import trainer
-from pipelines.benchmark import _batch_tokens, load_translation_data, timed_fit, timed_loop
 from pipelines.config import load_config
 from pipelines.translation.config import TranslationConfig
 from pipelines.translation.stages import build_model
@@ -75,7 +76,7 @@ def main() -> None:
                                      data.target_tok, t.batch_tokens, cfg.data.max_length,
                                      seed=t.seed).repeat()
 
-    counts = [_batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
+    counts = [batch_tokens(y) for _, y in dataset().take(args.warmup + args.steps)]
     tokens = sum(c[0] for c in counts[args.warmup:])
     names = args.variants.split(",")
     if not set(names) <= set(VARIANTS):

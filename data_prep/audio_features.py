@@ -250,3 +250,23 @@ def extract_features(paths: list, cfg: FeatureConfig, workers: int | None = None
         return list(tqdm(results, total=len(paths), desc=desc, unit="file", file=sys.stderr,
                          # None: on a terminal only (a log file gets no bar updates)
                          disable=True if len(paths) < 100 else None))
+
+
+def normalize_features(features: list[np.ndarray], cfg: FeatureConfig, stats,
+                       speakers: list) -> list[np.ndarray]:
+    """``cfg.normalization`` of many utterances; ``speakers`` (one per utterance, None for
+    unknown) groups them for ``speaker`` normalization."""
+    if cfg.normalization == "speaker":
+        return normalize_by_speaker(features, speakers, cfg)
+    return [normalize(f, cfg, stats) for f in features]
+
+
+def featurize(paths: list, cfg: FeatureConfig, stats, desc: str,
+              speakers: list | None = None) -> list[np.ndarray]:
+    """Normalized features of audio files (``stats``: the global (mean, std), or None).
+
+    ``speakers``: each file's speaker, for ``normalization: speaker``; None: all the
+    files are one speaker's.
+    """
+    features = extract_features(paths, cfg, desc=desc)
+    return normalize_features(features, cfg, stats, speakers or [""] * len(features))

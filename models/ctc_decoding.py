@@ -7,12 +7,7 @@ import tensorflow as tf
 from keras import ops
 
 from models.config import STRATEGIES
-
-
-def ctc_frames_needed(ids: list[int]) -> int:
-    """Fewest frames that can emit ``ids`` under CTC: one per label, plus a blank
-    between each pair of equal neighbours ("three" needs 6 frames)."""
-    return len(ids) + sum(a == b for a, b in zip(ids, ids[1:], strict=False))
+from models.ctc_frames import ctc_frames_needed
 
 
 def ctc_alignment(log_probs: np.ndarray, ids: list[int], blank_index: int) -> list[int]:

@@ -11,17 +11,8 @@ from keras import ops
 # finds it in checkpoints.
 from models import fused_adam  # noqa: F401
 from models.config import CTCRecognizerConfig
+from models.ctc_frames import subsampled_length
 from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS, bidirectional_rnn, recurrent_layer
-
-
-def subsampled_length(length, conv_layers: int, conv_stride: int):
-    """Frames after the front end: each strided convolution keeps ceil(n / stride).
-
-    Works on Python ints, NumPy arrays and tensors alike.
-    """
-    for _ in range(conv_layers):
-        length = (length + conv_stride - 1) // conv_stride
-    return length
 
 
 def conv_border(config: CTCRecognizerConfig) -> tuple[int, int]:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from models.ctc_recognizer import CTCRecognizer, conv_border, subsampled_length
+from models.ctc_frames import subsampled_length
+from models.ctc_recognizer import CTCRecognizer, conv_border
 from models.rnn_cells import num_states, without_cudnn
 
 NO_END = 2 ** 30  # "the utterance has not ended": larger than any frame index

@@ -20,7 +20,7 @@ from pathlib import Path
 from data_prep.download import DownloadError
 from data_prep.file_io import CorpusError, ShardError, decode_lines, iter_lines
 from pipelines.config import ConfigError, load_config
-from pipelines.reports.notebooks import native_stderr_silenced
+from pipelines.quiet import quiet_tensorflow
 from pipelines.run_dir import BUILDS, OUTDATED, RunDir, fingerprint, plain
 
 # Problems with the user's input or config: reported as one clear line, no traceback.
@@ -28,15 +28,6 @@ USER_ERRORS = (ConfigError, CorpusError, DownloadError, FileNotFoundError, Shard
 # Stages that only read the run: they may run beside the stage holding it (training
 # replaces its checkpoints atomically); every other stage holds the run (``RunDir.lock``).
 READ_ONLY_STAGES = ("translate", "transcribe", "stream")
-
-
-def quiet_tensorflow() -> None:
-    """Import TensorFlow without its C++ logging: the start-up chatter (absl, oneDNN) and
-    the CUDA probing of a CPU-only machine. Must run before anything imports it."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    with native_stderr_silenced():  # what is logged before absl is initialized
-        import tensorflow  # noqa: F401
-        import tensorflow_text  # noqa: F401
 
 
 def run_script(main: Callable[[], int]) -> None:

@@ -8,22 +8,22 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks import harness, translation_reference, translation_speed
 from data_prep.special_ids import EOS_ID
 from models.decoding import Translator, max_output_length
 from models.seq2seq_translator import Seq2SeqConfig, Seq2SeqTranslator
-from pipelines import benchmark
 from tests.helpers import TOY_PAIRS
 
 # Luong's tanh attentional vector and a bridge, as counted by hand below.
 TINY = dict(embedding_dim=4, encoder_units=3, decoder_units=5, attention="additive",
             attention_units=2, attentional_dim=5, input_feeding=True, tie_embeddings=False,
             attention_output="tanh", decoder_init="bridge")
-ONE = benchmark.TokenStats(1.0, 1.0, 1.0)
+ONE = translation_speed.TokenStats(1.0, 1.0, 1.0)
 
 
 def test_flops_by_hand_for_a_one_layer_gru():
     c = Seq2SeqConfig(source_vocab_size=11, target_vocab_size=13, **TINY)
-    flops = benchmark.flops_per_target_token(c, ONE)
+    flops = translation_speed.flops_per_target_token(c, ONE)
     # E=4, H_e=3 (M=6), H_d=5, A=2, D=5, V=13; a GRU step is 2 * 3 * H * (I + H).
     expected = {
         "encoder": 2 * (2 * 3 * 3 * (4 + 3)),  # two directions
@@ -72,25 +72,25 @@ def test_flops_match_the_models_weights(overrides):
     c = Seq2SeqConfig(source_vocab_size=11, target_vocab_size=13, **{**TINY, **overrides})
     model = Seq2SeqTranslator(**vars(c))
     model.build()
-    stats = benchmark.TokenStats.from_lengths([5, 9, 3], [6, 7, 4])
+    stats = translation_speed.TokenStats.from_lengths([5, 9, 3], [6, 7, 4])
     score_dim = c.attention_units if c.attention == "scaled_dot" else c.decoder_units
     expected = _flops_from_weights(model, stats, 2 * c.encoder_units, score_dim)
-    assert benchmark.flops_per_target_token(c, stats)["forward"] == pytest.approx(expected, abs=4)
+    assert translation_speed.flops_per_target_token(c, stats)["forward"] == pytest.approx(expected, abs=4)
 
 
 def test_token_stats():
-    stats = benchmark.TokenStats.from_lengths([2, 4], [1, 3])
+    stats = translation_speed.TokenStats.from_lengths([2, 4], [1, 3])
     assert stats.source_per_target == pytest.approx(6 / 4)
     assert stats.attended_per_target == pytest.approx((2 * 1 + 4 * 3) / 4)
     assert stats.sentences_per_target == pytest.approx(2 / 4)
 
 
 def test_reference_parameter_count_and_units():
-    model = benchmark.ReferenceTranslator(30, 40, 8, 12)
+    model = translation_reference.ReferenceTranslator(30, 40, 8, 12)
     model((np.ones((2, 3), "int32"), np.ones((2, 4), "int32")))
-    assert model.count_params() == benchmark.reference_parameters(30, 40, 8, 12)
-    target = benchmark.reference_parameters(30, 40, 8, 12) + 5
-    assert benchmark.reference_units(target, 30, 40, 8) == 12
+    assert model.count_params() == translation_reference.reference_parameters(30, 40, 8, 12)
+    target = translation_reference.reference_parameters(30, 40, 8, 12) + 5
+    assert translation_reference.reference_units(target, 30, 40, 8) == 12
 
 
 def test_textbook_greedy_loop_matches_batched_greedy(toy_tokenizer):
@@ -109,12 +109,12 @@ def test_textbook_greedy_loop_matches_batched_greedy(toy_tokenizer):
     batched = Translator(model, 1, 0.0, ratio, offset)(batch).numpy()
     for i, s in enumerate(sources):
         budget = int(max_output_length(len(s), ratio, offset))
-        loop = benchmark.textbook_greedy(model, s, budget)
-        assert loop == benchmark.until_eos(batched[i], budget), f"sentence {i}"
+        loop = translation_speed.textbook_greedy(model, s, budget)
+        assert loop == translation_speed.until_eos(batched[i], budget), f"sentence {i}"
 
 
 def test_fixed_length_arrays():
-    source, target_in, target_out = benchmark.fixed_length_arrays([[5, 3], [6, 7, 3]],
+    source, target_in, target_out = translation_reference.fixed_length_arrays([[5, 3], [6, 7, 3]],
                                                                   [[8, 3], [3]])
     assert source.tolist() == [[5, 3, 0], [6, 7, 3]]
     assert target_in.tolist() == [[2, 8], [2, 0]]
@@ -125,7 +125,7 @@ def test_table_without_beam_search_or_other_parts():
     decode = {"greedy": {"sentences_per_second": 50.0}, "greedy_speedup": 25.0, "model": "m",
               "textbook_greedy": {"sentences_per_second": 2.0, "sentences": 3,
                                   "mismatches_vs_batched_greedy": 0}}
-    lines = benchmark.table({"decode": decode}).splitlines()
+    lines = harness.table({"decode": decode}).splitlines()
     assert len(lines) == 5 and all(line.startswith("decode") for line in lines)
     assert "0 of 3" in lines[3]
 
@@ -149,7 +149,7 @@ def test_harness_end_to_end(multi30k_dir, tmp_path, capsys):
     if not (multi30k_dir / fsdd.RECORDINGS).is_dir():
         pytest.skip("FSDD not found in the data directory")
     out = tmp_path / "bench.json"
-    assert benchmark.main([*TINY_RUN, "--data-dir", str(multi30k_dir), "--out", str(out)]) == 0
+    assert harness.main([*TINY_RUN, "--data-dir", str(multi30k_dir), "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     assert {"machine", "matmul", "model", "train", "decode", "speech"} <= set(results)
     assert set(results["part_seconds"]) == {"matmul", "translation_data", "train", "decode",
@@ -175,7 +175,7 @@ def test_harness_end_to_end(multi30k_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_harness_train_epoch_part(multi30k_dir, tmp_path):
     out = tmp_path / "bench.json"
-    code = benchmark.main([*TINY_RUN, "--parts", "train_epoch", "--data-dir", str(multi30k_dir),
+    code = harness.main([*TINY_RUN, "--parts", "train_epoch", "--data-dir", str(multi30k_dir),
                            "--out", str(out)])
     assert code == 0
     results = json.loads(out.read_text())
@@ -189,7 +189,7 @@ def test_harness_train_epoch_part(multi30k_dir, tmp_path):
 @pytest.mark.slow
 def test_harness_decodes_a_trained_run(translation_smoke_run, multi30k_dir, tmp_path):
     out = tmp_path / "bench.json"
-    code = benchmark.main(["--parts", "decode", "--run-dir", str(translation_smoke_run),
+    code = harness.main(["--parts", "decode", "--run-dir", str(translation_smoke_run),
                            "--data-dir", str(multi30k_dir), "--decode-sentences", "20",
                            "--reference-sentences", "4", "--out", str(out)])
     assert code == 0

@@ -88,6 +88,7 @@ def test_stage_names_known_before_import_match_the_stages():
 
     for package, stages in ((translation, translation_stages), (speech, speech_stages)):
         assert tuple(stages.STAGES) == package.STAGE_NAMES
+        assert all(f.__name__ == name for name, f in stages.STAGES.items())
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pipelines.reports.notebooks import NOTEBOOKS_DIR, execute_notebook
+from pipelines.report_stage import NOTEBOOKS_DIR, execute_notebook
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))

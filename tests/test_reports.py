@@ -13,15 +13,11 @@ import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from pipelines.quiet import native_stderr_silenced  # noqa: E402
+from pipelines.report_stage import ReportError, execute_notebook, inject_parameters  # noqa: E402
 from pipelines.reports import memory_task, plots  # noqa: E402
 from pipelines.reports import speech_runs as sr  # noqa: E402
 from pipelines.reports import translation_runs as tr  # noqa: E402
-from pipelines.reports.notebooks import (  # noqa: E402
-    ReportError,
-    execute_notebook,
-    inject_parameters,
-    native_stderr_silenced,
-)
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +32,7 @@ def tiny_notebook(*sources, tags=("parameters",)):
     return nbformat.v4.new_notebook(cells=cells)
 
 
-# -- notebooks.py ---------------------------------------------------------------------
+# -- report_stage.py -----------------------------------------------------------------
 
 
 def test_inject_parameters_after_the_parameters_cell_replacing_old_ones():
@@ -44,7 +40,7 @@ def test_inject_parameters_after_the_parameters_cell_replacing_old_ones():
     inject_parameters(nb, {"x": 2, "name": "a'b"})
     inject_parameters(nb, {"x": 3})
     assert [c.source for c in nb.cells][1:] == [
-        "# Parameters injected by pipelines.reports.notebooks\nx = 3", "print(x)"]
+        "# Parameters injected by pipelines.report_stage\nx = 3", "print(x)"]
     assert nb.cells[1].metadata["tags"] == ["injected-parameters"]
 
 

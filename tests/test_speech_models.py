@@ -3,8 +3,9 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from models.ctc_decoding import CTCDecoder, ctc_frames_needed
-from models.ctc_recognizer import CTCRecognizer, CTCRecognizerConfig, subsampled_length
+from models.ctc_decoding import CTCDecoder
+from models.ctc_frames import ctc_frames_needed, subsampled_length
+from models.ctc_recognizer import CTCRecognizer, CTCRecognizerConfig
 from tests.helpers import assert_keras_round_trip
 
 

@@ -13,13 +13,13 @@ from data_prep.audio_features import FeatureConfig, extract_features, normalize,
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import make_training_dataset
 from models.ctc_decoding import CTCDecoder
-from models.ctc_recognizer import CTCRecognizerConfig, subsampled_length
+from models.ctc_frames import min_input_frames, subsampled_length
 from pipelines import speech
 from pipelines.config import ConfigError, load_config
 from pipelines.metrics import wer_cer
 from pipelines.run_dir import RunDir
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import min_input_frames, vocabulary
+from pipelines.speech.data import vocabulary
 from pipelines.speech.inference import transcribe_features
 from pipelines.speech.shards import load_train_features, train_shards
 from pipelines.speech.stages import build_model
@@ -81,9 +81,8 @@ def test_all_configs_load():
 
 @pytest.mark.parametrize("layers, stride", [(0, 2), (1, 2), (2, 2), (1, 3)])
 def test_min_input_frames_is_the_fewest_that_give_enough_logit_frames(layers, stride):
-    model = CTCRecognizerConfig(conv_layers=layers, conv_stride=stride)
     for needed in range(1, 12):
-        n = min_input_frames(needed, model)
+        n = min_input_frames(needed, layers, stride)
         assert subsampled_length(n, layers, stride) >= needed
         assert n == 1 or subsampled_length(n - 1, layers, stride) < needed
 

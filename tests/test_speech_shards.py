@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from data_prep.audio_features import extract_features, global_stats
+from data_prep.audio_features import extract_features, global_stats, normalize_features
 from data_prep.file_io import ShardError
 from data_prep.manifest import read_manifest
 from data_prep.speech_dataset import LABEL_PAD, make_training_dataset
-from models.ctc_decoding import ctc_frames_needed
+from models.ctc_frames import ctc_frames_needed, min_input_frames
 from pipelines import speech
 from pipelines.config import load_config
 from pipelines.run_dir import RunDir
 from pipelines.speech import shards as speech_shards
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import min_input_frames, normalize_features, vocabulary
+from pipelines.speech.data import vocabulary
 from pipelines.speech.shards import load_train_features, streaming_dataset, train_shards
 from tests.helpers import ROOT, tone_corpus
 
@@ -198,7 +198,8 @@ def test_streamed_epochs(tmp_path, corpus, buffer_mb, same_batches):
     y = [ids for ids, keep in zip(labels, shards.keep, strict=True) if keep]
     in_memory = make_training_dataset(
         x, y, cfg.training.batch_size, cfg.augment if cfg.augment.active else None, seed=7,
-        min_lengths=[min_input_frames(ctc_frames_needed(ids), cfg.model) for ids in y])
+        min_lengths=[min_input_frames(ctc_frames_needed(ids), cfg.model.conv_layers,
+                                     cfg.model.conv_stride) for ids in y])
     streamed = streaming_dataset(shards, cfg, seed=7)
     if same_batches:
         for (a, a_y), (b, b_y) in zip(in_memory, streamed, strict=True):

@@ -16,7 +16,7 @@ from pipelines.metrics import bleu_chrf
 from pipelines.run_dir import RunDir
 from pipelines.translation.config import TranslationConfig
 from pipelines.translation.data import load_tokenizers
-from pipelines.translation.inference import translate_texts
+from pipelines.translation.inference import greedy, translate_texts
 from pipelines.translation.stages import build_model
 from tests.helpers import TOY_PAIRS, assert_weights_saved_once, saved_model_client
 
@@ -104,8 +104,8 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
     cfg = load_config(TranslationConfig, SMOKE)
     source_tok, target_tok = load_tokenizers(RunDir(run_dir))
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
-    assert got == translate_texts(model, source_tok, target_tok, texts, cfg.decoding,
-                                              beam_size=1, progress=False)
+    assert got == translate_texts(model, source_tok, target_tok, texts, greedy(cfg.decoding),
+                                  progress=False)
     assert_weights_saved_once(run_dir / "export", model)
     # A fresh process that imports only TensorFlow and tensorflow-text gets the same.
     assert saved_model_client("translate", run_dir / "export",
@@ -146,8 +146,7 @@ def test_small_model_memorizes_64_pairs(multi30k_dir):
     model = build_model(cfg, tok, tok)
     data = make_training_dataset(src, tgt, tok, tok, max_tokens=1200, max_length=80, seed=0)
     model.fit(data.repeat(), steps_per_epoch=50, epochs=8, verbose=0, shuffle=False)
-    hyps = translate_texts(model, tok, tok, src, cfg.decoding, beam_size=1,
-                                       progress=False)
+    hyps = translate_texts(model, tok, tok, src, greedy(cfg.decoding), progress=False)
     scores = bleu_chrf(hyps, tgt)
     assert scores["bleu"] > 90, (scores, hyps[:3])
     assert sum(h == t for h, t in zip(hyps, tgt)) >= 58
@@ -225,11 +224,11 @@ def test_blank_sources_translate_to_empty_strings(toy_tokenizer, tmp_path):
         "model.embedding_dim=8", "model.encoder_units=8", "model.decoder_units=8",
         "model.attentional_dim=8", "decoding.beam_size=2"])
     model = build_model(cfg, toy_tokenizer, toy_tokenizer)
-    got = translate_texts(model, toy_tokenizer, toy_tokenizer,
-                                      ["", "ein hund .", "  "], cfg.decoding, 2, progress=False)
+    got = translate_texts(model, toy_tokenizer, toy_tokenizer, ["", "ein hund .", "  "],
+                          cfg.decoding, progress=False)
     assert got[0] == "" and got[2] == "" and len(got) == 3
     assert translate_texts(model, toy_tokenizer, toy_tokenizer, [""],
-                                       cfg.decoding, 1, progress=False) == [""]
+                           greedy(cfg.decoding), progress=False) == [""]
 
 
 @pytest.mark.parametrize("problem, message", [

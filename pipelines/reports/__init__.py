@@ -1,9 +1,9 @@
-"""Report notebooks: running them for a run directory, and the code they share.
+"""The code the report notebooks share.
 
-``notebooks.py`` executes a notebook with injected parameters and writes the executed
-``.ipynb`` and an HTML export into ``<run>/report/``; ``plots.py``, ``translation_runs.py``,
-``speech_runs.py`` and ``memory_task.py`` hold the notebooks' analysis and plotting code,
-so the notebooks stay short and the code is unit-tested.
+``plots.py``, ``translation_runs.py``, ``speech_runs.py`` and ``memory_task.py`` hold the
+notebooks' analysis and plotting code, so the notebooks stay short and the code is
+unit-tested. The ``report`` stage that runs a notebook for a run directory and writes the
+executed ``.ipynb`` and an HTML export into ``<run>/report/`` is ``pipelines.report_stage``.
 """
 
 import json

@@ -29,6 +29,8 @@ from pipelines import cli
 from pipelines.speech.config import SpeechConfig
 
 DESCRIPTION = "Train and evaluate CTC speech recognition models."
+# The stages, in order: stages.py makes its STAGES from these names (known here, before
+# TensorFlow is imported, for the command line).
 STAGE_NAMES = ("prepare", "train", "evaluate", "transcribe", "stream", "export", "report")
 
 

@@ -18,6 +18,7 @@ from data_prep.speech_config import (
     SyntheticVoicesConfig,
 )
 from models.config import STRATEGIES, CTCRecognizerConfig
+from models.ctc_frames import frames_per_output
 from pipelines.training_config import TrainingConfig
 
 SPLITS = ("train", "val", "test")
@@ -185,7 +186,8 @@ class SpeechConfig:
     def streaming_frames(self) -> int:
         """Feature frames per streaming chunk; ConfigError unless the chunk holds a whole
         number of the model's output frames."""
-        step = self.features.hop_ms * self.model.conv_stride ** self.model.conv_layers
+        step = self.features.hop_ms * frames_per_output(self.model.conv_layers,
+                                                        self.model.conv_stride)
         frames = self.streaming.chunk_ms / self.features.hop_ms
         if abs(self.streaming.chunk_ms / step - round(self.streaming.chunk_ms / step)) > 1e-6:
             raise ConfigError(f"streaming.chunk_ms: must be a multiple of {step:g} ms (one "

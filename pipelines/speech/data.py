@@ -7,20 +7,13 @@ import sys
 import numpy as np
 
 from data_prep import an4, fsdd, librispeech
-from data_prep.audio_features import (
-    FeatureConfig,
-    extract_features,
-    normalize,
-    normalize_by_speaker,
-)
+from data_prep.audio_features import FeatureConfig
 from data_prep.char_vocabulary import CharVocabulary
 from data_prep.digit_strings import make_digit_strings
 from data_prep.download import sha256_of
 from data_prep.manifest import ManifestError, entry, read_manifest
 from data_prep.piece_vocabulary import PieceVocabulary, Vocabulary
-from models.config import CTCRecognizerConfig
-from models.ctc_decoding import ctc_frames_needed
-from models.ctc_recognizer import subsampled_length
+from models.ctc_frames import ctc_frames_needed, subsampled_length
 from pipelines.config import ConfigError
 from pipelines.speech.config import SPLITS, SpeechConfig
 
@@ -78,26 +71,6 @@ def input_signature(cfg: SpeechConfig, data_dir) -> list:
     return sorted((p.name, p.stat().st_size) for p in folder.glob("*.wav"))
 
 
-def featurize(paths: list, cfg: FeatureConfig, stats, desc: str,
-              speakers: list | None = None) -> list[np.ndarray]:
-    """Normalized features of audio files (``stats``: the global (mean, std), or None).
-
-    ``speakers``: each file's speaker, for ``normalization: speaker``; None: all the
-    files are one speaker's.
-    """
-    features = extract_features(paths, cfg, desc=desc)
-    return normalize_features(features, cfg, stats, speakers or [""] * len(features))
-
-
-def normalize_features(features: list[np.ndarray], cfg: FeatureConfig, stats,
-                       speakers: list) -> list[np.ndarray]:
-    """``cfg.normalization`` of many utterances; ``speakers`` (one per utterance, None for
-    unknown) groups them for ``speaker`` normalization."""
-    if cfg.normalization == "speaker":
-        return normalize_by_speaker(features, speakers, cfg)
-    return [normalize(f, cfg, stats) for f in features]
-
-
 def load_stats(run, cfg: FeatureConfig):
     if cfg.normalization != "global":
         return None
@@ -108,11 +81,6 @@ def load_stats(run, cfg: FeatureConfig):
 def load_features(run, split) -> list[np.ndarray]:
     cached = np.load(run.path("features", f"{split}.npz"))
     return np.split(cached["features"], np.cumsum(cached["lengths"])[:-1])
-
-
-def min_input_frames(logit_frames: int, model: CTCRecognizerConfig) -> int:
-    """Fewest feature frames the front end turns into ``logit_frames`` logit frames."""
-    return max(1, (logit_frames - 1) * model.conv_stride ** model.conv_layers + 1)
 
 
 def fitting(split: str, entries: list[dict], lengths: list[int], needed: list[int],

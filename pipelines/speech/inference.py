@@ -8,6 +8,7 @@ import time
 import keras
 import tensorflow as tf
 
+from data_prep.audio_features import featurize
 from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import read_manifest
 from data_prep.piece_vocabulary import Vocabulary
@@ -18,7 +19,7 @@ from models.rnn_cells import without_cudnn
 from pipelines import checkpoint_average
 from pipelines.config import ConfigError
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import featurize, vocabulary
+from pipelines.speech.data import vocabulary
 
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
 

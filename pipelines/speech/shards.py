@@ -40,9 +40,9 @@ from data_prep.manifest import read_manifest
 from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_config import FeatureConfig
 from data_prep.speech_dataset import make_streaming_dataset, read_shards, write_shard
-from models.ctc_decoding import ctc_frames_needed
+from models.ctc_frames import ctc_frames_needed, min_input_frames
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import fitting, min_input_frames
+from pipelines.speech.data import fitting
 
 GROUP_STATS = "train_stats.npz"  # (mean, std) [groups, F] of global/speaker normalization
 
@@ -201,7 +201,8 @@ def train_shards(cfg: SpeechConfig, run, vocab: Vocabulary, fingerprint: str
     needed = [ctc_frames_needed(vocab.encode(e["text"], where=e["audio_filepath"]))
               for e in entries] * len(cfg.data.speed_perturbation)
     keep, skipped = fitting("train", utterances, lengths, needed, cfg)
-    min_lengths = [min_input_frames(n, cfg.model) for n in needed]
+    min_lengths = [min_input_frames(n, cfg.model.conv_layers, cfg.model.conv_stride)
+                   for n in needed]
     mean, scale = group_normalization(run)
     return TrainShards(paths, fingerprint, np.asarray(lengths), np.asarray(keep),
                        np.asarray(min_lengths, np.int32), skipped, mean, scale)

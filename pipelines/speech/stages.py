@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep import fsdd
-from data_prep.audio_features import AudioError, extract_features
+from data_prep.audio_features import AudioError, extract_features, normalize_features
 from data_prep.char_vocabulary import VocabularyError, normalize_transcript
 from data_prep.file_io import atomic_savez, atomic_write_bytes, atomic_write_json, write_lines
 from data_prep.graph_features import GraphFeatures
@@ -24,15 +24,15 @@ from models.ctc_recognizer import CTCRecognizer
 from pipelines import cli, trainer
 from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
-from pipelines.reports.notebooks import ReportError, report_stage
+from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
+from pipelines.speech import STAGE_NAMES
 from pipelines.speech.config import SPLITS, SpeechConfig
 from pipelines.speech.data import (
     input_signature,
     load_entries,
     load_labelled,
     load_stats,
-    normalize_features,
     vocabulary,
 )
 from pipelines.speech.inference import (
@@ -394,5 +394,6 @@ def report(ctx: cli.Context) -> None:
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (AudioError, ManifestError, VocabularyError, fsdd.FSDDError, ReportError,
                SynthesisError, TokenizerError)
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "transcribe": transcribe,
-          "stream": stream, "export": export, "report": report}
+# The stages: the functions named in the package's STAGE_NAMES, in that order (the names
+# are declared there, where the command line reads them before TensorFlow is imported).
+STAGES = {name: globals()[name] for name in STAGE_NAMES}

@@ -23,10 +23,11 @@ from data_prep.audio_features import AudioError, load_audio
 from data_prep.graph_features import GraphFeatures
 from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_config import FeatureConfig
-from models.ctc_recognizer import CTCRecognizer, subsampled_length
+from models.ctc_frames import subsampled_length
+from models.ctc_recognizer import CTCRecognizer
 from models.ctc_streaming import NO_END, StreamingRecognizer
 from pipelines.config import ConfigError
-from pipelines.reports.notebooks import native_stderr_silenced
+from pipelines.quiet import native_stderr_silenced
 
 
 class StreamStep:

@@ -16,6 +16,8 @@ from pipelines import cli
 from pipelines.translation.config import TranslationConfig
 
 DESCRIPTION = "Train and evaluate RNN attention translation models."
+# The stages, in order: stages.py makes its STAGES from these names (known here, before
+# TensorFlow is imported, for the command line).
 STAGE_NAMES = ("prepare", "train", "evaluate", "translate", "export", "report")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import keras
@@ -24,16 +25,21 @@ def load_checkpoint(run) -> Seq2SeqTranslator:
     return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
-def make_translator(model, decoding: DecodingConfig, beam_size: int) -> Translator:
-    return Translator(model, beam_size, decoding.length_penalty, decoding.max_length_ratio,
-                      decoding.max_length_offset)
+def make_translator(model, decoding: DecodingConfig) -> Translator:
+    return Translator(model, decoding.beam_size, decoding.length_penalty,
+                      decoding.max_length_ratio, decoding.max_length_offset)
+
+
+def greedy(decoding: DecodingConfig) -> DecodingConfig:
+    """``decoding`` with greedy search (beam size 1): validation, and evaluate's second score."""
+    return dataclasses.replace(decoding, beam_size=1)
 
 
 def translate_texts(model, source_tok, target_tok, texts, decoding: DecodingConfig,
-                    beam_size: int, progress: bool = True) -> list[str]:
+                    progress: bool = True) -> list[str]:
     """Translate ``texts`` in length-sorted, token-sized batches; output in input order."""
-    return translate_with(make_translator(model, decoding, beam_size), source_tok, target_tok,
-                          texts, decoding.batch_tokens, progress)
+    return translate_with(make_translator(model, decoding), source_tok, target_tok, texts,
+                          decoding.batch_tokens, progress)
 
 
 def translate_with(translator: Translator, source_tok, target_tok, texts, batch_tokens: int,
@@ -63,7 +69,7 @@ def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, p
     Tokenization (tensorflow-text SentencePiece), decoding and detokenization all run in
     the graph, so serving needs only TensorFlow and tensorflow-text, not this package.
     """
-    translator = make_translator(model, decoding, decoding.beam_size)
+    translator = make_translator(model, decoding)
 
     def translate_strings(texts):
         # An empty batch gets no translations (the search's graph needs a row).

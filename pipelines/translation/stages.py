@@ -22,8 +22,9 @@ from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
 from pipelines import cli, trainer
 from pipelines.metrics import bleu_chrf
-from pipelines.reports.notebooks import ReportError, report_stage
+from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
+from pipelines.translation import STAGE_NAMES
 from pipelines.translation.config import SPLITS, TranslationConfig
 from pipelines.translation.data import (
     iter_split,
@@ -37,6 +38,7 @@ from pipelines.translation.data import (
 )
 from pipelines.translation.inference import (
     export_translator,
+    greedy,
     load_checkpoint,
     make_translator,
     translate_texts,
@@ -162,7 +164,7 @@ def train(ctx: cli.Context) -> None:
                                         cfg.data.max_length, shuffle=False)
 
     def validate(model):
-        hyps = translate_texts(model, source_tok, target_tok, val_src, cfg.decoding, 1,
+        hyps = translate_texts(model, source_tok, target_tok, val_src, greedy(cfg.decoding),
                                progress=False)
         return {"val_bleu": bleu_chrf(hyps, val_tgt)["bleu"]}
 
@@ -183,9 +185,10 @@ def evaluate(ctx: cli.Context) -> None:
     model = load_checkpoint(run)
     test_src, test_tgt = load_prepared(run, "test")
     results = {}
-    for beam in dict.fromkeys([cfg.decoding.beam_size, 1]):
+    # The configured search and greedy (one run when the config's is greedy).
+    for beam, decoding in {cfg.decoding.beam_size: cfg.decoding, 1: greedy(cfg.decoding)}.items():
         start = time.time()
-        hyps = translate_texts(model, source_tok, target_tok, test_src, cfg.decoding, beam)
+        hyps = translate_texts(model, source_tok, target_tok, test_src, decoding)
         seconds = time.time() - start
         name = "greedy" if beam == 1 else f"beam{beam}"
         write_lines(run.path("hyps", f"test.{name}.txt"), hyps)
@@ -207,7 +210,7 @@ def translate(ctx: cli.Context) -> None:
     ctx.require("train", "translate")
     source_tok, target_tok = load_tokenizers(run)
     model = load_checkpoint(run)
-    translator = make_translator(model, cfg.decoding, cfg.decoding.beam_size)
+    translator = make_translator(model, cfg.decoding)
     from_file = ctx.input not in (None, "-")
     for lines in cli.input_batches(ctx.input):
         texts = [line.strip() for line in lines]
@@ -241,5 +244,6 @@ def report(ctx: cli.Context) -> None:
 
 # Besides cli.USER_ERRORS, the errors reported as one line (no traceback).
 USER_ERRORS = (ReportError, TokenizerError)
-STAGES = {"prepare": prepare, "train": train, "evaluate": evaluate, "translate": translate,
-          "export": export, "report": report}
+# The stages: the functions named in the package's STAGE_NAMES, in that order (the names
+# are declared there, where the command line reads them before TensorFlow is imported).
+STAGES = {name: globals()[name] for name in STAGE_NAMES}

@@ -1,4 +1,5 @@
-"""Execute a report notebook with parameters; save it executed and as HTML.
+"""The ``report`` stage: execute a report notebook with parameters; save it executed and
+as HTML.
 
 Parameters follow papermill's convention: the notebook has one cell tagged
 ``parameters`` with defaults, and a cell tagged ``injected-parameters`` that assigns the
@@ -8,39 +9,16 @@ unchanged, in JupyterLab with their defaults.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from pathlib import Path
 
 from data_prep.file_io import atomic_write_text
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = ROOT / "notebooks"
 # The interpreter's own kernel (ipykernel's "python3" resolves to sys.executable), so a
 # report runs with the environment the pipeline runs in, installed kernel or not.
 KERNEL = "python3"
-OFFLINE_TEMPLATE = Path(__file__).resolve().parent / "offline.html.j2"
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Discard what native code writes to the process's stderr inside the block.
-
-    For the first import of TensorFlow in a notebook: its C++ libraries log start-up
-    messages (oneDNN, CUDA probing) before absl logging is initialized, which no
-    environment variable silences, and Jupyter kernels show file-descriptor output in
-    the notebook. Python exceptions still propagate normally.
-    """
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+OFFLINE_TEMPLATE = Path(__file__).resolve().parent / "reports" / "offline.html.j2"
 
 
 class ReportError(RuntimeError):
@@ -61,7 +39,7 @@ def inject_parameters(notebook, parameters: dict) -> None:
         raise ValueError("notebook has no cell tagged 'parameters'")
     # A notebook executed before (by papermill or by us) keeps only the newest values.
     cells[:] = [c for c in cells if "injected-parameters" not in c.metadata.get("tags", [])]
-    lines = ["# Parameters injected by pipelines.reports.notebooks"]
+    lines = ["# Parameters injected by pipelines.report_stage"]
     lines += [f"{name} = {value!r}" for name, value in parameters.items()]
     cell = nbformat.v4.new_code_cell("\n".join(lines), metadata={"tags": ["injected-parameters"]})
     cells.insert(tagged[0] + 1, cell)
