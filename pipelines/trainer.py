@@ -18,15 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
-import shutil
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -35,7 +31,16 @@ import tensorflow as tf
 from data_prep.file_io import atomic_write_json
 from models.fused_adam import FusedAdam
 from pipelines import checkpoint_average, distribute
+from pipelines.checkpoints import (
+    STATE_FILE,
+    average_as_best,
+    check_resumable,
+    load_state,
+    restore,
+    undo_average,
+)
 from pipelines.config import ConfigError
+from pipelines.epoch_policy import ValidationMetric, after_validation, stop_reason
 from pipelines.run_dir import RunDir
 from pipelines.train_steps import Steps, run_epoch
 from pipelines.training_config import TrainingConfig
@@ -46,10 +51,6 @@ STOPPING_FIELDS = ("epochs", "max_minutes", "patience", "average_last")
 # Where training runs: one device and N replicas compute the same steps, so a run may be
 # resumed on another set of devices.
 PLACEMENT_FIELDS = ("distribution", "cluster_timeout_seconds")
-
-STATE_FILE = "train_state.json"  # in the run directory, beside checkpoints/
-BEST_EPOCH_FILE = "best_epoch.keras"  # the best epoch, when best.keras is an average
-
 
 def resumable_config(config: TrainingConfig) -> dict:
     """The training settings that checkpoints depend on (all but the stopping criteria
@@ -95,40 +96,6 @@ def build_and_compile(model: keras.Model, config: TrainingConfig, loss=None) -> 
         jit_compile=False,
     )
     return model
-
-
-# What the trainer writes in ``checkpoints/`` (``.tmp-*``: a save an interrupt cut short).
-CHECKPOINT_FILES = ("last.keras", "best.keras", BEST_EPOCH_FILE, checkpoint_average.PATTERN,
-                    ".tmp-*")
-
-
-def discard_checkpoints(run: RunDir) -> None:
-    """Remove the checkpoints, training state and logs ``train`` writes (``--force``):
-    the next training starts from scratch. Only those files: anything else a user put in
-    ``checkpoints/`` stays."""
-    folder = run.path("checkpoints")
-    files = [p for pattern in CHECKPOINT_FILES for p in folder.glob(pattern)]
-    for path in files:
-        path.unlink()
-    if files:
-        print(f"[train] --force: removed {len(files)} checkpoint files from {folder}, the "
-              "training state and the training logs")
-    with contextlib.suppress(OSError):  # not empty: the user's files are in it
-        folder.rmdir()
-    shutil.rmtree(run.path("logs", "tensorboard"), ignore_errors=True)
-    run.path("logs", "history.json").unlink(missing_ok=True)
-    run.path(STATE_FILE).unlink(missing_ok=True)
-
-
-def check_resumable(run: RunDir, fingerprint: str) -> None:
-    """ConfigError if ``run`` holds the training state of another ``fingerprint`` (see
-    ``train``); a stage calls it before changing the run."""
-    state = _load_state(run.path(STATE_FILE))
-    if state and state["fingerprint"] != fingerprint:
-        raise ConfigError(
-            f"{run.root}: holds checkpoints of a different data/model/training config; "
-            "use --force to discard them and train from scratch, or another --run-dir"
-        )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -206,43 +173,6 @@ def _interruptible(doing: Callable[[], str], epoch: int, call, *args, **kwargs):
         raise TrainingInterrupted(f"interrupted {doing()} of epoch {epoch + 1}; {kept}") from None
 
 
-@dataclass
-class ValidationMetric:
-    """The metric that selects checkpoints: its name, and whether higher is better."""
-
-    name: str
-    higher_is_better: bool
-
-    def improved(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value > best if self.higher_is_better else value < best
-
-
-def _restore(model: keras.Model, path, run: RunDir) -> None:
-    """Set ``model``'s weights and optimizer state to the checkpoint at ``path`` (a model
-    of the same architecture, variables in the same order). The checkpoint is loaded
-    outside any strategy's scope: loading creates variables, and under
-    ``MultiWorkerMirroredStrategy`` creating a variable is a collective that only this
-    worker (the chief) would join."""
-    saved = checkpoint_average.load_checkpoint(path)
-    targets, sources = _all_variables(model), _all_variables(saved)
-    if len(targets) != len(sources):
-        raise ConfigError(f"{path}: holds {len(sources)} variables, the model has "
-                          f"{len(targets)}; use --force to train from scratch")
-    if getattr(saved, "legacy_rnn", False) != getattr(model, "legacy_rnn", False):
-        # A run begun with RNN-over-cell layers continues with Keras' GRU/LSTM layers; the
-        # epoch weights it kept for averaging are stored under the old names.
-        checkpoint_average.restructure_epoch_weights(run, saved, model)
-        sources = _all_variables(keras.saving.load_model(path))  # restructuring overwrote them
-    for target, source in zip(targets, sources, strict=True):
-        target.assign(source.value)
-
-
-def _all_variables(model: keras.Model) -> list:
-    return model.variables + model.optimizer.variables
-
-
 def train(
     run: RunDir,
     build_model: Callable[[], keras.Model],
@@ -277,7 +207,7 @@ def train(
     best_path = run.path("checkpoints", "best.keras")
     state_path = run.path(STATE_FILE)
     check_resumable(run, fingerprint)
-    state = _load_state(state_path)
+    state = load_state(state_path)
     if distribute.broadcast_json(strategy, role, fingerprint) != fingerprint:
         raise ConfigError(f"{role.description}: the chief prepared other data or has "
                           "another model/training config; run the same command and config "
@@ -293,7 +223,7 @@ def train(
         model.optimizer.build(model.trainable_variables)
     if state and last_path.is_file():
         log(f"[train] resuming after epoch {state['epoch']} from {last_path}")
-        _restore(model, last_path, run)
+        restore(model, last_path, run)
     else:
             state = {"fingerprint": fingerprint, "epoch": 0, "best": None, "best_epoch": None,
                  "bad_epochs": 0, "lr_bad_epochs": 0, "train_seconds": 0.0,
@@ -316,10 +246,10 @@ def train(
     try:
         while True:
             epoch = state["epoch"]
-            stop = _stop_reason(state, config, budget)
+            stop = stop_reason(state, config, budget)
             if stop:
                 break
-            _undo_average(run, state, role.is_chief)
+            undo_average(run, state, role.is_chief)
             start = time.time()
             _seed_random_layers(model, config.seed, epoch)
             logs = _interruptible(lambda: f"after step {progress.seen}", epoch, _fit_epoch,
@@ -345,20 +275,12 @@ def train(
             state["history"].append(entry)
             state["train_seconds"] += seconds
             state["epoch"] = epoch + 1
-            if metric.improved(value, state["best"]):
-                state.update(best=value, best_epoch=epoch + 1, bad_epochs=0, lr_bad_epochs=0)
+            improved, new_lr = after_validation(state, value, lr, metric, config)
+            if improved:
                 checkpoint_average.save_atomically(model, best_path)
-            else:
-                state["bad_epochs"] += 1
-                state["lr_bad_epochs"] += 1
-                if (config.lr_schedule == "plateau"
-                        and state["lr_bad_epochs"] >= config.lr_patience
-                        and lr > config.min_learning_rate):
-                    new_lr = max(lr * config.lr_decay_factor, config.min_learning_rate)
-                    model.optimizer.learning_rate.assign(new_lr)
-                    state["lr_bad_epochs"] = 0
-                    log(f"[train] {metric.name} stalled: learning rate {lr:.2e} -> "
-                        f"{new_lr:.2e}")
+            if new_lr is not None:
+                model.optimizer.learning_rate.assign(new_lr)
+                log(f"[train] {metric.name} stalled: learning rate {lr:.2e} -> {new_lr:.2e}")
             log(f"[train] epoch {epoch + 1}: " + ", ".join(
                 f"{k}={v:.4g}" for k, v in entry.items() if k != "epoch"))
             # The checkpoint first, then the state that points at it: an interrupt between
@@ -385,41 +307,12 @@ def train(
         log(f"[cluster] {role.description}: weights checksum "
             f"{distribute.weights_checksum(model.variables)} (the same on every worker)")
     if config.average_last > 1 and role.is_chief:
-        _average(model, run, config, validate, metric, state, log)
+        average_as_best(model, run, config.average_last, validate, metric, state, log)
         atomic_write_json(state_path, state)
     log(f"[train] stopped ({stop}) after {state['epoch']} epochs, "
         f"{state['train_seconds'] / 60:.1f} min; best {metric.name} {state['best']} "
         f"at epoch {state['best_epoch']}")
     return state
-
-
-def _average(model, run: RunDir, config: TrainingConfig, validate, metric, state: dict,
-             log) -> None:
-    """Average the last epochs' weights into ``model`` (the training is over), validate
-    it and make it ``best.keras`` if it is at least as good as the best epoch."""
-    averaged = checkpoint_average.average_and_validate(model, run, config.average_last,
-                                                       validate, metric.name)
-    if averaged is None:
-        return
-    value, best = averaged[metric.name], state["best"]
-    averaged["used"] = not metric.improved(best, value)  # ties go to the average
-    first, last = averaged["epochs"]
-    log(f"[train] average of epochs {first}-{last}: {metric.name} {value} (best epoch "
-        f"{state['best_epoch']}: {best}); best.keras is "
-        + ("the average" if averaged["used"] else f"epoch {state['best_epoch']}"))
-    if averaged["used"]:
-        # The best epoch's checkpoint is kept aside: training may be resumed for more
-        # epochs, and then the average is made again.
-        best_path = run.path("checkpoints", "best.keras")
-        os.replace(best_path, run.path("checkpoints", BEST_EPOCH_FILE))
-        checkpoint_average.save_atomically(model, best_path)
-    state["averaged"] = averaged
-
-
-def _undo_average(run: RunDir, state: dict, is_chief: bool) -> None:
-    """Before more epochs: best.keras is the best epoch again, not a past average."""
-    if state.pop("averaged", {}).get("used") and is_chief:
-        os.replace(run.path("checkpoints", BEST_EPOCH_FILE), run.path("checkpoints", "best.keras"))
 
 
 def _fit_epoch(steps: Steps, callbacks, ctrl_c: _StopOnCtrlC, epoch: int, train_dataset,
@@ -467,18 +360,3 @@ def _seed_random_layers(model: keras.Model, seed: int, epoch: int) -> None:
         state.assign(np.array([value, 0], dtype=state.dtype))
 
 
-def _load_state(path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _stop_reason(state, config: TrainingConfig, budget: float | None) -> str | None:
-    if state["epoch"] >= config.epochs:
-        return f"reached training.epochs={config.epochs}"
-    if state["bad_epochs"] >= config.patience:
-        return f"no improvement for {config.patience} validations (early stopping)"
-    if budget is not None and state["history"]:
-        # Stop before an epoch that would run past the budget, judged by the last one.
-        last = state["history"][-1]["epoch_seconds"]
-        if state["train_seconds"] + last > budget:
-            return f"time budget training.max_minutes={config.max_minutes} reached"
-    return None

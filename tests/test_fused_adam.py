@@ -67,14 +67,14 @@ def test_fused_adam_round_trips_with_its_state(tmp_path):
 
 def test_a_keras_adam_checkpoint_resumes_with_fused_adam(tmp_path):
     # Runs trained before the trainer used FusedAdam keep resuming.
-    from pipelines.trainer import _restore
+    from pipelines.checkpoints import restore
 
     old = _train(keras.optimizers.Adam(0.01), densify=True)
     old.save(tmp_path / "last.keras")
     new = _model()
     new.compile(FusedAdam(0.01), "mse")
     new.optimizer.build(new.trainable_variables)
-    _restore(new, tmp_path / "last.keras", run=None)  # run: only for legacy_rnn models
+    restore(new, tmp_path / "last.keras", run=None)  # run: only for legacy_rnn models
     for a, b in zip(old.optimizer.variables, new.optimizer.variables, strict=True):
         np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
     for a, b in zip(old.get_weights(), new.get_weights(), strict=True):

@@ -53,15 +53,15 @@ def test_up_to_date_skips_a_current_stage_unless_forced(tmp_path, capsys):
 
 
 def test_discard_checkpoints_removes_checkpoints_and_state(tmp_path):
-    from pipelines import trainer
+    from pipelines import checkpoints
 
     run = RunDir(tmp_path / "run")
-    trainer.discard_checkpoints(run)  # nothing to remove is fine
+    checkpoints.discard_checkpoints(run)  # nothing to remove is fine
     write_lines(run.path("checkpoints", "last.keras"), ["x"])
-    write_lines(run.path(trainer.STATE_FILE), ["{}"])
+    write_lines(run.path(checkpoints.STATE_FILE), ["{}"])
     run.mark_done("prepare", "fp")
-    trainer.discard_checkpoints(run)
-    assert not run.path("checkpoints").exists() and not run.path(trainer.STATE_FILE).exists()
+    checkpoints.discard_checkpoints(run)
+    assert not run.path("checkpoints").exists() and not run.path(checkpoints.STATE_FILE).exists()
     assert run.is_current("prepare", "fp")
 
 
@@ -138,13 +138,13 @@ def test_train_force_moves_results_aside_and_keeps_files_it_did_not_write(toy_ru
 
 
 def test_discard_checkpoints_removes_only_what_training_writes(tmp_path):
-    from pipelines import trainer
+    from pipelines import checkpoints
 
     run = RunDir(tmp_path / "run")
     for name in ("last.keras", "best.keras", "epoch-003.weights.h5", ".tmp-last.keras",
                  "mine.keras.bak"):
         write_lines(run.path("checkpoints", name), ["x"])
-    trainer.discard_checkpoints(run)
+    checkpoints.discard_checkpoints(run)
     assert [p.name for p in run.path("checkpoints").iterdir()] == ["mine.keras.bak"]
 
 

@@ -21,7 +21,7 @@ from data_prep.subword_tokenizer import TokenizerError
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
-from pipelines import cli, trainer
+from pipelines import checkpoints, cli, trainer
 from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
 from pipelines.report_stage import ReportError, report_stage
@@ -183,11 +183,11 @@ def train(ctx: cli.Context) -> None:
                                 cfg.shards.shuffle_buffer_mb, trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
     if not ctx.force:
-        trainer.check_resumable(run, checkpoint_fp)
+        checkpoints.check_resumable(run, checkpoint_fp)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
-        trainer.discard_checkpoints(run)
+        checkpoints.discard_checkpoints(run)
     vocab, t = vocabulary(cfg, run), cfg.training
     shards = train_shards(cfg, run, vocab, prepared)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)

@@ -20,7 +20,7 @@ from data_prep.subword_tokenizer import TokenizerError, reservoir_sample
 from data_prep.text_dataset import make_training_dataset
 from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
-from pipelines import cli, trainer
+from pipelines import checkpoints, cli, trainer
 from pipelines.metrics import bleu_chrf
 from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
@@ -147,11 +147,11 @@ def train(ctx: cli.Context) -> None:
                                 trainer.resumable_config(training))
     fp = fingerprint(checkpoint_fp, training)
     if not ctx.force:
-        trainer.check_resumable(run, checkpoint_fp)
+        checkpoints.check_resumable(run, checkpoint_fp)
     if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
         return
     if ctx.force:
-        trainer.discard_checkpoints(run)
+        checkpoints.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
     shards = verified_shards(run.path("data"), "train")
     val_src, val_tgt = load_prepared(run, "val")

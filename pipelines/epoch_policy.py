@@ -1,0 +1,52 @@
+"""When training changes course: the best score so far, the learning rate halved on a
+plateau, early stopping and the time budget, read from and written to the training state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.training_config import TrainingConfig
+
+
+@dataclass
+class ValidationMetric:
+    """The metric that selects checkpoints: its name, and whether higher is better."""
+
+    name: str
+    higher_is_better: bool
+
+    def improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+def after_validation(state: dict, value: float, lr: float, metric: ValidationMetric,
+                     config: TrainingConfig) -> tuple[bool, float | None]:
+    """Record an epoch's validation ``value`` in ``state`` (best score, epochs without
+    improvement): whether it is the best so far, and the learning rate to continue with
+    when the plateau schedule lowers it (else None)."""
+    if metric.improved(value, state["best"]):
+        state.update(best=value, best_epoch=state["epoch"], bad_epochs=0, lr_bad_epochs=0)
+        return True, None
+    state["bad_epochs"] += 1
+    state["lr_bad_epochs"] += 1
+    if (config.lr_schedule == "plateau" and state["lr_bad_epochs"] >= config.lr_patience
+            and lr > config.min_learning_rate):
+        state["lr_bad_epochs"] = 0
+        return False, max(lr * config.lr_decay_factor, config.min_learning_rate)
+    return False, None
+
+
+def stop_reason(state, config: TrainingConfig, budget: float | None) -> str | None:
+    if state["epoch"] >= config.epochs:
+        return f"reached training.epochs={config.epochs}"
+    if state["bad_epochs"] >= config.patience:
+        return f"no improvement for {config.patience} validations (early stopping)"
+    if budget is not None and state["history"]:
+        # Stop before an epoch that would run past the budget, judged by the last one.
+        last = state["history"][-1]["epoch_seconds"]
+        if state["train_seconds"] + last > budget:
+            return f"time budget training.max_minutes={config.max_minutes} reached"
+    return None
