@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import platform
 import sys
@@ -67,7 +66,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks.timing import matmul_peak, timed_loop  # noqa: E402
+from benchmarks.timing import matmul_peak, timed_loop, write_results  # noqa: E402
 from benchmarks.translation_reference import train_epoch, train_reference  # noqa: E402
 from benchmarks.translation_speed import (  # noqa: E402
     TokenStats,
@@ -371,9 +370,7 @@ def main(argv=None) -> int:
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     print(table(results))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"[benchmark] wrote {args.out}", file=sys.stderr)
+        write_results(args.out, results, "benchmark")
     return 0
 
 

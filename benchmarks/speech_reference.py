@@ -53,7 +53,7 @@ from benchmarks.deepspeech2_reference import (  # noqa: E402
     reference_parameters,
     reference_units,
 )
-from benchmarks.timing import timed_fit, timed_loop  # noqa: E402
+from benchmarks.timing import timed_fit, timed_loop, write_results  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
 from models.ctc_decoding import CTCDecoder  # noqa: E402
 from pipelines import speech  # noqa: E402
@@ -351,9 +351,7 @@ def main(argv=None) -> int:
     results["wall_seconds"] = round(time.perf_counter() - start, 1)
     print(table(results))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"[speech_reference] wrote {args.out}", file=sys.stderr)
+        write_results(args.out, results, "speech_reference")
     return 0
 
 

@@ -6,9 +6,12 @@ Used by ``benchmarks.harness`` and the other benchmarks (``train_loop``, ``large
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -16,6 +19,13 @@ import tensorflow as tf
 
 from data_prep.special_ids import PAD_ID
 from pipelines.train_steps import Steps, run_epoch
+
+
+def write_results(path, results: dict, who: str) -> None:
+    """Write a benchmark's ``results`` as JSON to ``path`` (folders made), saying so."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"[{who}] wrote {path}", file=sys.stderr)
 
 
 def matmul_peak(n: int = 4096, seconds: float = 3.0, min_repeats: int = 3) -> dict:
