@@ -47,7 +47,12 @@ def exported(pipeline: str, cfg, run: RunDir) -> None:
     import importlib
 
     stages = importlib.import_module(f"pipelines.{pipeline}.stages")
-    stages.export(cli.Context(cfg, run, None, False, pipeline=pipeline))
+    run.lock()  # as the command line's export would: no other stage may change the run
+    try:
+        stages.export(cli.Context(cfg, run, None, False, pipeline=pipeline,
+                                  made_from=stages.made_from(cfg)))
+    finally:
+        run.unlock()
 
 
 def read_metrics(run: RunDir, keys) -> dict | None:
