@@ -179,7 +179,8 @@ class Context:
 
 def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, ...],
          stages_module: str, pipeline: list[str],
-         arguments: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+         arguments: Callable[[argparse.ArgumentParser], None] | None = None,
+         file_stages: tuple[str, ...] = ()) -> int:
     """Parse arguments, load the config and run one stage (or the whole ``pipeline``).
 
     TensorFlow takes seconds to import, so it is imported only once the arguments and
@@ -189,7 +190,8 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     ``stage_names``), ``USER_ERRORS``, its own exception types to report like
     ``USER_ERRORS`` here, and ``made_from(config)`` (``Context``). ``name``: the
     pipeline, recorded in the run directories it makes.
-    ``arguments(parser)`` adds the pipeline's own arguments (stages read ``ctx.options``).
+    ``arguments(parser)`` adds the pipeline's own arguments (stages read ``ctx.options``);
+    its positional ``audio`` files are for the ``file_stages`` only.
     """
     p = parser(name, description, [*stage_names, "all"])
     if arguments:
@@ -197,6 +199,12 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
     # Intermixed: a stage's positional arguments may follow options (``stream --config
     # c.yaml a.wav b.wav``).
     args = p.parse_intermixed_args(argv)
+    files = getattr(args, "audio", None)
+    if files and args.stage not in file_stages:
+        # Not ignored: "evaluate a.wav" would otherwise score the test set, silently.
+        print(f"error: {args.stage} takes no audio files (got {files[0]}); "
+              f"{' and '.join(file_stages)} do", file=sys.stderr)
+        return 2
     try:
         config = load_config(config_cls, args.config, args.overrides)
     except ConfigError as e:

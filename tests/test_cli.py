@@ -251,3 +251,12 @@ def test_an_input_file_is_answered_as_it_is_read(tmp_path, monkeypatch):
     assert list(cli.input_batches(str(tmp_path / "in.txt"))) == [["a", "b"], ["c", ""], ["e"]]
     (tmp_path / "empty.txt").write_text("")
     assert list(cli.input_batches(str(tmp_path / "empty.txt"))) == []
+
+
+def test_audio_files_given_to_a_stage_that_takes_none_are_an_error(capsys):
+    from pipelines import speech
+
+    config = ROOT / "pipelines" / "configs" / "an4_smoke.yaml"
+    assert speech.main(["evaluate", "--config", str(config), "a.wav"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: evaluate takes no audio files (got a.wav); transcribe and stream do\n"

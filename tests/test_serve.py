@@ -320,3 +320,16 @@ def test_a_server_without_a_speech_model_says_so():
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_a_damaged_export_is_one_line(tmp_path):
+    from pipelines.config import ConfigError
+    from pipelines.run_dir import RunDir
+    from pipelines.serve.models import load_export
+
+    run = RunDir(tmp_path / "run")
+    run.path("export").mkdir(parents=True)
+    run.path("export", "saved_model.pb").write_bytes(b"not a SavedModel")
+    with pytest.raises(ConfigError, match=r"export: a damaged SavedModel") as error:
+        load_export(run)
+    assert "\n" not in str(error.value)

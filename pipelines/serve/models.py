@@ -55,6 +55,17 @@ def exported(pipeline: str, cfg, run: RunDir) -> None:
         run.unlock()
 
 
+def load_export(run: RunDir):
+    """The run's exported SavedModel; ConfigError naming it when it cannot be loaded."""
+    path = run.path("export")
+    try:
+        return tf.saved_model.load(str(path))
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"{path}: a damaged SavedModel ({first}); rerun the export stage "
+                          "with --force") from None
+
+
 def read_metrics(run: RunDir, keys) -> dict | None:
     """The test scores of ``metrics.json`` (None before the evaluate stage)."""
     path = run.path("metrics.json")
@@ -70,7 +81,7 @@ class Translation:
     def __init__(self, root):
         cfg, run = open_run(root, "translation", TranslationConfig)
         exported("translation", cfg, run)
-        self.model = tf.saved_model.load(str(run.path("export")))
+        self.model = load_export(run)
         m = cfg.model
         self.info = {
             "run": cfg.name, "source_lang": cfg.data.source_lang,
@@ -96,7 +107,7 @@ class Speech:
 
         cfg, run = open_run(root, "speech", SpeechConfig)
         exported("speech", cfg, run)
-        self.model = tf.saved_model.load(str(run.path("export")))
+        self.model = load_export(run)
         self.sample_rate = cfg.features.sample_rate
         self.vocab = vocabulary(cfg)
         self.step = stream_step(cfg, run) if cfg.model.causal else None

@@ -56,4 +56,4 @@ def main(argv=None) -> int:
     """Run ``python -m pipelines.speech`` with ``argv``; the exit code."""
     return cli.main(argv, "speech", DESCRIPTION, SpeechConfig, STAGE_NAMES,
                     "pipelines.speech.stages", pipeline=["prepare", "train", "evaluate"],
-                    arguments=arguments)
+                    arguments=arguments, file_stages=("transcribe", "stream"))
