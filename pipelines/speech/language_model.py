@@ -27,15 +27,10 @@ def _fingerprint(cfg: SpeechConfig, run) -> str:
     return fingerprint("lm", run.require("train", "the language model"), cfg.decoding.lm)
 
 
-def _build(cfg: SpeechConfig, run, fp: str) -> None:
-    """Write the ARPA model and choose the weight and word bonus on validation."""
-    # Training transcripts only: test text must never reach the language model, and
-    # validation text neither, so that the choice below is made on unseen sentences.
-    texts = [e["text"] for e in read_manifest(run.path("data", "train.jsonl"))]
+def _tune(cfg: SpeechConfig, run, decoder: CTCLanguageModelDecoder, vocab, fp: str,
+          training_sentences: int) -> dict:
+    """Choose the weight and word bonus on validation; the record ``lm/tuning.json``."""
     lm = cfg.decoding.lm
-    arpa = write_arpa(run.path("lm", "words.arpa"), texts, lm.order)
-    vocab = vocabulary(cfg, run)
-    decoder = _decoder(cfg, run, vocab, 0.0, 0.0)
     val_x, val_y, _ = load_labelled(run, "val", vocab, cfg)
     references = [vocab.decode(y) for y in val_y]
     log_probs = in_batches(decoder.log_probs, val_x, cfg.decoding.batch_size)
@@ -47,10 +42,11 @@ def _build(cfg: SpeechConfig, run, fp: str) -> None:
         print(f"[lm] weight {weight:g} word bonus {bonus:g}: validation WER "
               f"{grid[-1]['wer']:.2%}", flush=True)
     best = min(grid, key=lambda g: (g["wer"], g["cer"]))
-    atomic_write_json(run.path("lm", "tuning.json"), {
-        "fingerprint": fp, "weight": best["weight"], "word_bonus": best["word_bonus"],
-        "val_wer": best["wer"], "order": lm.order, "arpa": arpa.name,
-        "training_sentences": len(texts), "grid": grid})
+    tuning = {"fingerprint": fp, "weight": best["weight"], "word_bonus": best["word_bonus"],
+              "val_wer": best["wer"], "order": lm.order, "arpa": "words.arpa",
+              "training_sentences": training_sentences, "grid": grid}
+    atomic_write_json(run.path("lm", "tuning.json"), tuning)
+    return tuning
 
 
 def _decoder(cfg: SpeechConfig, run, vocab, weight: float, bonus: float
@@ -64,10 +60,17 @@ def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDeco
     """The run's decoder with its language model, built and tuned first if needed, and
     the tuning record (``lm/tuning.json``: the chosen weight and word bonus, the grid)."""
     fp = _fingerprint(cfg, run)
-    record = run.path("lm", "tuning.json")
-    if not record.is_file() or json.loads(record.read_text())["fingerprint"] != fp:
-        print(f"[lm] building the {cfg.decoding.lm.order}-gram word model of the training "
-              "transcripts and choosing its weight on validation", flush=True)
-        _build(cfg, run, fp)
-    tuning = json.loads(record.read_text())
-    return _decoder(cfg, run, vocabulary(cfg, run), tuning["weight"], tuning["word_bonus"]), tuning
+    record, vocab = run.path("lm", "tuning.json"), vocabulary(cfg, run)
+    if record.is_file() and json.loads(record.read_text())["fingerprint"] == fp:
+        tuning = json.loads(record.read_text())
+        return _decoder(cfg, run, vocab, tuning["weight"], tuning["word_bonus"]), tuning
+    print(f"[lm] building the {cfg.decoding.lm.order}-gram word model of the training "
+          "transcripts and choosing its weight on validation", flush=True)
+    # Training transcripts only: test text must never reach the language model, and
+    # validation text neither, so that the choice is made on unseen sentences.
+    texts = [e["text"] for e in read_manifest(run.path("data", "train.jsonl"))]
+    write_arpa(run.path("lm", "words.arpa"), texts, cfg.decoding.lm.order)
+    decoder = _decoder(cfg, run, vocab, 0.0, 0.0)
+    tuning = _tune(cfg, run, decoder, vocab, fp, len(texts))
+    decoder.set_weights(tuning["weight"], tuning["word_bonus"])
+    return decoder, tuning
