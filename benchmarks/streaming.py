@@ -44,12 +44,11 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from keras import ops  # noqa: E402
 
 from data_prep.audio_features import featurize  # noqa: E402
 from data_prep.graph_features import GraphFeatures  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
-from models.ctc_decoding import ctc_alignment  # noqa: E402
+from models.ctc_decoding import ctc_alignment, log_probs_and_lengths  # noqa: E402
 from models.ctc_streaming import NO_END  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import wer_cer  # noqa: E402
@@ -129,8 +128,7 @@ def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
                          speakers=[e.get("speaker") for e in entries])
 
     def log_probs(batch):
-        lengths = np.asarray(model.output_lengths(batch["feature_lengths"]))
-        scores = np.asarray(ops.log_softmax(model(batch, training=False), axis=-1))
+        scores, lengths = (np.asarray(t) for t in log_probs_and_lengths(model, batch))
         return [row[:n] for row, n in zip(scores, lengths, strict=True)]
 
     frame_seconds = cfg.features.hop_ms * cfg.model.conv_stride ** cfg.model.conv_layers / 1000

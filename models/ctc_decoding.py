@@ -10,6 +10,13 @@ from models.config import STRATEGIES
 from models.ctc_frames import ctc_frames_needed
 
 
+def log_probs_and_lengths(model, inputs):
+    """A ``CTCRecognizer``'s float32 log-probabilities ``[B, T, classes]`` of a batch and
+    the output frames ``[B]`` of each utterance (graph ops: traceable or eager)."""
+    logits = ops.cast(model(inputs, training=False), "float32")
+    return ops.log_softmax(logits, axis=-1), model.output_lengths(inputs["feature_lengths"])
+
+
 def ctc_alignment(log_probs: np.ndarray, ids: list[int], blank_index: int) -> list[int]:
     """The last frame of each label of ``ids`` in its likeliest CTC alignment (Viterbi)
     to ``[frames, classes]`` log-probabilities; ValueError if the frames are too few.

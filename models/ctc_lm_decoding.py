@@ -6,7 +6,8 @@ import logging
 
 import numpy as np
 import tensorflow as tf
-from keras import ops
+
+from models.ctc_decoding import log_probs_and_lengths
 
 
 def _beam_search(labels: list[str], arpa_path: str, weight: float, word_bonus: float):
@@ -67,12 +68,8 @@ class CTCLanguageModelDecoder:
             "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
             "feature_lengths": tf.TensorSpec([None], tf.int32),
         }
-        self._forward = tf.function(self._log_probs_tensor, input_signature=[spec])
-
-    def _log_probs_tensor(self, inputs):
-        logits = ops.cast(self.model(inputs, training=False), "float32")
-        return (ops.log_softmax(logits, axis=-1),
-                self.model.output_lengths(inputs["feature_lengths"]))
+        self._forward = tf.function(lambda inputs: log_probs_and_lengths(model, inputs),
+                                    input_signature=[spec])
 
     def set_weights(self, weight: float, word_bonus: float) -> None:
         """Change the language model weight and the word bonus (no reloading)."""
