@@ -225,6 +225,14 @@ def test_every_stage_on_an4_smoke(data_dir, tmp_path):
     with contextlib.redirect_stdout(out):
         assert speech.main(["transcribe", *common, "--input", str(tmp_path / "files.txt")]) == 0
     assert out.getvalue().splitlines() == lm_hyps[:len(first)]
+    # A damaged language model file is made again, not read (it derives from the run).
+    arpa = run / "lm" / "words.arpa"
+    arpa.write_text(arpa.read_text()[:300])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert speech.main(["transcribe", *common, "--input", str(tmp_path / "files.txt")]) == 0
+    assert "not the file that was tuned; making it again" in out.getvalue()
+    assert out.getvalue().splitlines()[-len(first):] == lm_hyps[:len(first)]
     assert speech.main(["export", *common]) == 0
     assert (run / "export" / "saved_model.pb").is_file()
     # The report reads all three decodings and normalizes its examples per speaker.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 
+from data_prep.download import sha256_of
 from data_prep.file_io import atomic_write_json
 from data_prep.manifest import read_manifest
 from data_prep.ngram_lm import write_arpa
@@ -44,6 +45,7 @@ def _tune(cfg: SpeechConfig, run, decoder: CTCLanguageModelDecoder, vocab, fp: s
     best = min(grid, key=lambda g: (g["wer"], g["cer"]))
     tuning = {"fingerprint": fp, "weight": best["weight"], "word_bonus": best["word_bonus"],
               "val_wer": best["wer"], "order": lm.order, "arpa": "words.arpa",
+              "arpa_sha256": sha256_of(run.path("lm", "words.arpa")),
               "training_sentences": training_sentences, "grid": grid}
     atomic_write_json(run.path("lm", "tuning.json"), tuning)
     return tuning
@@ -61,9 +63,13 @@ def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDeco
     the tuning record (``lm/tuning.json``: the chosen weight and word bonus, the grid)."""
     fp = _fingerprint(cfg, run)
     record, vocab = run.path("lm", "tuning.json"), vocabulary(cfg, run)
-    if record.is_file() and json.loads(record.read_text())["fingerprint"] == fp:
-        tuning = json.loads(record.read_text())
-        return _decoder(cfg, run, vocab, tuning["weight"], tuning["word_bonus"]), tuning
+    tuning = json.loads(record.read_text()) if record.is_file() else {}
+    arpa = run.path("lm", "words.arpa")
+    if tuning.get("fingerprint") == fp:
+        if arpa.is_file() and sha256_of(arpa) == tuning.get("arpa_sha256"):
+            return _decoder(cfg, run, vocab, tuning["weight"], tuning["word_bonus"]), tuning
+        # Derived from the run's own files: made again rather than read damaged.
+        print(f"[lm] {arpa} is missing or not the file that was tuned; making it again")
     print(f"[lm] building the {cfg.decoding.lm.order}-gram word model of the training "
           "transcripts and choosing its weight on validation", flush=True)
     # Training transcripts only: test text must never reach the language model, and
