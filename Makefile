@@ -45,12 +45,13 @@ browser:
 		"sudo apt-get install chromium chromium-driver"; fi
 
 # The main job: train, evaluate and score the default translation model (3 epochs, about 15 minutes),
-# then the default speech model (isolated digits, about 5 minutes); each prints its scores.
+# then the default speech model (isolated digits, 25 epochs, about 4 minutes); each prints its scores.
 demo: $(STAMP)
 	$(BIN)/python -m pipelines.translation all --config pipelines/configs/translation_demo.yaml
 	$(BIN)/python -m pipelines.speech all --config pipelines/configs/speech_demo.yaml
 
-# The whole test suite (about 10 minutes on 2 CPU cores).
+# The whole test suite (about 11-17 minutes on 2 CPU cores), after installing espeak-ng and
+# chromium when run as root (voices, browser).
 test: $(STAMP) voices browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest

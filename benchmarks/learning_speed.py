@@ -1,8 +1,8 @@
 """How fast the translator learns: validation BLEU after each of the first epochs, one
 change at a time.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/learning_speed.py --epochs 3
-    ... benchmarks/learning_speed.py --only default before --epochs 1 --jobs 2 --test
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.learning_speed --epochs 3
+    ... -m benchmarks.learning_speed --only default before --epochs 1 --jobs 2 --test
 
 Each variant is ``pipelines/configs/translation_demo.yaml`` (Multi30k De->En, the default
 model) with a few ``--set`` overrides, trained for ``--epochs`` epochs in

@@ -2,7 +2,7 @@
 speed through the ``translate`` signature, and whether it translates test2016 as
 ``evaluate`` did.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/saved_model.py \\
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.saved_model \\
         --run-dir runs/translation_demo
 
 Needs a run whose ``export`` and ``evaluate`` stages have run. Loads ``<run>/export`` with

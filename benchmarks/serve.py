@@ -2,7 +2,7 @@
 latency with and without dynamic batching, live streams kept in real time, and a soak
 with bad requests mixed in.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/serve.py \\
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.serve \\
         --translation runs/translation_demo --speech runs/fsdd_strings_streaming \\
         [--soak-seconds 600] [--output serve_benchmark.json]
 

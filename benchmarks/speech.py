@@ -1,10 +1,10 @@
 """Speech benchmark: train, evaluate (WER, CER, real-time factor), record time and memory.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py an4
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py fsdd_strings
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py fsdd_digits
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.speech an4
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.speech fsdd_strings
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.speech fsdd_digits
     # leave-one-speaker-out folds (one full training each):
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/speech.py fsdd_digits \
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.speech fsdd_digits \
         --leave-out george jackson lucas nicolas yweweler
 
 Runs ``python -m pipelines.speech all`` for ``pipelines/configs/<name>.yaml`` in

@@ -1,8 +1,8 @@
 """Streaming benchmark: compute per chunk on one core and model sizes of the streaming
 step (Keras, TFLite float32, int8 and float16), and with a trained run the streamed WER/CER.
 
-    .venv/bin/python benchmarks/streaming.py                       # untrained weights
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/streaming.py \
+    .venv/bin/python -m benchmarks.streaming                       # untrained weights
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.streaming \
         --run-dir runs/fsdd_strings_streaming                      # after `all` and `export`
 
 Without a trained run the model has the config's architecture and random weights: the
@@ -49,6 +49,7 @@ from data_prep.audio_features import featurize  # noqa: E402
 from data_prep.graph_features import GraphFeatures  # noqa: E402
 from data_prep.manifest import read_manifest  # noqa: E402
 from models.ctc_decoding import ctc_alignment, log_probs_and_lengths  # noqa: E402
+from models.ctc_frames import frames_per_output  # noqa: E402
 from models.ctc_streaming import NO_END  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
 from pipelines.metrics import wer_cer  # noqa: E402
@@ -131,7 +132,8 @@ def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
         scores, lengths = (np.asarray(t) for t in log_probs_and_lengths(model, batch))
         return [row[:n] for row, n in zip(scores, lengths, strict=True)]
 
-    frame_seconds = cfg.features.hop_ms * cfg.model.conv_stride ** cfg.model.conv_layers / 1000
+    frame_seconds = cfg.features.hop_ms * frames_per_output(cfg.model.conv_layers,
+                                                          cfg.model.conv_stride) / 1000
     for entry, scores in zip(entries, in_batches(log_probs, features, 32), strict=True):
         ids = vocab.encode(entry["text"])
         frames = ctc_alignment(scores, ids, vocab.blank_index)

@@ -1,6 +1,6 @@
 """Full Multi30k benchmark: train, evaluate (sacreBLEU, beam 5), record time and memory.
 
-    PIPELINES_DATA_DIR=../shared/data .venv/bin/python benchmarks/translation.py multi30k_de_en
+    PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.translation multi30k_de_en
 
 Runs ``python -m pipelines.translation all`` for ``pipelines/configs/<name>.yaml`` in
 ``runs/<name>`` (resuming if interrupted) and writes ``runs/<name>/benchmark.json``: wall

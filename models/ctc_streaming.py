@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from keras import ops
 
-from models.ctc_frames import subsampled_length
+from models.ctc_frames import frames_per_output, subsampled_length
 from models.ctc_recognizer import CTCRecognizer, conv_border
 from models.rnn_cells import num_states, without_cudnn
 
@@ -60,7 +60,7 @@ class StreamingRecognizer:
         c = model.config
         if not c.causal:
             raise ValueError("streaming needs a causal model (model.causal: true)")
-        subsampling = c.conv_stride ** c.conv_layers
+        subsampling = frames_per_output(c.conv_layers, c.conv_stride)
         if frames_per_chunk % subsampling:
             raise ValueError(f"a chunk must hold a multiple of {subsampling} feature frames "
                              f"(the conv front end's subsampling), got {frames_per_chunk}")

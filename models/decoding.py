@@ -148,7 +148,7 @@ class Translator:
     def __init__(self, model, beam_size=1, length_penalty=0.0, max_length_ratio=1.5,
                  max_length_offset=10):
         if beam_size < 1:
-            raise ValueError(f"decoding.beam_size must be at least 1, got {beam_size}")
+            raise ValueError(f"beam_size must be at least 1, got {beam_size}")
         self.model, self.beam_size, self.length_penalty = model, beam_size, length_penalty
         self.max_length_ratio, self.max_length_offset = max_length_ratio, max_length_offset
         spec = tf.TensorSpec([None, None], tf.int32)

@@ -131,6 +131,13 @@ class Context:
         self.options = options or argparse.Namespace()  # the pipeline's own arguments
         self.made_from = made_from or {}
         self.changing = False  # a stage has begun changing the run
+        self.stage = None  # the stage running (``run_stage``)
+        self._fingerprint = None  # what it is made from (``start``)
+
+    def run_stage(self, stage: str, function) -> None:
+        """Run ``function(self)``, the stage named ``stage``."""
+        self.stage, self._fingerprint = stage, None
+        function(self)
 
     def begin(self, stage: str) -> None:
         """Called by a stage that is about to change the run (not when it is up to date):
@@ -143,19 +150,21 @@ class Context:
         self.run.record(self.pipeline, self.config if stage in BUILDS else None)
         self.changing = True
 
-    def start(self, stage: str, fp: str, output) -> bool:
-        """Whether ``stage`` must run: False, after saying it is up to date, when it last
-        finished with fingerprint ``fp`` and --force is not given (``output``: what it
-        made, shown to the user); else ``begin`` and True."""
-        if self.run.up_to_date(stage, fp, self.force, output):
+    def start(self, fp: str, output) -> bool:
+        """Whether the running stage must run: False, after saying it is up to date, when
+        it last finished with fingerprint ``fp`` and --force is not given (``output``: what
+        it made, shown to the user); else ``begin`` and True."""
+        self._fingerprint = fp
+        if self.run.up_to_date(self.stage, fp, self.force, output):
             return False
-        self.begin(stage)
+        self.begin(self.stage)
         return True
 
-    def require(self, stage: str, before: str) -> str:
-        """The fingerprint of ``stage``, which ``before`` needs: ConfigError if it has not
-        run, or if this command's config differs from the one it (or a stage of
+    def require(self, stage: str) -> str:
+        """The fingerprint of ``stage``, which the running stage needs: ConfigError if it
+        has not run, or if this command's config differs from the one it (or a stage of
         ``BUILDS`` before it) was made with, in the fields that differ."""
+        before = self.stage
         fp = self.run.require(stage, before)
         builds = BUILDS[:BUILDS.index(stage) + 1] if stage in BUILDS else BUILDS
         for built in builds:
@@ -167,9 +176,11 @@ class Context:
                     f"Run '{built}' with this config first, or use another --run-dir")
         return fp
 
-    def done(self, stage: str, fp: str, **info) -> None:
-        """Record that ``stage`` finished, with the config sections it was made from."""
-        self.run.mark_done(stage, fp, config=self.made_from.get(stage), **info)
+    def done(self, **info) -> None:
+        """Record that the running stage finished (with the fingerprint given to ``start``)
+        and the config sections it was made from."""
+        self.run.mark_done(self.stage, self._fingerprint,
+                           config=self.made_from.get(self.stage), **info)
 
     def config_fingerprint(self) -> str:
         """The fingerprint of what the run's data and model are made from (``BUILDS``),
@@ -246,7 +257,7 @@ def main(argv, name: str, description: str, config_cls, stage_names: tuple[str, 
             if not set(todo) <= set(READ_ONLY_STAGES):
                 run.lock()
             for stage in todo:
-                stages[stage](ctx)
+                ctx.run_stage(stage, stages[stage])
         except (*USER_ERRORS, *user_errors, distribute.ClusterError) as e:
             print(f"error: {e}", file=sys.stderr)
             code = 1

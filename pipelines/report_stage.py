@@ -94,7 +94,7 @@ def report_stage(ctx, notebook: str) -> None:
     Needs a finished ``evaluate`` stage (the notebooks read its metrics and hypotheses).
     Always runs: a report is cheap, and it should reflect the current notebook.
     """
-    ctx.require("evaluate", "report")
+    ctx.require("evaluate")
     print(f"[report] running notebooks/{notebook}.ipynb on {ctx.run.root} (a minute or two)",
           flush=True)
     ipynb, html = execute_notebook(NOTEBOOKS_DIR / f"{notebook}.ipynb",

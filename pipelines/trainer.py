@@ -35,13 +35,14 @@ from pipelines.checkpoints import (
     STATE_FILE,
     average_as_best,
     check_resumable,
+    discard_checkpoints,
     load_state,
     restore,
     undo_average,
 )
 from pipelines.config import ConfigError
 from pipelines.epoch_policy import ValidationMetric, after_validation, stop_reason
-from pipelines.run_dir import RunDir
+from pipelines.run_dir import RunDir, fingerprint
 from pipelines.train_steps import Steps, run_epoch
 from pipelines.training_config import TrainingConfig
 
@@ -62,21 +63,28 @@ def resumable_config(config: TrainingConfig) -> dict:
     return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
 
 
-def without_unused(config: TrainingConfig, unused: tuple[str, ...]) -> TrainingConfig:
-    """``config`` with the fields a pipeline does not read reset to their defaults, for
-    fingerprints: changing such a field neither reruns training nor refuses to resume it.
-    Resetting (rather than dropping) them keeps the fingerprints of runs that never set
-    them."""
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainingConfig)}
-    return dataclasses.replace(config, **{name: defaults[name] for name in unused})
+def start_stage(ctx, *made_of) -> str | None:
+    """Begin the train stage of ``ctx`` (a ``cli.Context``) for a model ``made_of`` these
+    parts and ``ctx.config.training``: returns the fingerprint its checkpoints are bound
+    to, or None when the stage is up to date. Checkpoints depend on everything but the
+    stopping criteria and the placement, so raising training.epochs continues a finished
+    run instead of restarting it; other changes need --force, which discards them."""
+    training = ctx.config.training
+    checkpoint_fp = fingerprint("train", *made_of, resumable_config(training))
+    if not ctx.force:
+        check_resumable(ctx.run, checkpoint_fp)
+    if not ctx.start(fingerprint(checkpoint_fp, training),
+                     ctx.run.path("checkpoints", "best.keras")):
+        return None
+    if ctx.force:
+        discard_checkpoints(ctx.run)
+    return checkpoint_fp
 
 
-def made_from(config: TrainingConfig, unused: tuple[str, ...]) -> dict:
+def made_from(config: TrainingConfig) -> dict:
     """The training settings a trained model is made from, for its run's records: all
-    but those the pipeline does not read (``unused``) and the placement (a model trained
-    on a cluster is used on one machine)."""
-    return {k: v for k, v in dataclasses.asdict(without_unused(config, unused)).items()
-            if k not in PLACEMENT_FIELDS}
+    but the placement (a model trained on a cluster is used on one machine)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in PLACEMENT_FIELDS}
 
 
 def make_optimizer(config: TrainingConfig) -> keras.optimizers.Optimizer:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.config_checks import ConfigError, at_least, choice, fraction, positive
+from data_prep.config_checks import ConfigError, at_least, choice, positive
 
 # training.distribution: pipelines.distribute; training.mixed_precision: Keras dtype policies.
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -13,7 +13,8 @@ MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
 
 @dataclass
 class TrainingConfig:
-    """The ``training:`` section shared by all pipelines."""
+    """The ``training:`` fields shared by all pipelines; each pipeline's config adds its
+    own (batch sizing, the loss) in a subclass."""
 
     epochs: int = 30  # upper bound on epochs
     max_minutes: float | None = None  # stop before an epoch that would exceed this budget
@@ -23,19 +24,15 @@ class TrainingConfig:
     lr_patience: int = 1  # validations without improvement before the LR decays
     min_learning_rate: float = 1e-5
     clip_norm: float = 1.0  # global gradient-norm clipping
-    # Adam's epsilon. 1e-9 with clip_norm 5 rescued the old tanh-attentional translator,
-    # whose attention gradients were ~1e-7; the default translation model learned as fast
-    # in its first epoch with 1e-7 and no clipping (docs/benchmarks.md, "How fast the translator learns").
+    # Adam's epsilon: 1e-7 (Keras' default); a model with tiny gradients (~1e-7) may need
+    # 1e-9 with clip_norm 5 (docs/benchmarks.md, "How fast the translator learns").
     adam_epsilon: float = 1e-7
     patience: int = 5  # early stopping: validations without improvement
     # Average the weights of the last N epochs when training stops; the average replaces
     # best.keras if it validates at least as well (0: off). pipelines/checkpoint_average.py
     average_last: int = 0
     seed: int = 1234
-    batch_tokens: int = 4000  # translation: padded tokens per batch
-    batch_size: int = 32  # speech: utterances per batch
-    label_smoothing: float = 0.1
-    # Batch sizes above are global (per step), split over the replicas.
+    # Batch sizes (the pipelines' own fields) are global (per step), split over the replicas.
     distribution: str = "none"  # none | mirrored (local GPUs) | multi_worker (TF_CONFIG)
     mixed_precision: str = "none"  # none | mixed_float16 (with loss scaling) | mixed_bfloat16
     cluster_timeout_seconds: float = 600.0  # multi_worker: wait this long for all workers
@@ -44,9 +41,7 @@ class TrainingConfig:
         choice(self.lr_schedule, ("plateau", "constant"), f"{where}.lr_schedule")
         choice(self.distribution, DISTRIBUTIONS, f"{where}.distribution")
         choice(self.mixed_precision, MIXED_PRECISION, f"{where}.mixed_precision")
-        fraction(self.label_smoothing, f"{where}.label_smoothing")
-        at_least(self, where, 1, "epochs", "batch_tokens", "batch_size", "patience",
-                 "lr_patience")
+        at_least(self, where, 1, "epochs", "patience", "lr_patience")
         at_least(self, where, 0, "min_learning_rate", "average_last")
         positive(self, where, "max_minutes", "learning_rate", "clip_norm", "adam_epsilon",
                  "cluster_timeout_seconds")

@@ -7,6 +7,7 @@ import yaml
 from data_prep.speech_config import DigitStringConfig, FeatureConfig, SpecAugmentConfig
 from models.config import CTCRecognizerConfig, Seq2SeqConfig
 from pipelines.config import ConfigError, apply_overrides, load_config, load_yaml
+from pipelines.speech.config import SpeechConfig
 from pipelines.translation.config import TranslationConfig
 
 CONFIGS = Path(__file__).resolve().parent.parent / "pipelines" / "configs"
@@ -146,32 +147,25 @@ def test_bad_base_is_named(tmp_path, text, message):
         load_config(TranslationConfig, write(tmp_path, text))
 
 
-@pytest.mark.parametrize("pipeline, unused, used", [
-    ("translation", {"batch_size": 7}, {"batch_tokens": 7, "label_smoothing": 0.2}),
-    ("speech", {"batch_tokens": 7, "label_smoothing": 0.2}, {"batch_size": 7}),
+@pytest.mark.parametrize("config_cls, others, own", [
+    (TranslationConfig, {"batch_size": 7}, {"batch_tokens": 7, "label_smoothing": 0.2}),
+    (SpeechConfig, {"batch_tokens": 7, "label_smoothing": 0.2}, {"batch_size": 7}),
 ])
-def test_training_fields_a_pipeline_ignores_do_not_change_its_fingerprints(pipeline, unused, used):
+def test_a_pipelines_training_section_has_its_own_fields_only(tmp_path, config_cls, others, own):
     import dataclasses
-    import importlib
 
     from pipelines import trainer
     from pipelines.run_dir import fingerprint
 
-    fields = importlib.import_module(f"pipelines.{pipeline}.stages").UNUSED_TRAINING_FIELDS
-    assert set(fields) == set(unused)
-
-    def fingerprints(config):
-        config = trainer.without_unused(config, fields)
-        return fingerprint(trainer.resumable_config(config)), fingerprint(config)
-
-    default = trainer.TrainingConfig()
-    # Runs that never set an unused field keep their fingerprints.
-    assert fingerprints(default) == (fingerprint(trainer.resumable_config(default)),
-                                     fingerprint(default))
-    assert fingerprints(dataclasses.replace(default, **unused)) == fingerprints(default)
-    for name, value in used.items():
-        changed = fingerprints(dataclasses.replace(default, **{name: value}))
-        assert changed[0] != fingerprints(default)[0] and changed[1] != fingerprints(default)[1]
+    for name, value in others.items():  # another pipeline's field is refused, not ignored
+        with pytest.raises(ConfigError, match=f"training.{name}: unknown field"):
+            load_config(config_cls, write(tmp_path, f"training:\n  {name}: {value}\n"))
+    default = load_config(config_cls, write(tmp_path, "name: x\n")).training
+    for name, value in own.items():  # its own fields change what checkpoints are made of
+        changed = dataclasses.replace(default, **{name: value})
+        assert (fingerprint(trainer.resumable_config(changed))
+                != fingerprint(trainer.resumable_config(default)))
+        assert trainer.made_from(changed)[name] == value
 
 
 @pytest.mark.parametrize("section, field, value", [
@@ -193,7 +187,6 @@ def test_each_config_dataclass_validates_its_own_fields(section, field, value):
 def _pipeline_of(path):
     """The pipeline a shipped config belongs to, from its corpus."""
     from pipelines import speech, translation
-    from pipelines.speech.config import SpeechConfig
     from pipelines.translation.config import CORPORA
 
     corpus = (load_yaml(path).get("data") or {}).get("corpus", "multi30k")
@@ -238,7 +231,6 @@ def test_demo_and_benchmark_configs_have_no_time_budget():
 
 def test_null_speed_perturbation_switches_it_off():
     # As null does for augment.time_stretch: one copy of the training set, at speed 1.0.
-    from pipelines.speech.config import SpeechConfig
 
     path = CONFIGS / "librispeech_100.yaml"
     assert load_config(SpeechConfig, path).data.speed_perturbation == [0.9, 1.0, 1.1]

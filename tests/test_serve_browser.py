@@ -34,8 +34,7 @@ def steady_utterance(run) -> str:
     from pipelines.run_dir import RunDir
     from pipelines.speech.config import SpeechConfig
     from pipelines.speech.data import vocabulary
-    from pipelines.speech.stages import stream_step
-    from pipelines.speech.streaming import stream_utterance, tflite_runner
+    from pipelines.speech.streaming import stream_step, stream_utterance, tflite_runner
 
     run = RunDir(run)
     cfg = load_config(SpeechConfig, run.path("config.yaml"))

@@ -20,6 +20,7 @@ import numpy as np
 
 from data_prep.file_io import read_lines
 from data_prep.manifest import read_manifest
+from models.ctc_frames import frames_per_output
 from pipelines.config import load_config
 from pipelines.reports import read_metrics
 from pipelines.run_dir import RunDir
@@ -254,7 +255,7 @@ def ctc_examples(run: SpeechRun, indices: list[int]) -> list[dict]:
     model = load_checkpoint(RunDir(run.root))
     stats = load_stats(RunDir(run.root), cfg.features)
     hop = cfg.features.hop_ms / 1000
-    subsampling = cfg.model.conv_stride ** cfg.model.conv_layers
+    subsampling = frames_per_output(cfg.model.conv_layers, cfg.model.conv_stride)
     examples = []
     for index in indices:
         entry = run.entries[index]

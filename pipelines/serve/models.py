@@ -49,8 +49,9 @@ def exported(pipeline: str, cfg, run: RunDir) -> None:
     stages = importlib.import_module(f"pipelines.{pipeline}.stages")
     run.lock()  # as the command line's export would: no other stage may change the run
     try:
-        stages.export(cli.Context(cfg, run, None, False, pipeline=pipeline,
-                                  made_from=stages.made_from(cfg)))
+        ctx = cli.Context(cfg, run, None, False, pipeline=pipeline,
+                          made_from=stages.made_from(cfg))
+        ctx.run_stage("export", stages.export)
     finally:
         run.unlock()
 
@@ -103,7 +104,7 @@ class Speech:
 
     def __init__(self, root, stream_variant: str = "int8"):
         from pipelines.speech.data import vocabulary
-        from pipelines.speech.stages import stream_step
+        from pipelines.speech.streaming import stream_step
 
         cfg, run = open_run(root, "speech", SpeechConfig)
         exported("speech", cfg, run)

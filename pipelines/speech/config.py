@@ -154,6 +154,17 @@ class StreamingConfig:
 
 
 @dataclass
+class SpeechTrainingConfig(TrainingConfig):
+    """The ``training:`` section: the shared fields and speech's own."""
+
+    batch_size: int = 32  # utterances per batch (the CTC loss has no label smoothing)
+
+    def validate(self, where):
+        super().validate(where)
+        at_least(self, where, 1, "batch_size")
+
+
+@dataclass
 class SpeechConfig:
     name: str = "speech"
     data: DataConfig = field(default_factory=DataConfig)
@@ -163,7 +174,7 @@ class SpeechConfig:
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     synthetic: SyntheticVoicesConfig = field(default_factory=SyntheticVoicesConfig)
     model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: SpeechTrainingConfig = field(default_factory=SpeechTrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
 

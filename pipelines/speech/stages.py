@@ -21,7 +21,7 @@ from data_prep.subword_tokenizer import TokenizerError
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
-from pipelines import checkpoints, cli, trainer
+from pipelines import cli, trainer
 from pipelines.config import ConfigError
 from pipelines.metrics import wer_cer, wer_cer_by_group
 from pipelines.report_stage import ReportError, report_stage
@@ -37,7 +37,6 @@ from pipelines.speech.data import (
 )
 from pipelines.speech.inference import (
     export_recognizer,
-    load_checkpoint,
     load_recognizer,
     transcribe_features,
     transcribe_files,
@@ -47,18 +46,15 @@ from pipelines.speech.shards import streaming_dataset, train_shards, write_train
 from pipelines.speech.streaming import (
     TFLITE_VARIANTS,
     PartialDisplay,
-    StreamStep,
     convert_to_tflite,
     export_step,
     file_blocks,
     stdin_blocks,
+    stream_step,
     stream_utterance,
     tflite_runner,
 )
 
-# Translation's training fields: batches here are sized in utterances, and the CTC loss
-# has no label smoothing.
-UNUSED_TRAINING_FIELDS = ("batch_tokens", "label_smoothing")
 MAX_SYNTHETIC_TRANSCRIPTS = 1000  # synthetic voices are for word lists and commands
 
 
@@ -71,7 +67,7 @@ def made_from(cfg: SpeechConfig) -> dict:
         prepare["strings"] = cfg.strings
     if cfg.synthetic.voices:
         prepare["synthetic"] = cfg.synthetic
-    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
+    training = trainer.made_from(cfg.training)
     export = {"decoding": cfg.decoding, **({"streaming": cfg.streaming} if cfg.model.causal
                                            else {})}
     return {"prepare": prepare,
@@ -90,7 +86,7 @@ def prepare(ctx: cli.Context) -> None:
                      # Only when on, so runs without synthetic voices keep their fingerprint.
                      *([cfg.synthetic] if cfg.synthetic.voices else []),
                      {"train_shard_utterances": cfg.shards.utterances})  # not the workers
-    if not ctx.start("prepare", fp, run.path("data")):
+    if not ctx.start(fp, run.path("data")):
         return
     shutil.rmtree(run.path("data", "audio"), ignore_errors=True)
     entries = load_entries(cfg, run, ctx.data_dir)
@@ -148,7 +144,7 @@ def prepare(ctx: cli.Context) -> None:
     atomic_savez(run.path("features", "val.npz"), features=np.concatenate(features),
                  lengths=np.array([len(f) for f in features]))
     atomic_write_json(run.path("data", "report.json"), report)
-    ctx.done("prepare", fp)
+    ctx.done()
     print("[prepare] " + ", ".join(
         f"{s} {report[s]['utterances']} utterances ({report[s]['hours']:.2f} h)" for s in SPLITS)
         + f"; {cfg.features.num_features} {cfg.features.kind} features")
@@ -174,20 +170,12 @@ def build_model(cfg: SpeechConfig, vocab: Vocabulary) -> CTCRecognizer:
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    # Checkpoints depend on everything but the stopping criteria, so raising
-    # training.epochs or max_minutes continues a finished run instead of restarting it.
-    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    prepared = ctx.require("prepare", "train")
+    prepared = ctx.require("prepare")
     # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
-    checkpoint_fp = fingerprint("train", prepared, cfg.model, cfg.augment,
-                                cfg.shards.shuffle_buffer_mb, trainer.resumable_config(training))
-    fp = fingerprint(checkpoint_fp, training)
-    if not ctx.force:
-        checkpoints.check_resumable(run, checkpoint_fp)
-    if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
+    checkpoint_fp = trainer.start_stage(ctx, prepared, cfg.model, cfg.augment,
+                                        cfg.shards.shuffle_buffer_mb)
+    if checkpoint_fp is None:
         return
-    if ctx.force:
-        checkpoints.discard_checkpoints(run)
     vocab, t = vocabulary(cfg, run), cfg.training
     shards = train_shards(cfg, run, vocab, prepared)
     val_x, val_y, val_skipped = load_labelled(run, "val", vocab, cfg)
@@ -215,17 +203,17 @@ def train(ctx: cli.Context) -> None:
         # TensorFlow's message ("corrupted record at 1234") does not say which shard.
         shards.check()
         raise
-    ctx.done("train", fp, best_val_wer=state["best"], epochs=state["epoch"],
-                  train_seconds=state["train_seconds"], skipped_train=shards.skipped,
-                  skipped_val=val_skipped)
+    ctx.done(best_val_wer=state["best"], epochs=state["epoch"],
+             train_seconds=state["train_seconds"], skipped_train=shards.skipped,
+             skipped_val=val_skipped)
 
 
 def evaluate(ctx: cli.Context) -> None:
     """Test WER/CER and real-time factor. Test features are not cached: computing them
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", ctx.require("train", "evaluate"), cfg.decoding)
-    if not ctx.start("evaluate", fp, run.path("metrics.json")):
+    fp = fingerprint("evaluate", ctx.require("train"), cfg.decoding)
+    if not ctx.start(fp, run.path("metrics.json")):
         return
     vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
     entries = read_manifest(run.path("data", "test.jsonl"))
@@ -275,7 +263,7 @@ def evaluate(ctx: cli.Context) -> None:
                                                 "training_sentences")}
         metrics["lm"]["beam_width"] = cfg.decoding.lm.beam_width
     atomic_write_json(run.path("metrics.json"), metrics)
-    ctx.done("evaluate", fp)
+    ctx.done()
     without = (f"without it ({cfg.decoding.strategy}) {metrics['without_lm']['wer']:.2%}; "
                if tuning else "")
     print(f"[evaluate] test WER {main['wer']:.2%} CER {main['cer']:.2%} utterance accuracy "
@@ -285,7 +273,7 @@ def evaluate(ctx: cli.Context) -> None:
 
 def transcribe(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    ctx.require("train", "transcribe")
+    ctx.require("train")
     if ctx.options.audio and ctx.input is not None:
         raise ConfigError("transcribe: give the audio files as arguments or in --input, "
                           "not both")
@@ -307,16 +295,6 @@ def transcribe(ctx: cli.Context) -> None:
         sys.stdout.flush()  # typed input: each transcript as soon as it is ready
 
 
-def stream_step(cfg: SpeechConfig, run) -> StreamStep:
-    """The streaming step of the run's (causal) model; ConfigError if it cannot stream."""
-    try:
-        return StreamStep(load_checkpoint(run),
-                          GraphFeatures(cfg.features, load_stats(run, cfg.features)),
-                          cfg.streaming_frames())
-    except ValueError as e:  # features a stream cannot compute
-        raise ConfigError(str(e)) from e
-
-
 def stream(ctx: cli.Context) -> None:
     """Transcribe audio chunk by chunk as it arrives: partial hypotheses on stderr, one
     final transcript per utterance on stdout (as ``transcribe`` writes them)."""
@@ -329,7 +307,7 @@ def stream(ctx: cli.Context) -> None:
     if (ctx.options.int8 or ctx.options.float16) and not ctx.options.tflite:
         raise ConfigError(f"--{'int8' if ctx.options.int8 else 'float16'}: selects the TFLite "
                           "model; use it with --tflite")
-    ctx.require("train", "stream")
+    ctx.require("train")
     if ctx.options.tflite and not run.is_current("export", export_fingerprint(ctx)):
         # TFLite files of an earlier model or chunk size would stream something else.
         raise ConfigError(f"{run.root}: the TFLite step models are missing or older than "
@@ -352,7 +330,7 @@ def stream(ctx: cli.Context) -> None:
 
 def export_fingerprint(ctx: cli.Context) -> str:
     cfg = ctx.config
-    return fingerprint("export", ctx.require("train", "export"), cfg.decoding,
+    return fingerprint("export", ctx.require("train"), cfg.decoding,
                        cfg.streaming if cfg.model.causal else None)
 
 
@@ -362,7 +340,7 @@ def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     fp = export_fingerprint(ctx)
     target = run.path("export")
-    if not ctx.start("export", fp, target):
+    if not ctx.start(fp, target):
         return
     features = GraphFeatures(cfg.features, load_stats(run, cfg.features))
     decoder = load_recognizer(cfg, run, cfg.decoding.strategy)
@@ -383,7 +361,7 @@ def export(ctx: cli.Context) -> None:
             print(f"[export] TFLite streaming step ({variant}, {cfg.streaming.chunk_ms:g} ms "
                   f"chunks): {path} ({path.stat().st_size / 1e6:.2f} MB)")
         shutil.rmtree(step_model)
-    ctx.done("export", fp)
+    ctx.done()
 
 
 def report(ctx: cli.Context) -> None:

@@ -28,6 +28,9 @@ from models.ctc_recognizer import CTCRecognizer
 from models.ctc_streaming import NO_END, StreamingRecognizer
 from pipelines.config import ConfigError
 from pipelines.quiet import native_stderr_silenced
+from pipelines.speech.config import SpeechConfig
+from pipelines.speech.data import load_stats
+from pipelines.speech.inference import load_checkpoint
 
 
 class StreamStep:
@@ -310,3 +313,13 @@ def tflite_runner(path, step: StreamStep) -> Callable:
         return outputs["output_0"], [outputs[f"output_{i + 1}"] for i in range(states)]
 
     return run
+
+
+def stream_step(cfg: SpeechConfig, run) -> StreamStep:
+    """The streaming step of the run's (causal) model; ConfigError if it cannot stream."""
+    try:
+        return StreamStep(load_checkpoint(run),
+                          GraphFeatures(cfg.features, load_stats(run, cfg.features)),
+                          cfg.streaming_frames())
+    except ValueError as e:  # features a stream cannot compute
+        raise ConfigError(str(e)) from e

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.config_checks import ConfigError, at_least, choice, positive, run_name
+from data_prep.config_checks import ConfigError, at_least, choice, fraction, positive, run_name
 from data_prep.iwslt14 import LANGUAGES as IWSLT14_LANGUAGES
 from data_prep.multi30k import LANGUAGES as MULTI30K_LANGUAGES
 from models.config import Seq2SeqConfig
@@ -90,12 +90,25 @@ class DecodingConfig:
 
 
 @dataclass
+class TranslationTrainingConfig(TrainingConfig):
+    """The ``training:`` section: the shared fields and translation's own."""
+
+    batch_tokens: int = 4000  # padded target tokens per batch (batches are bucketed by length)
+    label_smoothing: float = 0.1  # of the cross-entropy loss
+
+    def validate(self, where):
+        super().validate(where)
+        at_least(self, where, 1, "batch_tokens")
+        fraction(self.label_smoothing, f"{where}.label_smoothing")
+
+
+@dataclass
 class TranslationConfig:
     name: str = "translation"
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: Seq2SeqConfig = field(default_factory=Seq2SeqConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    training: TranslationTrainingConfig = field(default_factory=TranslationTrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
 
     SET_BY_PIPELINE = ("model.source_vocab_size", "model.target_vocab_size")

@@ -20,7 +20,7 @@ from data_prep.subword_tokenizer import TokenizerError, reservoir_sample
 from data_prep.text_dataset import make_training_dataset
 from models.losses import MaskedLabelSmoothingLoss
 from models.seq2seq_translator import Seq2SeqTranslator
-from pipelines import checkpoints, cli, trainer
+from pipelines import cli, trainer
 from pipelines.metrics import bleu_chrf
 from pipelines.report_stage import ReportError, report_stage
 from pipelines.run_dir import fingerprint
@@ -45,13 +45,11 @@ from pipelines.translation.inference import (
     translate_with,
 )
 
-UNUSED_TRAINING_FIELDS = ("batch_size",)  # speech's; batches here are sized in tokens
-
 
 def made_from(cfg: TranslationConfig) -> dict:
     """The config sections each stage's output is made from, as its fingerprint counts
     them (``cli.Context``): what a later stage may not change, but decoding."""
-    training = trainer.made_from(cfg.training, UNUSED_TRAINING_FIELDS)
+    training = trainer.made_from(cfg.training)
     return {"prepare": {"data": cfg.data, "tokenizer": cfg.tokenizer},
             "train": {"model": cfg.model, "training": training},
             "evaluate": {"decoding": cfg.decoding}, "export": {"decoding": cfg.decoding}}
@@ -70,7 +68,7 @@ def prepare(ctx: cli.Context) -> None:
             raise _no_lines(split, files[split])
     inputs = list(dict.fromkeys(f for split in SPLITS for f in files[split]))
     fp = fingerprint("prepare", cfg.data, cfg.tokenizer, [sha256_of(f) for f in inputs])
-    if not ctx.start("prepare", fp, run.path("data")):
+    if not ctx.start(fp, run.path("data")):
         return
     counts = {}
 
@@ -121,7 +119,7 @@ def prepare(ctx: cli.Context) -> None:
         write_lines(run.path("data", f"{split}.tgt"), corpus.target)
         report[split] = {"pairs": len(corpus), "dropped": corpus.dropped}
     atomic_write_json(run.path("data", "report.json"), report)
-    ctx.done("prepare", fp)
+    ctx.done()
     print(f"[prepare] train {kept} pairs in {len(shards)} shards (dropped {dropped['empty']} "
           f"empty, {dropped['too_long']} longer than {cfg.data.max_length} subwords), "
           f"val {len(held_out['val'])}, test {len(held_out['test'])}; vocab "
@@ -142,16 +140,9 @@ def build_model(cfg: TranslationConfig, source_tok, target_tok) -> Seq2SeqTransl
 
 def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    training = trainer.without_unused(cfg.training, UNUSED_TRAINING_FIELDS)
-    checkpoint_fp = fingerprint("train", ctx.require("prepare", "train"), cfg.model,
-                                trainer.resumable_config(training))
-    fp = fingerprint(checkpoint_fp, training)
-    if not ctx.force:
-        checkpoints.check_resumable(run, checkpoint_fp)
-    if not ctx.start("train", fp, run.path("checkpoints", "best.keras")):
+    checkpoint_fp = trainer.start_stage(ctx, ctx.require("prepare"), cfg.model)
+    if checkpoint_fp is None:
         return
-    if ctx.force:
-        checkpoints.discard_checkpoints(run)
     source_tok, target_tok = load_tokenizers(run)
     shards = verified_shards(run.path("data"), "train")
     val_src, val_tgt = load_prepared(run, "val")
@@ -172,14 +163,14 @@ def train(ctx: cli.Context) -> None:
         run, lambda: build_model(cfg, source_tok, target_tok), train_dataset, val_dataset,
         validate, trainer.ValidationMetric("val_bleu", higher_is_better=True), t, checkpoint_fp,
     )
-    ctx.done("train", fp, best_val_bleu=state["best"], epochs=state["epoch"],
-                  train_seconds=state["train_seconds"])
+    ctx.done(best_val_bleu=state["best"], epochs=state["epoch"],
+             train_seconds=state["train_seconds"])
 
 
 def evaluate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", ctx.require("train", "evaluate"), cfg.decoding)
-    if not ctx.start("evaluate", fp, run.path("metrics.json")):
+    fp = fingerprint("evaluate", ctx.require("train"), cfg.decoding)
+    if not ctx.start(fp, run.path("metrics.json")):
         return
     source_tok, target_tok = load_tokenizers(run)
     model = load_checkpoint(run)
@@ -200,14 +191,14 @@ def evaluate(ctx: cli.Context) -> None:
                "greedy": results[1], "decoding": dataclasses.asdict(cfg.decoding),
                "config_fingerprint": ctx.config_fingerprint()}
     atomic_write_json(run.path("metrics.json"), metrics)
-    ctx.done("evaluate", fp)
+    ctx.done()
     print(f"[evaluate] test BLEU {main['bleu']} chrF {main['chrf']} (beam {main['beam_size']}); "
           f"greedy BLEU {results[1]['bleu']}\n[evaluate] {main['signature']}")
 
 
 def translate(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    ctx.require("train", "translate")
+    ctx.require("train")
     source_tok, target_tok = load_tokenizers(run)
     model = load_checkpoint(run)
     translator = make_translator(model, cfg.decoding)
@@ -222,9 +213,9 @@ def translate(ctx: cli.Context) -> None:
 
 def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("export", ctx.require("train", "export"), cfg.decoding)
+    fp = fingerprint("export", ctx.require("train"), cfg.decoding)
     target = run.path("export")
-    if not ctx.start("export", fp, target):
+    if not ctx.start(fp, target):
         return
     source_tok, target_tok = load_tokenizers(run)
     model = load_checkpoint(run)
@@ -233,7 +224,7 @@ def export(ctx: cli.Context) -> None:
     export_translator(model, source_tok, target_tok, cfg.decoding, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    ctx.done("export", fp)
+    ctx.done()
     print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
 
 
