@@ -93,3 +93,38 @@ class CTCRecognizerConfig:
             # A stream keeps the last kernel - stride frames of each conv layer's input.
             raise ConfigError(f"{where}.conv_kernel: a causal model needs conv_kernel >= "
                               f"conv_stride ({self.conv_stride}), got {self.conv_kernel}")
+
+
+@dataclass
+class AttentionDecoderConfig:
+    """An attention decoder over a speech encoder (the ``attention_decoder:`` section of a
+    speech config; ``models.ctc_attention_recognizer``): a hybrid CTC/attention model.
+
+    The decoder is ``models.attention_decoder.AttentionDecoder`` (the translator's) with
+    zero start states and the residual attentional vector ``LayerNorm(h + W context)``;
+    its tokens are the CTC label ids plus one id for <sos/eos>.
+    """
+
+    cell: str = "lstm"  # gru | lstm | rnn
+    layers: int = 1
+    units: int = 320
+    embedding_dim: int = 128
+    attention: str = "scaled_dot"  # additive (Bahdanau) | dot | general (Luong) | scaled_dot
+    attention_units: int = 256  # additive and scaled_dot scorers only
+    input_feeding: bool = False  # feed each step's attentional vector to the next step
+    dropout: float = 0.1
+    label_smoothing: float = 0.1  # of the decoder's cross-entropy
+    # Training loss: ctc_weight * CTC + (1 - ctc_weight) * cross-entropy, both summed over
+    # an utterance's tokens and averaged over utterances. Above 0: the CTC head makes the
+    # N-best lists that attention rescoring reorders.
+    ctc_weight: float = 0.3
+
+    def validate(self, where):
+        choice(self.cell, CELL_TYPES, f"{where}.cell")
+        choice(self.attention, SCORES, f"{where}.attention")
+        at_least(self, where, 1, "layers", "units", "embedding_dim", "attention_units")
+        fraction(self.dropout, f"{where}.dropout")
+        fraction(self.label_smoothing, f"{where}.label_smoothing")
+        if not 0.0 < self.ctc_weight <= 1.0:
+            raise ConfigError(f"{where}.ctc_weight: must be in (0, 1] (the CTC head makes "
+                              f"the hypotheses the decoder rescores), got {self.ctc_weight!r}")

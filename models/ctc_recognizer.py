@@ -96,6 +96,11 @@ class CTCRecognizer(keras.Model):
                                  self.config.conv_stride)
 
     def call(self, inputs, training=False):
+        return self.output_layer(self.drop(self.encode(inputs, training), training=training))
+
+    def encode(self, inputs, training=False):
+        """The top RNN layer's outputs [B, T', D] (before dropout and the output layer):
+        what the CTC output layer reads, and an attention decoder's memory."""
         c = self.config
         x = inputs["features"]
         lengths = ops.cast(inputs["feature_lengths"], "int32")
@@ -113,7 +118,7 @@ class CTCRecognizer(keras.Model):
             x = layer(self.drop(x, training=training), mask=mask, training=training)
             if c.causal:
                 x = x[0]  # without the final states
-        return self.output_layer(self.drop(x, training=training))
+        return x
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         total, count = self._ctc_sum_and_count(x, y, y_pred)
