@@ -99,3 +99,71 @@ class AttentionRescoringDecoder:
         """Label ids of each utterance of a batch ``{"features", "feature_lengths"}``."""
         decoded = np.asarray(self._decode(inputs))
         return [[int(i) for i in row if i >= 0] for row in decoded]
+
+
+def _padded(rows: list[list[int]]) -> np.ndarray:
+    """Label ids of each row, padded with -1 to the longest (at least one column)."""
+    out = np.full((len(rows), max([1, *map(len, rows)])), -1, np.int32)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
+class LanguageModelRescoringDecoder:
+    """Attention rescoring of the N-best lists of the word language model's search.
+
+    ``lm_decoder`` (a ``models.ctc_lm_decoding.CTCLanguageModelDecoder`` over a
+    ``CTCAttentionRecognizer``) keeps its beam and returns its ``nbest`` best transcripts
+    with their scores (CTC plus the weighted language model and word bonuses); the
+    attention decoder scores each, teacher-forced, over the encoder outputs of the same
+    forward pass, and the best ``ctc_weight * search score + (1 - ctc_weight) *
+    attention`` wins. The search runs in Python (pyctcdecode); the forward pass and the
+    scoring are compiled. Called like ``CTCDecoder``.
+
+    Args:
+        lm_decoder: the language model decoder whose N-best lists are rescored.
+        encode: the label ids of a transcript (the vocabulary's ``encode``).
+        nbest: hypotheses rescored per utterance.
+        ctc_weight: the search score's weight in [0, 1].
+    """
+
+    def __init__(self, lm_decoder, encode, nbest: int = 16, ctc_weight: float = 0.3):
+        model = lm_decoder.model
+        AttentionRescoringDecoder(model, nbest, ctc_weight)  # the same argument checks
+        self.lm_decoder, self.nbest, self.ctc_weight = lm_decoder, nbest, ctc_weight
+        self._encode = encode
+        spec = {
+            "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
+            "feature_lengths": tf.TensorSpec([None], tf.int32),
+        }
+
+        def forward(inputs):
+            encoded = model.encode(inputs, training=False)
+            logits = ops.cast(model.output_layer(encoded), "float32")
+            return (ops.log_softmax(logits, axis=-1),
+                    model.output_lengths(inputs["feature_lengths"]), encoded)
+
+        def score(encoded, lengths, rows, hypotheses):
+            return model.attention_log_likelihood(ops.take(encoded, rows, axis=0),
+                                                  ops.take(lengths, rows, axis=0), hypotheses)
+
+        self._forward = tf.function(forward, input_signature=[spec])
+        self._score = tf.function(score, reduce_retracing=True)
+
+    def __call__(self, inputs) -> list[list[int]]:
+        log_probs, lengths, encoded = self._forward(inputs)
+        beams = [self.lm_decoder.search_nbest(x[:n], self.nbest) for x, n in
+                 zip(np.asarray(log_probs), np.asarray(lengths), strict=True)]
+        hyps = [[self._encode(text) for text, _ in b] for b in beams]
+        rows = np.repeat(np.arange(len(beams), dtype=np.int32), [len(b) for b in beams])
+        if not rows.size:
+            return [[] for _ in beams]
+        attention = np.asarray(self._score(encoded, lengths, rows,
+                                           _padded([h for hs in hyps for h in hs])))
+        result, start = [], 0
+        for b, h in zip(beams, hyps, strict=True):
+            combined = [self.ctc_weight * s + (1 - self.ctc_weight) * a
+                        for (_, s), a in zip(b, attention[start:start + len(b)], strict=True)]
+            result.append(h[int(np.argmax(combined))] if b else [])
+            start += len(b)
+        return result

@@ -85,5 +85,12 @@ class CTCLanguageModelDecoder:
         """The best transcript of one utterance's log-probabilities."""
         return self._search.decode(log_probs, beam_width=self.beam_width)
 
+    def search_nbest(self, log_probs: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """The ``n`` best transcripts of one utterance (fewer if the search kept fewer),
+        best first, with their scores: CTC log probability plus the weighted language
+        model score and word bonuses (natural log)."""
+        beams = self._search.decode_beams(log_probs, beam_width=self.beam_width)
+        return [(beam[0], float(beam[-1])) for beam in beams[:n]]
+
     def __call__(self, inputs) -> list[list[int]]:
         return [self._encode(self.search(x)) for x in self.log_probs(inputs)]

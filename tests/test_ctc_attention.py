@@ -169,3 +169,36 @@ def test_a_tiny_hybrid_memorizes_utterances_and_rescoring_returns_them():
     assert decoder(inputs) == expected
     # The decoder learnt the transcripts too: alone (ctc_weight 0) it picks them as well.
     assert AttentionRescoringDecoder(model, beam_width=4, ctc_weight=0.0)(inputs) == expected
+
+
+def test_language_model_n_best_rescoring(tmp_path):
+    from data_prep.ngram_lm import write_arpa
+    from models.attention_rescoring import LanguageModelRescoringDecoder
+    from models.ctc_lm_decoding import CTCLanguageModelDecoder
+
+    labels = ["", "a", "b", " ", "c"]
+
+    def encode(text):
+        return [labels.index(c) for c in text]
+
+    keras.utils.set_random_seed(2)
+    model = tiny()
+    arpa = write_arpa(tmp_path / "lm.arpa", ["ab", "ab c", "cab", "b"] * 3, 2)
+    lm = CTCLanguageModelDecoder(model, labels, encode, arpa, weight=0.5, word_bonus=1.0,
+                                 beam_width=8)
+    inputs = batch(lengths=(20, 13, 40), seed=4)
+    nbest = [lm.search_nbest(x, 4) for x in lm.log_probs(inputs)]
+    assert all(1 <= len(b) <= 4 for b in nbest)
+    # The search's best is the first of its N-best, and all CTC weight keeps it.
+    assert [encode(b[0][0]) for b in nbest] == lm(inputs)
+    assert LanguageModelRescoringDecoder(lm, encode, 4, ctc_weight=1.0)(inputs) == lm(inputs)
+    decoder = LanguageModelRescoringDecoder(lm, encode, 4, ctc_weight=0.3)
+    for i, best in enumerate(decoder(inputs)):
+        hyps = [encode(text) for text, _ in nbest[i]]
+        assert best in hyps
+        one = {k: np.repeat(v[i:i + 1], len(hyps), axis=0) for k, v in inputs.items()}
+        padded = np.full((len(hyps), max(1, *map(len, hyps))), -1, np.int32)
+        for j, h in enumerate(hyps):
+            padded[j, :len(h)] = h
+        combined = 0.3 * np.array([s for _, s in nbest[i]]) + 0.7 * scores(model, one, padded)
+        assert best == hyps[int(np.argmax(combined))]

@@ -17,7 +17,7 @@ from data_prep.speech_config import (
     SpecAugmentConfig,
     SyntheticVoicesConfig,
 )
-from models.config import STRATEGIES, CTCRecognizerConfig
+from models.config import STRATEGIES, AttentionDecoderConfig, CTCRecognizerConfig
 from models.ctc_frames import frames_per_output
 from pipelines.training_config import TrainingConfig
 
@@ -28,6 +28,11 @@ CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "an4", "manifest")
 LATER_FIELDS = ("val_speaker_fraction", "split_seed", "units", "unit_vocab_size", "unit_type")
 UNITS = ("characters", "sentencepiece")
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
+# CTC N-best lists rescored by the attention decoder (models.attention_rescoring).
+RESCORING = "attention_rescoring"
+# Decoding fields added after runs were made: left out of the evaluate and export
+# fingerprints while they have their default values (as LATER_FIELDS for prepare).
+LATER_DECODING_FIELDS = ("ctc_weight",)
 
 
 @dataclass
@@ -129,18 +134,34 @@ class LanguageModelConfig:
 
 @dataclass
 class DecodingConfig:
-    # closed_set: the likeliest of the training set's distinct transcripts (isolated words)
-    strategy: str = "beam_search"  # greedy | beam_search | closed_set
-    beam_width: int = 16
+    # closed_set: the likeliest of the training set's distinct transcripts (isolated words);
+    # attention_rescoring: the beam's prefixes (the N-best list) rescored by the attention
+    # decoder (a model with an attention_decoder section only)
+    strategy: str = "beam_search"  # greedy | beam_search | closed_set | attention_rescoring
+    beam_width: int = 16  # prefixes kept; attention_rescoring rescores them all
     batch_size: int = 64  # utterances per decoding batch
-    lm: LanguageModelConfig | None = None  # a word language model (beam_search only)
+    # A word language model (beam_search; with attention_rescoring, its search's
+    # beam_width best transcripts are rescored)
+    lm: LanguageModelConfig | None = None
+    # attention_rescoring: ctc_weight * CTC log probability + (1 - ctc_weight) * the
+    # decoder's log-likelihood of each hypothesis (ESPnet and WeNet use 0.3 to 0.5)
+    ctc_weight: float = 0.3
+
+    def signature(self) -> dict:
+        """The fields, for the evaluate and export fingerprints (``LATER_DECODING_FIELDS``
+        only when changed or used)."""
+        fields, defaults = asdict(self), asdict(DecodingConfig())
+        return {k: v for k, v in fields.items() if k not in LATER_DECODING_FIELDS
+                or v != defaults[k] or self.strategy == RESCORING}
 
     def validate(self, where):
-        choice(self.strategy, STRATEGIES, f"{where}.strategy")
+        choice(self.strategy, (*STRATEGIES, RESCORING), f"{where}.strategy")
         at_least(self, where, 1, "beam_width", "batch_size")
-        if self.lm is not None and self.strategy != "beam_search":
-            raise ConfigError(f"{where}.lm: a language model needs strategy beam_search, "
-                              f"got {self.strategy}")
+        if self.lm is not None and self.strategy not in ("beam_search", RESCORING):
+            raise ConfigError(f"{where}.lm: a language model needs strategy beam_search or "
+                              f"{RESCORING}, got {self.strategy}")
+        if not 0.0 <= self.ctc_weight <= 1.0:
+            raise ConfigError(f"{where}.ctc_weight: must be in [0, 1], got {self.ctc_weight!r}")
 
 
 @dataclass
@@ -174,6 +195,9 @@ class SpeechConfig:
     augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
     synthetic: SyntheticVoicesConfig = field(default_factory=SyntheticVoicesConfig)
     model: CTCRecognizerConfig = field(default_factory=CTCRecognizerConfig)
+    # An attention decoder over the encoder, trained with the CTC head (a hybrid
+    # CTC/attention model, models.ctc_attention_recognizer); null: pure CTC.
+    attention_decoder: AttentionDecoderConfig | None = None
     training: SpeechTrainingConfig = field(default_factory=SpeechTrainingConfig)
     decoding: DecodingConfig = field(default_factory=DecodingConfig)
     streaming: StreamingConfig = field(default_factory=StreamingConfig)
@@ -193,6 +217,21 @@ class SpeechConfig:
                               "manifest corpus with few distinct transcripts), not fsdd_strings")
         if self.model.causal:
             self.streaming_frames()  # a causal model is for streaming: check the chunk now
+        self._check_attention_decoder()
+
+    def _check_attention_decoder(self):
+        decoder = self.attention_decoder
+        if decoder is not None and self.model.causal:
+            raise ConfigError("attention_decoder: a causal (streaming) model is pure CTC; "
+                              "the decoder attends over the whole utterance")
+        if decoder is None and self.decoding.strategy == RESCORING:
+            raise ConfigError(f"decoding.strategy: {RESCORING} needs a model with an "
+                              "attention decoder (an attention_decoder section)")
+        memory = 2 * self.model.rnn_units  # the bidirectional encoder's outputs
+        if decoder is not None and decoder.attention == "dot" and decoder.units != memory:
+            raise ConfigError(f"attention_decoder.units: dot attention needs the encoder's "
+                              f"output size (2 x model.rnn_units = {memory}), got "
+                              f"{decoder.units}; use scaled_dot, additive or general")
 
     def streaming_frames(self) -> int:
         """Feature frames per streaming chunk; ConfigError unless the chunk holds a whole

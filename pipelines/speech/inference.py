@@ -13,12 +13,14 @@ from data_prep.graph_features import GraphFeatures
 from data_prep.manifest import read_manifest
 from data_prep.piece_vocabulary import Vocabulary
 from data_prep.speech_dataset import make_inference_batches
+from models.attention_rescoring import AttentionRescoringDecoder
+from models.ctc_attention_recognizer import CTCAttentionRecognizer
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
 from models.rnn_cells import without_cudnn
 from pipelines import checkpoint_average
 from pipelines.config import ConfigError
-from pipelines.speech.config import SpeechConfig
+from pipelines.speech.config import RESCORING, SpeechConfig
 from pipelines.speech.data import vocabulary
 
 MAX_CANDIDATES = 1000  # closed_set decoding scores every candidate for every utterance
@@ -54,15 +56,18 @@ def closed_set_candidates(run, vocab: Vocabulary) -> list[list[int]]:
     return [vocab.encode(t) for t in texts]
 
 
-def load_checkpoint(run) -> CTCRecognizer:
+def load_checkpoint(run) -> CTCRecognizer | CTCAttentionRecognizer:
     """The best checkpoint of ``run`` (a RunDir). Keras finds the class it names because
     this module imports its module, which registers it."""
     return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
-def load_recognizer(cfg: SpeechConfig, run, strategy: str) -> CTCDecoder:
+def load_recognizer(cfg: SpeechConfig, run, strategy: str
+                    ) -> CTCDecoder | AttentionRescoringDecoder:
     """The run's model with ``strategy``'s in-graph search (no language model)."""
     model = load_checkpoint(run)
+    if strategy == RESCORING:
+        return AttentionRescoringDecoder(model, cfg.decoding.beam_width, cfg.decoding.ctc_weight)
     candidates = (closed_set_candidates(run, vocabulary(cfg, run)) if strategy == "closed_set"
                   else None)
     return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)
@@ -93,8 +98,8 @@ def ids_to_text(ids, table, blank_index: int):
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
 
 
-def export_recognizer(decoder: CTCDecoder, vocab: Vocabulary, features: GraphFeatures,
-                      path) -> None:
+def export_recognizer(decoder: CTCDecoder | AttentionRescoringDecoder, vocab: Vocabulary,
+                      features: GraphFeatures, path) -> None:
     """Write a SavedModel whose ``transcribe`` signature maps waveforms to transcripts.
 
     ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] (an

@@ -1,5 +1,6 @@
 """The word language model of a speech run: built from its training transcripts, its
-weight and word bonus chosen on validation, and the decoder that applies it.
+weight and word bonus chosen on validation, and the decoder that applies it; and the
+decoders evaluate and transcribe use, with or without it.
 
 ``lm/words.arpa`` and ``lm/tuning.json`` are made on first use (by ``evaluate`` or
 ``transcribe``) and reused while the trained model and ``decoding.lm`` are unchanged.
@@ -14,14 +15,16 @@ from data_prep.download import sha256_of
 from data_prep.file_io import atomic_write_json
 from data_prep.manifest import read_manifest
 from data_prep.ngram_lm import write_arpa
+from models.attention_rescoring import LanguageModelRescoringDecoder
 from models.ctc_lm_decoding import CTCLanguageModelDecoder
 from pipelines.metrics import wer_cer
 from pipelines.run_dir import fingerprint
-from pipelines.speech.config import SpeechConfig
+from pipelines.speech.config import RESCORING, SpeechConfig
 from pipelines.speech.data import load_labelled, vocabulary
-from pipelines.speech.inference import in_batches, load_checkpoint
+from pipelines.speech.inference import in_batches, load_checkpoint, load_recognizer
 
 LM_STRATEGY = "beam_search_lm"  # evaluate's name for the search with the language model
+RESCORING_LM = "attention_rescoring_lm"  # ... and for its N-best rescored by the decoder
 
 
 def _fingerprint(cfg: SpeechConfig, run) -> str:
@@ -80,3 +83,38 @@ def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDeco
     tuning = _tune(cfg, run, decoder, vocab, fp, len(texts))
     decoder.set_weights(tuning["weight"], tuning["word_bonus"])
     return decoder, tuning
+
+
+def rescored(cfg: SpeechConfig, run, decoder: CTCLanguageModelDecoder
+             ) -> LanguageModelRescoringDecoder:
+    """The language model search's ``decoding.beam_width`` best transcripts rescored by
+    the attention decoder (its weight and word bonus are those tuned without it)."""
+    return LanguageModelRescoringDecoder(decoder, vocabulary(cfg, run).encode,
+                                         cfg.decoding.beam_width, cfg.decoding.ctc_weight)
+
+
+def configured_decoder(cfg: SpeechConfig, run):
+    """The decoder of ``decoding``: its strategy, with the language model if it has one."""
+    if cfg.decoding.lm is None:
+        return load_recognizer(cfg, run, cfg.decoding.strategy)
+    decoder = language_model_decoder(cfg, run)[0]
+    return rescored(cfg, run, decoder) if cfg.decoding.strategy == RESCORING else decoder
+
+
+def evaluation_decoders(cfg: SpeechConfig, run) -> tuple[dict, str, dict | None]:
+    """What evaluate reports: ``({name: a function making its decoder}, the configured
+    decoder's name, the language model's tuning record or None)``. Greedy decoding is
+    always there, the beam search beside the attention rescoring of its N-best, and the
+    configured strategy beside the search with the language model."""
+    strategy = cfg.decoding.strategy
+    names = dict.fromkeys([strategy, "greedy", *(["beam_search"] if strategy == RESCORING
+                                                 else [])])
+    decoders = {name: (lambda s=name: load_recognizer(cfg, run, s)) for name in names}
+    if cfg.decoding.lm is None:
+        return decoders, strategy, None
+    decoder, tuning = language_model_decoder(cfg, run)
+    decoders[LM_STRATEGY] = lambda: decoder
+    if strategy != RESCORING:
+        return decoders, LM_STRATEGY, tuning
+    decoders[RESCORING_LM] = lambda: rescored(cfg, run, decoder)
+    return decoders, RESCORING_LM, tuning

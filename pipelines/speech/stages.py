@@ -19,6 +19,7 @@ from data_prep.piece_vocabulary import Vocabulary, train_units
 from data_prep.speech_dataset import make_training_dataset
 from data_prep.subword_tokenizer import TokenizerError
 from data_prep.synthetic_voices import SynthesisError, espeak_ng, make_synthetic_speech
+from models.ctc_attention_recognizer import CTCAttentionRecognizer
 from models.ctc_decoding import CTCDecoder
 from models.ctc_recognizer import CTCRecognizer
 from pipelines import cli, trainer
@@ -41,7 +42,7 @@ from pipelines.speech.inference import (
     transcribe_features,
     transcribe_files,
 )
-from pipelines.speech.language_model import LM_STRATEGY, language_model_decoder
+from pipelines.speech.language_model import configured_decoder, evaluation_decoders
 from pipelines.speech.shards import streaming_dataset, train_shards, write_train_shards
 from pipelines.speech.streaming import (
     TFLITE_VARIANTS,
@@ -68,12 +69,15 @@ def made_from(cfg: SpeechConfig) -> dict:
     if cfg.synthetic.voices:
         prepare["synthetic"] = cfg.synthetic
     training = trainer.made_from(cfg.training)
-    export = {"decoding": cfg.decoding, **({"streaming": cfg.streaming} if cfg.model.causal
-                                           else {})}
-    return {"prepare": prepare,
-            "train": {"model": cfg.model, "augment": cfg.augment, "training": training,
-                      "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb}},
-            "evaluate": {"decoding": cfg.decoding}, "export": export}
+    decoding = cfg.decoding.signature()
+    export = {"decoding": decoding, **({"streaming": cfg.streaming} if cfg.model.causal
+                                       else {})}
+    train = {"model": cfg.model, "augment": cfg.augment, "training": training,
+             "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb},
+             # Only when set, so pure CTC runs keep their fingerprints.
+             **({"attention_decoder": cfg.attention_decoder} if cfg.attention_decoder else {})}
+    return {"prepare": prepare, "train": train, "evaluate": {"decoding": decoding},
+            "export": export}
 
 
 def prepare(ctx: cli.Context) -> None:
@@ -162,10 +166,14 @@ def synthetic_entries(cfg: SpeechConfig, run, train: list[dict]) -> list[dict]:
 
 
 def build_model(cfg: SpeechConfig, vocab: Vocabulary) -> CTCRecognizer:
-    model_cfg = dataclasses.replace(cfg.model, num_features=cfg.features.num_features,
-                                    vocab_size=vocab.size, blank_index=vocab.blank_index)
-    # The model computes its CTC loss itself (no ``loss`` to compile with).
-    return trainer.build_and_compile(CTCRecognizer(**dataclasses.asdict(model_cfg)), cfg.training)
+    """A ``CTCRecognizer``, or with ``cfg.attention_decoder`` a ``CTCAttentionRecognizer``."""
+    model_cfg = dataclasses.asdict(dataclasses.replace(
+        cfg.model, num_features=cfg.features.num_features, vocab_size=vocab.size,
+        blank_index=vocab.blank_index))
+    model = (CTCAttentionRecognizer(dataclasses.asdict(cfg.attention_decoder), **model_cfg)
+             if cfg.attention_decoder else CTCRecognizer(**model_cfg))
+    # The model computes its loss itself (no ``loss`` to compile with).
+    return trainer.build_and_compile(model, cfg.training)
 
 
 def train(ctx: cli.Context) -> None:
@@ -173,7 +181,8 @@ def train(ctx: cli.Context) -> None:
     prepared = ctx.require("prepare")
     # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
     checkpoint_fp = trainer.start_stage(ctx, prepared, cfg.model, cfg.augment,
-                                        cfg.shards.shuffle_buffer_mb)
+                                        cfg.shards.shuffle_buffer_mb,
+                                        *[d for d in [cfg.attention_decoder] if d])
     if checkpoint_fp is None:
         return
     vocab, t = vocabulary(cfg, run), cfg.training
@@ -212,7 +221,7 @@ def evaluate(ctx: cli.Context) -> None:
     """Test WER/CER and real-time factor. Test features are not cached: computing them
     from the audio is part of the inference time being measured."""
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("evaluate", ctx.require("train"), cfg.decoding)
+    fp = fingerprint("evaluate", ctx.require("train"), cfg.decoding.signature())
     if not ctx.start(fp, run.path("metrics.json")):
         return
     vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
@@ -221,12 +230,7 @@ def evaluate(ctx: cli.Context) -> None:
     speakers = [e.get("speaker") for e in entries]  # for normalization: speaker
     references = [e["text"] for e in entries]
     audio_seconds = sum(e["duration"] for e in entries)
-    decoders = {strategy: (lambda s=strategy: load_recognizer(cfg, run, s))
-                for strategy in dict.fromkeys([cfg.decoding.strategy, "greedy"])}
-    tuning = None
-    if cfg.decoding.lm is not None:
-        lm_decoder, tuning = language_model_decoder(cfg, run)
-        decoders[LM_STRATEGY] = lambda: lm_decoder
+    decoders, configured, tuning = evaluation_decoders(cfg, run)
     results = {}
     for strategy, load in decoders.items():
         decoder = load()
@@ -248,14 +252,18 @@ def evaluate(ctx: cli.Context) -> None:
     def summary(strategy):
         return {k: v for k, v in results[strategy].items() if not k.startswith("per_")}
 
-    main = results[LM_STRATEGY if tuning else cfg.decoding.strategy]
+    main = results[configured]
+    # Beside the configured decoding, greedy and (with a language model) the strategy
+    # without it: the others, as the beam search beside attention rescoring.
+    beside = [s for s in results if s not in (configured, cfg.decoding.strategy, "greedy")]
     metrics = {**main, "test_utterances": len(entries),
                "test_audio_seconds": round(audio_seconds, 1),
                "beam_width": cfg.decoding.beam_width,
                "rtf_definition": "wall seconds to read audio, compute features and decode, "
                                  "per second of audio (batched, this machine)",
                "greedy": summary("greedy"),
-               "decoding": dataclasses.asdict(cfg.decoding),
+               **{strategy: summary(strategy) for strategy in beside},
+               "decoding": cfg.decoding.signature(),
                "config_fingerprint": ctx.config_fingerprint()}
     if tuning:
         metrics["without_lm"] = summary(cfg.decoding.strategy)
@@ -266,8 +274,9 @@ def evaluate(ctx: cli.Context) -> None:
     ctx.done()
     without = (f"without it ({cfg.decoding.strategy}) {metrics['without_lm']['wer']:.2%}; "
                if tuning else "")
+    others = "".join(f"{s} WER {results[s]['wer']:.2%}; " for s in beside)
     print(f"[evaluate] test WER {main['wer']:.2%} CER {main['cer']:.2%} utterance accuracy "
-          f"{main['utterance_accuracy']:.2%} ({main['strategy']}); {without}greedy WER "
+          f"{main['utterance_accuracy']:.2%} ({main['strategy']}); {without}{others}greedy WER "
           f"{results['greedy']['wer']:.2%}; real-time factor {main['rtf']:.4f}")
 
 
@@ -277,8 +286,7 @@ def transcribe(ctx: cli.Context) -> None:
     if ctx.options.audio and ctx.input is not None:
         raise ConfigError("transcribe: give the audio files as arguments or in --input, "
                           "not both")
-    decoder = (language_model_decoder(cfg, run)[0] if cfg.decoding.lm is not None
-               else load_recognizer(cfg, run, cfg.decoding.strategy))
+    decoder = configured_decoder(cfg, run)
     vocab, stats = vocabulary(cfg, run), load_stats(run, cfg.features)
     # Audio files given as arguments are one batch; else paths are read as they arrive.
     for lines in [ctx.options.audio] if ctx.options.audio else cli.input_batches(ctx.input):
@@ -330,7 +338,7 @@ def stream(ctx: cli.Context) -> None:
 
 def export_fingerprint(ctx: cli.Context) -> str:
     cfg = ctx.config
-    return fingerprint("export", ctx.require("train"), cfg.decoding,
+    return fingerprint("export", ctx.require("train"), cfg.decoding.signature(),
                        cfg.streaming if cfg.model.causal else None)
 
 
