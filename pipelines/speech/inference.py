@@ -105,9 +105,9 @@ def export_recognizer(decoder: CTCDecoder | AttentionRescoringDecoder, vocab: Vo
     ``transcribe(waveforms, lengths)``: float32 ``[batch, samples]`` PCM in [-1, 1] (an
     error otherwise: int16 samples must be scaled by 1/32768) at the model's sample
     rate, each row zero-padded after its length, and int32 ``[batch]`` lengths ->
-    ``[batch]`` strings (an empty batch: none). Features (``GraphFeatures``), the acoustic model, the
-    configured CTC search and the vocabulary lookup all run in the graph, so serving
-    needs only TensorFlow.
+    ``[batch]`` strings (an empty batch: none). Features (``GraphFeatures``), the acoustic
+    model, the configured search (CTC, or attention rescoring) and the vocabulary lookup
+    all run in the graph, so serving needs only TensorFlow.
     """
     table = vocabulary_table(vocab)
 
