@@ -102,3 +102,21 @@ def test_hybrid_all_stages_on_a_tone_corpus(tmp_path, capsys):
     # A trained hybrid with another decoder is another model: refused, not retrained.
     assert run("evaluate", *common, "--set", "attention_decoder.units=24") == 1
     assert "attention_decoder.units" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_rescoring_a_run_trained_without_a_decoder_is_one_line(tmp_path, capsys):
+    manifests = tone_corpus(tmp_path / "corpus")
+    run_dir = tmp_path / "run"
+    common = ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=manifest",
+              "--set", f"data.manifests={json.dumps(manifests)}",
+              "--set", "model.conv_channels=8", "--set", "model.rnn_units=8",
+              "--set", "model.rnn_layers=1", "--set", "training.epochs=1",
+              "--set", "training.batch_size=4", "--set", "decoding.beam_width=2"]
+    assert run("prepare", *common) == 0 and run("train", *common) == 0
+    capsys.readouterr()
+    # The run's records know nothing of a decoder section (added since, as far as they
+    # can tell), so the checkpoint is what says the model has none.
+    assert run("evaluate", *common, "--set", "decoding.strategy=attention_rescoring",
+               *DECODER) == 1
+    assert "needs the model trained with an attention_decoder section" in capsys.readouterr().err

@@ -62,12 +62,23 @@ def load_checkpoint(run) -> CTCRecognizer | CTCAttentionRecognizer:
     return checkpoint_average.load_checkpoint(run.path("checkpoints", "best.keras"))
 
 
+def with_decoder(model, run):
+    """``model``; ConfigError unless it has an attention decoder (a run trained before its
+    config had an attention_decoder section)."""
+    if not isinstance(model, CTCAttentionRecognizer):
+        raise ConfigError(f"{run.root}: decoding.strategy: {RESCORING} needs the model "
+                          "trained with an attention_decoder section, and this run's has "
+                          "none; run train with this config first, or use another --run-dir")
+    return model
+
+
 def load_recognizer(cfg: SpeechConfig, run, strategy: str
                     ) -> CTCDecoder | AttentionRescoringDecoder:
     """The run's model with ``strategy``'s in-graph search (no language model)."""
     model = load_checkpoint(run)
     if strategy == RESCORING:
-        return AttentionRescoringDecoder(model, cfg.decoding.beam_width, cfg.decoding.ctc_weight)
+        return AttentionRescoringDecoder(with_decoder(model, run), cfg.decoding.beam_width,
+                                         cfg.decoding.ctc_weight)
     candidates = (closed_set_candidates(run, vocabulary(cfg, run)) if strategy == "closed_set"
                   else None)
     return CTCDecoder(model, strategy, cfg.decoding.beam_width, candidates)

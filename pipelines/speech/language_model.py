@@ -21,7 +21,12 @@ from pipelines.metrics import wer_cer
 from pipelines.run_dir import fingerprint
 from pipelines.speech.config import RESCORING, SpeechConfig
 from pipelines.speech.data import load_labelled, vocabulary
-from pipelines.speech.inference import in_batches, load_checkpoint, load_recognizer
+from pipelines.speech.inference import (
+    in_batches,
+    load_checkpoint,
+    load_recognizer,
+    with_decoder,
+)
 
 LM_STRATEGY = "beam_search_lm"  # evaluate's name for the search with the language model
 RESCORING_LM = "attention_rescoring_lm"  # ... and for its N-best rescored by the decoder
@@ -89,6 +94,7 @@ def rescored(cfg: SpeechConfig, run, decoder: CTCLanguageModelDecoder
              ) -> LanguageModelRescoringDecoder:
     """The language model search's ``decoding.beam_width`` best transcripts rescored by
     the attention decoder (its weight and word bonus are those tuned without it)."""
+    with_decoder(decoder.model, run)
     return LanguageModelRescoringDecoder(decoder, vocabulary(cfg, run).encode,
                                          cfg.decoding.beam_width, cfg.decoding.ctc_weight)
 
