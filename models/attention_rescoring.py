@@ -8,10 +8,20 @@ from keras import ops
 
 
 def combined_scores(ctc_scores, attention_scores, ctc_weight: float):
-    """``ctc_weight * ctc + (1 - ctc_weight) * attention``, -inf where the CTC score is not
-    finite (a beam slot the search could not fill)."""
+    """``ctc_weight * ctc + (1 - ctc_weight) * attention``; -inf (never chosen) where the
+    CTC score is not finite."""
     scores = ctc_weight * ctc_scores + (1.0 - ctc_weight) * attention_scores
     return ops.where(ops.isfinite(ctc_scores), scores, -np.inf)
+
+
+def _check(model, nbest: int, ctc_weight: float) -> None:
+    if not hasattr(model, "attention_log_likelihood"):
+        raise ValueError("attention rescoring needs a model with an attention decoder "
+                         "(CTCAttentionRecognizer)")
+    if nbest < 1:
+        raise ValueError(f"beam_width must be at least 1, got {nbest}")
+    if not 0.0 <= ctc_weight <= 1.0:
+        raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
 
 
 class AttentionRescoringDecoder:
@@ -21,13 +31,13 @@ class AttentionRescoringDecoder:
     CTC prefix beam search (``keras.ops.ctc_decode``, ``tf.nn.ctc_beam_search_decoder``
     underneath) keeps ``beam_width`` prefixes and returns them all (at most
     ``vocab_size``), with their CTC log probabilities (summed over each prefix's
-    alignments), as the N-best list. The
-    attention decoder then scores each hypothesis teacher-forced, ``log P(hyp + [eos])``,
-    all ``B * N`` of a batch at once over the encoder outputs repeated ``N`` times, and
-    the hypothesis with the best ``ctc_weight * ctc + (1 - ctc_weight) * attention`` is
-    the transcript. The encoder runs once per batch. Called like ``CTCDecoder``: a batch
-    in, label ids of each utterance out; ``decode_tensor`` is the graph a SavedModel
-    exports.
+    alignments), as the N-best list. The attention decoder then scores each hypothesis
+    teacher-forced, ``log P(hyp + [eos])``, all ``B * N`` of a batch at once over the
+    encoder outputs repeated ``N`` times, and the hypothesis with the best
+    ``ctc_weight * ctc + (1 - ctc_weight) * attention`` (ESPnet's weighting of its joint
+    scores) is the transcript. The encoder runs once per batch. Called like
+    ``CTCDecoder``: a batch in, label ids of each utterance out; ``decode_tensor`` is the
+    graph a SavedModel exports.
 
     Args:
         model: a ``CTCAttentionRecognizer``.
@@ -36,13 +46,7 @@ class AttentionRescoringDecoder:
     """
 
     def __init__(self, model, beam_width: int = 16, ctc_weight: float = 0.3):
-        if not hasattr(model, "attention_log_likelihood"):
-            raise ValueError("attention rescoring needs a model with an attention decoder "
-                             "(CTCAttentionRecognizer)")
-        if beam_width < 1:
-            raise ValueError(f"beam_width must be at least 1, got {beam_width}")
-        if not 0.0 <= ctc_weight <= 1.0:
-            raise ValueError(f"ctc_weight must be in [0, 1], got {ctc_weight}")
+        _check(model, beam_width, ctc_weight)
         self.model, self.beam_width, self.ctc_weight = model, beam_width, ctc_weight
         self.top_paths = min(beam_width, model.config.vocab_size)
         spec = {
@@ -129,7 +133,7 @@ class LanguageModelRescoringDecoder:
 
     def __init__(self, lm_decoder, encode, nbest: int = 16, ctc_weight: float = 0.3):
         model = lm_decoder.model
-        AttentionRescoringDecoder(model, nbest, ctc_weight)  # the same argument checks
+        _check(model, nbest, ctc_weight)
         self.lm_decoder, self.nbest, self.ctc_weight = lm_decoder, nbest, ctc_weight
         self._encode = encode
         spec = {
