@@ -52,6 +52,9 @@ def run_pipeline(name: str, run: Path, extra: list[str]) -> dict:
         # With a language model, the same beam search without it (ESPnet reports both).
         **({"without_lm_test_wer": metrics["without_lm"]["wer"], "lm": metrics["lm"]}
            if "without_lm" in metrics else {}),
+        # A hybrid CTC/attention run: the beam searches its attention rescoring reorders.
+        **{f"{k}_test_wer": metrics[k]["wer"] for k in ("beam_search", "beam_search_lm")
+           if k in metrics},
         "test_utterances": metrics["test_utterances"],
     }
 

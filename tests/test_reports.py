@@ -201,6 +201,24 @@ def test_speech_scores_rows_with_a_language_model():
     assert [r[1] for r in rows] == pytest.approx([10.0, 20.0, 30.0])
 
 
+def test_speech_scores_rows_of_a_hybrid_with_a_language_model():
+    base = {"wer": 0.1, "cer": 0.05, "utterance_accuracy": 0.5, "word_errors": 1,
+            "reference_words": 10, "rtf": 0.01}
+    metrics = {**base, "strategy": "attention_rescoring_lm", "beam_width": 16,
+               "lm": {"order": 3, "beam_width": 64, "weight": 0.5, "word_bonus": 2.0},
+               "without_lm": {**base, "wer": 0.2, "strategy": "attention_rescoring"},
+               "beam_search": {**base, "wer": 0.25, "strategy": "beam_search"},
+               "beam_search_lm": {**base, "wer": 0.15, "strategy": "beam_search_lm"},
+               "greedy": {**base, "wer": 0.3, "strategy": "greedy"}}
+    rows = sr.scores_rows(metrics)
+    lm = "beam search + 3-gram word LM (width 64, weight 0.5, word bonus 2)"
+    assert [r[0] for r in rows] == [
+        f"attention rescoring of the 16-best of {lm}",
+        "attention rescoring of the beam search's 16-best", lm, "beam search (width 16)",
+        "greedy"]
+    assert [r[1] for r in rows] == pytest.approx([10.0, 20.0, 15.0, 25.0, 30.0])
+
+
 def test_marked_transcript():
     html = sr.marked_transcript(sr.edit_operations(["a <b> c"], ["x <b>"])[0])
     assert html == ('<span class="sub"><s>a</s>&#8239;x</span> &lt;b&gt; '

@@ -78,16 +78,22 @@ def load_run(run_dir: str | Path) -> SpeechRun:
 def scores_rows(metrics: dict) -> list[list]:
     """Rows ``[decoding, WER %, CER %, utterances right %, word errors, RTF]``."""
     rows = []
-    others = [metrics[k] for k in ("without_lm", "greedy")
+    # A hybrid CTC/attention run also reports the beam searches its rescoring reorders.
+    others = [metrics[k] for k in ("without_lm", "beam_search_lm", "beam_search", "greedy")
               if k in metrics and metrics[k]["strategy"] != metrics["strategy"]]
     for scores in [metrics, *others]:
-        name = scores["strategy"].replace("_", " ")
-        if scores["strategy"] == "beam_search":
+        strategy = scores["strategy"]
+        name = strategy.replace("_", " ")
+        if strategy == "beam_search":
             name += f" (width {metrics['beam_width']})"
-        elif "lm" in metrics and scores["strategy"] == metrics["strategy"]:
+        elif strategy in ("beam_search_lm", "attention_rescoring_lm") and "lm" in metrics:
             lm = metrics["lm"]
             name = (f"beam search + {lm['order']}-gram word LM (width {lm['beam_width']}, "
                     f"weight {lm['weight']:g}, word bonus {lm['word_bonus']:g})")
+            if strategy == "attention_rescoring_lm":
+                name = f"attention rescoring of the {metrics['beam_width']}-best of {name}"
+        elif strategy == "attention_rescoring":
+            name += f" of the beam search's {metrics['beam_width']}-best"
         rows.append([name, 100 * scores["wer"], 100 * scores["cer"],
                      100 * scores["utterance_accuracy"],
                      f"{scores['word_errors']} / {scores['reference_words']}", scores["rtf"]])
