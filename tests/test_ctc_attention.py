@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from data_prep.speech_dataset import make_training_dataset
@@ -202,3 +203,19 @@ def test_language_model_n_best_rescoring(tmp_path):
             padded[j, :len(h)] = h
         combined = 0.3 * np.array([s for _, s in nbest[i]]) + 0.7 * scores(model, one, padded)
         assert best == hyps[int(np.argmax(combined))]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_loss_and_rescoring(policy):
+    from pipelines.trainer import _dtype_policy
+
+    with _dtype_policy(policy):
+        model = tiny()
+    inputs = batch()
+    with tf.GradientTape() as tape:
+        total, _ = model.loss_sum_and_count(inputs, LABELS, training=True)
+    grads = tape.gradient(total, model.trainable_variables)
+    assert np.isfinite(float(total))
+    assert all(g is not None and np.all(np.isfinite(ops.convert_to_numpy(g))) for g in grads)
+    decoded = AttentionRescoringDecoder(model, beam_width=4)(inputs)
+    assert len(decoded) == 3 and all(0 < i < 5 for row in decoded for i in row)
