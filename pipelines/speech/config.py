@@ -143,8 +143,9 @@ class DecodingConfig:
     # A word language model (beam_search; with attention_rescoring, its search's
     # beam_width best transcripts are rescored)
     lm: LanguageModelConfig | None = None
-    # attention_rescoring: ctc_weight * CTC log probability + (1 - ctc_weight) * the
-    # decoder's log-likelihood of each hypothesis (ESPnet and WeNet use 0.3 to 0.5)
+    # attention_rescoring: ctc_weight * the search's score (the CTC log probability, plus
+    # the LM's with lm) + (1 - ctc_weight) * the decoder's log-likelihood of each
+    # hypothesis (ESPnet and WeNet use 0.3 to 0.5)
     ctc_weight: float = 0.3
 
     def signature(self) -> dict:
