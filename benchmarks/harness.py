@@ -315,7 +315,7 @@ def run(args) -> dict:
             overrides.append(f"data.limit_train={args.limit_train}")
         if args.limit_val:
             overrides.append(f"data.limit_val={args.limit_val}")
-        cfg = load_config(TranslationConfig, config, overrides)
+        cfg = load_config(TranslationConfig, config, overrides, recorded=config != args.config)
         data = load_translation_data(cfg, args.run_dir, data_dir)
         src, tgt = encode_pairs(data, data.train)
         stats = TokenStats.from_lengths(list(map(len, src)), list(map(len, tgt)))

@@ -86,7 +86,7 @@ def train_only(run_dir: Path, steps: int) -> None:
     from pipelines.translation.stages import build_model
 
     run = RunDir(run_dir)
-    cfg = load_config(TranslationConfig, run.path("config.yaml"), [])
+    cfg = load_config(TranslationConfig, run.path("config.yaml"), recorded=True)
     source_tok, target_tok = load_tokenizers(run)
     shards = verified_shards(run.path("data"), "train")
     model = build_model(cfg, source_tok, target_tok)

@@ -304,7 +304,7 @@ def parse_args(argv):
 def run(args, work: Path) -> dict:
     source = RunDir(args.run_dir)
     config = source.path("config.yaml")
-    cfg = load_config(SpeechConfig, config, args.overrides)
+    cfg = load_config(SpeechConfig, config, args.overrides, recorded=True)
     data = load_data(cfg, source)
     keras.utils.set_random_seed(cfg.training.seed)
     ours_params = build_model(cfg, data.vocab).count_params()

@@ -122,7 +122,7 @@ def aligned_word_ends(align_run: RunDir, entries: list[dict]) -> None:
     """Set ``word_ends`` of each entry from the CTC forced alignment of its transcript by
     the (offline) model of ``align_run``: a word ends with the last frame of its last
     character, as a bidirectional model places it with the whole utterance in view."""
-    cfg = load_config(SpeechConfig, align_run.path("config.yaml"))
+    cfg = load_config(SpeechConfig, align_run.path("config.yaml"), recorded=True)
     model, vocab = load_checkpoint(align_run), vocabulary(cfg, align_run)
     features = featurize([e["audio_filepath"] for e in entries], cfg.features,
                          load_stats(align_run, cfg.features), desc="features (alignment)",

@@ -141,6 +141,21 @@ def _check_type(value, annotation, where: str, hidden=()):
     return value
 
 
+def without_retired_fields(cls, data):
+    """``data`` (a mapping for dataclass ``cls``) without the fields that ``cls`` and its
+    sections do not have."""
+    if not isinstance(data, dict):
+        return data
+    hints = typing.get_type_hints(cls)
+    kept = {}
+    for name in {f.name for f in dataclasses.fields(cls)} & set(data):
+        section = next((t for t in (hints[name], *typing.get_args(hints[name]))
+                        if dataclasses.is_dataclass(t)), None)
+        kept[name] = (without_retired_fields(section, data[name]) if section
+                      else data[name])
+    return kept
+
+
 def build(cls, data, where: str = "", hidden=()):
     """Build dataclass ``cls`` from a mapping, rejecting unknown fields and wrong types.
 
@@ -171,14 +186,19 @@ def build(cls, data, where: str = "", hidden=()):
     return obj
 
 
-def load_config(cls, path, overrides: list[str] | None = None):
+def load_config(cls, path, overrides: list[str] | None = None, recorded: bool = False):
     """Read ``path``, apply ``overrides`` and validate into dataclass ``cls``.
 
     An invalid field is blamed on where its value came from: the ``--set`` that gave
-    it (or its section), else the file.
+    it (or its section), else the file. ``recorded``: ``path`` is a run's config.yaml,
+    which lists every field of the version that wrote it; the fields this version no
+    longer has are dropped rather than refused (they no longer do anything).
     """
     overrides = overrides or []
-    data = apply_overrides(load_yaml(path), overrides)
+    data = load_yaml(path)
+    if recorded:
+        data = without_retired_fields(cls, data)
+    data = apply_overrides(data, overrides)
     try:
         return build(cls, data)
     except ConfigError as e:

@@ -70,7 +70,7 @@ def load_run(run_dir: str | Path) -> SpeechRun:
             raise ValueError(f"{root}/hyps/test.{name}.txt has {len(hyps)} lines for "
                              f"{len(entries)} test utterances")
         hypotheses[name] = hyps
-    return SpeechRun(root=root, config=load_config(SpeechConfig, root / "config.yaml"),
+    return SpeechRun(root=root, config=load_config(SpeechConfig, root / "config.yaml", recorded=True),
                      metrics=metrics, history=json.loads((root / "logs" / "history.json").read_text()),
                      entries=entries, hypotheses=hypotheses, main=main)
 

@@ -52,7 +52,7 @@ def load_run(run_dir: str | Path) -> TranslationRun:
                   for name in dict.fromkeys([main, "greedy"])}
     return TranslationRun(
         root=root,
-        config=load_config(TranslationConfig, root / "config.yaml"),
+        config=load_config(TranslationConfig, root / "config.yaml", recorded=True),
         metrics=metrics,
         history=json.loads((root / "logs" / "history.json").read_text()),
         sources=read_lines(root / "data" / "test.src"),

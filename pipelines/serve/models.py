@@ -39,7 +39,7 @@ def open_run(root, pipeline: str, config_cls):
     owner = json.loads(info.read_text())["pipeline"]
     if owner != pipeline:
         raise ConfigError(f"{root}: a {owner} run, not a {pipeline} one")
-    return load_config(config_cls, run.path("config.yaml")), run
+    return load_config(config_cls, run.path("config.yaml"), recorded=True), run
 
 
 def exported(pipeline: str, cfg, run: RunDir) -> None:
