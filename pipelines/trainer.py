@@ -53,14 +53,26 @@ STOPPING_FIELDS = ("epochs", "max_minutes", "patience", "average_last")
 # resumed on another set of devices.
 PLACEMENT_FIELDS = ("distribution", "cluster_timeout_seconds")
 
-def resumable_config(config: TrainingConfig) -> dict:
-    """The training settings that checkpoints depend on (all but the stopping criteria
-    and the placement). ``mixed_precision`` counts only when on, so the runs made before
-    it existed keep their fingerprints."""
+# Runs trained before each pipeline had its own training section: their fingerprints
+# counted both pipelines' fields, the other pipeline's at these defaults.
+RETIRED_TRAINING_DEFAULTS = {"batch_tokens": 4000, "batch_size": 32, "label_smoothing": 0.1}
+
+
+def resumable_config(config: TrainingConfig | dict) -> dict:
+    """The training settings (a config or its fields) that checkpoints depend on: all
+    but the stopping criteria and the placement. ``mixed_precision`` counts only when on,
+    so the runs made before it existed keep their fingerprints."""
+    fields = config if isinstance(config, dict) else dataclasses.asdict(config)
     skip = STOPPING_FIELDS + PLACEMENT_FIELDS
-    if config.mixed_precision == "none":
+    if fields["mixed_precision"] == "none":
         skip += ("mixed_precision",)
-    return {k: v for k, v in dataclasses.asdict(config).items() if k not in skip}
+    return {k: v for k, v in fields.items() if k not in skip}
+
+
+def stage_fingerprints(made_of: tuple, training: dict) -> tuple[str, str]:
+    """The fingerprints of a train stage's checkpoints and of the stage itself."""
+    checkpoint_fp = fingerprint("train", *made_of, resumable_config(training))
+    return checkpoint_fp, fingerprint(checkpoint_fp, training)
 
 
 def start_stage(ctx, *made_of) -> str | None:
@@ -69,12 +81,15 @@ def start_stage(ctx, *made_of) -> str | None:
     to, or None when the stage is up to date. Checkpoints depend on everything but the
     stopping criteria and the placement, so raising training.epochs continues a finished
     run instead of restarting it; other changes need --force, which discards them."""
-    training = ctx.config.training
-    checkpoint_fp = fingerprint("train", *made_of, resumable_config(training))
+    training = dataclasses.asdict(ctx.config.training)
+    checkpoint_fp, fp = stage_fingerprints(made_of, training)
+    state = load_state(ctx.run.path(STATE_FILE))
+    retired = stage_fingerprints(made_of, {**RETIRED_TRAINING_DEFAULTS, **training})
+    if state and state["fingerprint"] == retired[0]:
+        checkpoint_fp, fp = retired  # a run of an earlier version, resumed or up to date
     if not ctx.force:
         check_resumable(ctx.run, checkpoint_fp)
-    if not ctx.start(fingerprint(checkpoint_fp, training),
-                     ctx.run.path("checkpoints", "best.keras")):
+    if not ctx.start(fp, ctx.run.path("checkpoints", "best.keras")):
         return None
     if ctx.force:
         discard_checkpoints(ctx.run)

@@ -1,13 +1,17 @@
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from pipelines import trainer
 from pipelines.config import ConfigError
 from pipelines.run_dir import RunDir
 from pipelines.trainer import NonFiniteLossError, TrainingConfig, ValidationMetric, train
+from pipelines.translation.config import TranslationTrainingConfig
 
 # Every test here trains a (tiny) model.
 pytestmark = pytest.mark.slow
@@ -207,3 +211,24 @@ def test_a_run_begun_with_rnn_over_cell_layers_resumes_with_keras_gru_layers(tmp
         for a, b in zip(weights(tmp_path / "straight", name), weights(tmp_path / "resumed", name),
                         strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_runs_trained_before_the_per_pipeline_training_sections_keep_their_fingerprints(tmp_path):
+    # Such a run's fingerprints counted the other pipeline's training fields at their
+    # defaults: it must resume (or be up to date), not be refused as another config.
+    training = TranslationTrainingConfig(epochs=2)
+    fields = dataclasses.asdict(training)
+    assert not set(trainer.RETIRED_TRAINING_DEFAULTS) <= set(fields)
+    started = []
+    ctx = SimpleNamespace(config=SimpleNamespace(training=training), run=RunDir(tmp_path),
+                          force=False, start=lambda fp, output: started.append(fp) or True)
+    old = trainer.stage_fingerprints(("data",), {**trainer.RETIRED_TRAINING_DEFAULTS, **fields})
+    new = trainer.stage_fingerprints(("data",), fields)
+    assert old != new
+    (tmp_path / "train_state.json").write_text(json.dumps({"fingerprint": old[0]}))
+    assert trainer.start_stage(ctx, "data") == old[0] and started == [old[1]]
+    (tmp_path / "train_state.json").write_text(json.dumps({"fingerprint": "another"}))
+    with pytest.raises(ConfigError, match="different data/model/training config"):
+        trainer.start_stage(ctx, "data")
+    (tmp_path / "train_state.json").unlink()
+    assert trainer.start_stage(ctx, "data") == new[0] and started[-1] == new[1]
