@@ -257,18 +257,18 @@ def test_unusable_training_corpus_is_explained(toy_corpus, tmp_path, capsys, pro
 
 
 @pytest.mark.slow
-def test_changing_a_training_field_translation_ignores_keeps_the_run(toy_translation_run, tmp_path,
-                                                                      capsys):
+def test_more_epochs_resume_a_run_and_a_field_of_speech_training_is_refused(
+        toy_translation_run, tmp_path, capsys):
     args = list(toy_translation_run)
     at = args.index("--run-dir") + 1
     shutil.copytree(args[at], tmp_path / "run")
     args[at] = str(tmp_path / "run")
     capsys.readouterr()
-    # training.batch_size is speech's: the trained model is still up to date ...
-    assert run("train", *args, "--set", "training.batch_size=7") == 0
-    assert "[train] up to date" in capsys.readouterr().out
-    # ... and more epochs resume it instead of refusing its checkpoints.
-    assert run("train", *args, "--set", "training.batch_size=7", "--set", "training.epochs=2") == 0
+    # training.batch_size is speech's: refused in one line, before anything runs ...
+    assert run("train", *args, "--set", "training.batch_size=7") == 2
+    assert "training.batch_size: unknown field" in capsys.readouterr().err
+    # ... and more epochs resume the trained run instead of refusing its checkpoints.
+    assert run("train", *args, "--set", "training.epochs=2") == 0
     assert "resuming after epoch 1" in capsys.readouterr().out
 
 
