@@ -175,7 +175,7 @@ def build(cls, data, where: str = "", hidden=()):
         known = sorted(n for n in names if prefix + n not in hidden)
         raise ConfigError(f"{prefix}{unknown[0]}: unknown field; known fields: {', '.join(known)}")
     kwargs = {}
-    for name in names & set(data):
+    for name in (f.name for f in dataclasses.fields(cls) if f.name in data):  # in field order
         kwargs[name] = _check_type(data[name], hints[name], prefix + name, hidden)
     try:
         obj = cls(**kwargs)

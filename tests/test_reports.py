@@ -188,9 +188,13 @@ def test_letter_errors_count_spelled_letters_only():
     assert counts["substitutions"] == Counter({"b → d": 1})
 
 
+# One decoding's scores in metrics.json.
+SCORES = {"wer": 0.1, "cer": 0.05, "utterance_accuracy": 0.5, "word_errors": 1,
+          "reference_words": 10, "rtf": 0.01}
+
+
 def test_speech_scores_rows_with_a_language_model():
-    base = {"wer": 0.1, "cer": 0.05, "utterance_accuracy": 0.5, "word_errors": 1,
-            "reference_words": 10, "rtf": 0.01}
+    base = SCORES
     metrics = {**base, "strategy": "beam_search_lm", "beam_width": 16,
                "lm": {"order": 3, "beam_width": 64, "weight": 0.5, "word_bonus": 2.0},
                "without_lm": {**base, "wer": 0.2, "strategy": "beam_search"},
@@ -202,8 +206,7 @@ def test_speech_scores_rows_with_a_language_model():
 
 
 def test_speech_scores_rows_of_a_hybrid_with_a_language_model():
-    base = {"wer": 0.1, "cer": 0.05, "utterance_accuracy": 0.5, "word_errors": 1,
-            "reference_words": 10, "rtf": 0.01}
+    base = SCORES
     metrics = {**base, "strategy": "attention_rescoring_lm", "beam_width": 16,
                "lm": {"order": 3, "beam_width": 64, "weight": 0.5, "word_bonus": 2.0},
                "without_lm": {**base, "wer": 0.2, "strategy": "attention_rescoring"},

@@ -70,16 +70,22 @@ def run(*args) -> int:
     return speech.main([str(a) for a in args])
 
 
+def tone_run(tmp_path, *overrides) -> list:
+    """Arguments of a run of a tiny model on a tone corpus in ``tmp_path``: one epoch, the
+    given ``--set`` overrides last."""
+    manifests = tone_corpus(tmp_path / "corpus")
+    sets = ["data.corpus=manifest", f"data.manifests={json.dumps(manifests)}",
+            "model.conv_channels=8", "model.rnn_units=8", "model.rnn_layers=1",
+            "training.epochs=1", "training.batch_size=4", *overrides]
+    return ["--config", SMOKE, "--run-dir", tmp_path / "run",
+            *[arg for value in sets for arg in ("--set", value)]]
+
+
 @pytest.mark.slow
 def test_hybrid_all_stages_on_a_tone_corpus(tmp_path, capsys):
-    manifests = tone_corpus(tmp_path / "corpus")
     run_dir = tmp_path / "run"
-    common = ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=manifest",
-              "--set", f"data.manifests={json.dumps(manifests)}",
-              "--set", "model.conv_channels=8", "--set", "model.rnn_units=8",
-              "--set", "model.rnn_layers=1", "--set", "training.epochs=1",
-              "--set", "training.batch_size=4", "--set", "decoding.beam_width=4",
-              "--set", "decoding.strategy=attention_rescoring", *DECODER]
+    common = tone_run(tmp_path, "decoding.beam_width=4", "decoding.strategy=attention_rescoring",
+                      *DECODER[1::2])
     assert run("all", *common) == 0
     out = capsys.readouterr().out
     assert "(attention_rescoring); beam_search WER" in out
@@ -108,13 +114,7 @@ def test_hybrid_all_stages_on_a_tone_corpus(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_rescoring_a_run_trained_without_a_decoder_is_one_line(tmp_path, capsys):
-    manifests = tone_corpus(tmp_path / "corpus")
-    run_dir = tmp_path / "run"
-    common = ["--config", SMOKE, "--run-dir", run_dir, "--set", "data.corpus=manifest",
-              "--set", f"data.manifests={json.dumps(manifests)}",
-              "--set", "model.conv_channels=8", "--set", "model.rnn_units=8",
-              "--set", "model.rnn_layers=1", "--set", "training.epochs=1",
-              "--set", "training.batch_size=4", "--set", "decoding.beam_width=2"]
+    common = tone_run(tmp_path, "decoding.beam_width=2")
     assert run("prepare", *common) == 0 and run("train", *common) == 0
     capsys.readouterr()
     # The run's records know nothing of a decoder section (added since, as far as they
