@@ -6,6 +6,8 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from models.ctc_decoding import batch_spec
+
 
 def combined_scores(ctc_scores, attention_scores, ctc_weight: float):
     """``ctc_weight * ctc + (1 - ctc_weight) * attention``; -inf (never chosen) where the
@@ -49,10 +51,7 @@ class AttentionRescoringDecoder:
         _check(model, beam_width, ctc_weight)
         self.model, self.beam_width, self.ctc_weight = model, beam_width, ctc_weight
         self.top_paths = min(beam_width, model.config.vocab_size)
-        spec = {
-            "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
-            "feature_lengths": tf.TensorSpec([None], tf.int32),
-        }
+        spec = batch_spec(model.config)
         self._decode = tf.function(self.decode_tensor, input_signature=[spec])
         self._nbest = tf.function(self.scored_nbest, input_signature=[spec])
 
@@ -136,10 +135,7 @@ class LanguageModelRescoringDecoder:
         _check(model, nbest, ctc_weight)
         self.lm_decoder, self.nbest, self.ctc_weight = lm_decoder, nbest, ctc_weight
         self._encode = encode
-        spec = {
-            "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
-            "feature_lengths": tf.TensorSpec([None], tf.int32),
-        }
+        spec = batch_spec(model.config)
 
         def forward(inputs):
             encoded = model.encode(inputs, training=False)
@@ -166,8 +162,8 @@ class LanguageModelRescoringDecoder:
                                            _padded([h for hs in hyps for h in hs])))
         result, start = [], 0
         for b, h in zip(beams, hyps, strict=True):
-            combined = [self.ctc_weight * s + (1 - self.ctc_weight) * a
-                        for (_, s), a in zip(b, attention[start:start + len(b)], strict=True)]
+            combined = combined_scores(np.array([s for _, s in b], np.float32),
+                                       attention[start:start + len(b)], self.ctc_weight)
             result.append(h[int(np.argmax(combined))] if b else [])
             start += len(b)
         return result

@@ -10,6 +10,13 @@ from models.config import STRATEGIES
 from models.ctc_frames import ctc_frames_needed
 
 
+def batch_spec(config) -> dict:
+    """The ``tf.function`` input signature of a recognizer's batch: float32 features
+    ``[B, T, F]`` and their int32 lengths ``[B]``, any batch size and length."""
+    return {"features": tf.TensorSpec([None, None, config.num_features], tf.float32),
+            "feature_lengths": tf.TensorSpec([None], tf.int32)}
+
+
 def log_probs_and_lengths(model, inputs):
     """A ``CTCRecognizer``'s float32 log-probabilities ``[B, T, classes]`` of a batch and
     the output frames ``[B]`` of each utterance (graph ops: traceable or eager)."""
@@ -94,10 +101,7 @@ class CTCDecoder:
             self._candidate_lengths = tf.constant([len(c) for c in candidates], tf.int32)
             self._frames_needed = tf.constant([ctc_frames_needed(c) for c in candidates],
                                               tf.int32)
-        spec = {
-            "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
-            "feature_lengths": tf.TensorSpec([None], tf.int32),
-        }
+        spec = batch_spec(model.config)
         # A fixed signature: batches of every size and length share one traced graph.
         self._decode = tf.function(self.decode_tensor, input_signature=[spec])
 

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-from models.ctc_decoding import log_probs_and_lengths
+from models.ctc_decoding import batch_spec, log_probs_and_lengths
 
 
 def _beam_search(labels: list[str], arpa_path: str, weight: float, word_bonus: float):
@@ -64,10 +64,7 @@ class CTCLanguageModelDecoder:
         self.model, self.labels, self.beam_width = model, list(labels), beam_width
         self._encode = encode
         self._search = _beam_search(self.labels, str(arpa_path), weight, word_bonus)
-        spec = {
-            "features": tf.TensorSpec([None, None, model.config.num_features], tf.float32),
-            "feature_lengths": tf.TensorSpec([None], tf.int32),
-        }
+        spec = batch_spec(model.config)
         self._forward = tf.function(lambda inputs: log_probs_and_lengths(model, inputs),
                                     input_signature=[spec])
 
