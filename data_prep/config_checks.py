@@ -7,6 +7,8 @@ because ``models`` and ``data_prep`` may not import ``pipelines``.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the field."""
@@ -46,3 +48,11 @@ def run_name(value: str, where: str) -> None:
     if value.strip() in ("", ".", "..") or "/" in value or "\\" in value or "\0" in value:
         raise ConfigError(f"{where}: must name a folder of runs/ (not empty, '.' or '..', "
                           f"no '/' or '\\'), got {value!r}")
+
+
+def signature_without(section, later: tuple[str, ...]) -> dict:
+    """``section``'s fields as a dict for a stage fingerprint, leaving out each field of
+    ``later`` that has its default value: fields added after runs were made change no
+    fingerprint of those runs until a config sets them."""
+    defaults = asdict(type(section)())
+    return {k: v for k, v in asdict(section).items() if k not in later or v != defaults[k]}

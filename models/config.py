@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.config_checks import ConfigError, at_least, choice, fraction
+from data_prep.config_checks import ConfigError, at_least, choice, fraction, signature_without
 
 CELL_TYPES = ("gru", "lstm", "rnn")  # models.rnn_cells.CELLS maps them to Keras cells
 SCORES = ("additive", "dot", "general", "scaled_dot")  # models.attention.Attention
 INITS = ("bridge", "zeros")  # decoder start states (models.attention_decoder)
 ATTENTION_OUTPUTS = ("tanh", "residual_norm")  # the attentional vector (attention_decoder)
 STRATEGIES = ("greedy", "beam_search", "closed_set")  # models.ctc_decoding.CTCDecoder
+CONV_TYPES = ("1d", "2d")  # the speech front end (models.ctc_recognizer)
 
 
 @dataclass
@@ -65,6 +66,11 @@ class CTCRecognizerConfig:
     vocab_size: int = 0  # characters + blank, set from the vocabulary by the pipeline
     blank_index: int = 0  # set from data.blank_index by the pipeline
     conv_layers: int = 1  # convolutional front end layers (0: none)
+    # 1d: over time, the feature bins are the input channels. 2d: over time and frequency
+    # (3 bins, frequency subsampled 2x per layer), so a pattern shifted in frequency
+    # (another speaker's formants) meets the same filters; the RNN reads each frame's
+    # frequency x channel map, flattened.
+    conv_type: str = "1d"
     conv_channels: int = 128
     conv_kernel: int = 5  # in frames
     conv_stride: int = 2  # time subsampling of each conv layer
@@ -77,8 +83,17 @@ class CTCRecognizerConfig:
     causal: bool = False
     lookahead: int = 0  # causal only: right context of each conv layer, in its input frames
 
+    # Fields added after runs were made: left out of train's fingerprint while they have
+    # their default values, so those runs keep their fingerprints.
+    LATER_FIELDS = ("conv_type",)
+
+    def signature(self) -> dict:
+        """The fields, for train's fingerprint (``LATER_FIELDS`` only when changed)."""
+        return signature_without(self, self.LATER_FIELDS)
+
     def validate(self, where):
         choice(self.cell, CELL_TYPES, f"{where}.cell")
+        choice(self.conv_type, CONV_TYPES, f"{where}.conv_type")
         at_least(self, where, 1, "conv_channels", "conv_kernel", "conv_stride", "rnn_layers",
                  "rnn_units")
         at_least(self, where, 0, "conv_layers", "lookahead")

@@ -14,6 +14,22 @@ from models.config import CTCRecognizerConfig
 from models.ctc_frames import subsampled_length
 from models.rnn_cells import SAVED_BEFORE_FUSED_LAYERS, bidirectional_rnn, recurrent_layer
 
+FREQUENCY_KERNEL = 3  # 2-D front end: frequency bins per filter, zero-padded by 1 each side
+
+
+def conv_input_shapes(config: CTCRecognizerConfig) -> list[tuple[int, ...]]:
+    """The shape of one input frame of each conv layer: ``(features,)`` then
+    ``(channels,)`` for 1-D convolutions; ``(bins, channels)`` for 2-D, where the
+    features come as one channel and each layer halves the bins."""
+    c = config
+    if c.conv_type == "1d":
+        return [(c.num_features if i == 0 else c.conv_channels,) for i in range(c.conv_layers)]
+    shapes, bins = [], c.num_features
+    for i in range(c.conv_layers):
+        shapes.append((bins, 1 if i == 0 else c.conv_channels))
+        bins = (bins + 1) // 2
+    return shapes
+
 
 def conv_border(config: CTCRecognizerConfig) -> tuple[int, int]:
     """(left, right) zero frames padded around each conv layer's input.
@@ -31,6 +47,12 @@ def conv_border(config: CTCRecognizerConfig) -> tuple[int, int]:
 def _frame_mask(x, lengths):
     """[B, T] True for the real frames of a [B, T, ...] batch."""
     return ops.arange(ops.shape(x)[1])[None, :] < lengths[:, None]
+
+
+def per_frame(mask, x):
+    """A [B, T] frame mask as [B, T, 1, ...] in ``x``'s dtype, to multiply the frames
+    ``x`` by ([B, T, C] for 1-D convolutions, [B, T, F, C] for 2-D)."""
+    return ops.reshape(ops.cast(mask, x.dtype), (*ops.shape(mask), *[1] * (len(x.shape) - 2)))
 
 
 @keras.saving.register_keras_serializable(package="rnn_toolkit")
@@ -64,10 +86,18 @@ class CTCRecognizer(keras.Model):
         # Explicit borders and "valid" convolutions instead of padding="same": TensorFlow's
         # "same" splits its padding by the input length's parity, so the frame alignment
         # (and each output) would depend on how much padding a batch has.
-        self.convs = [keras.layers.Conv1D(c.conv_channels, c.conv_kernel, strides=c.conv_stride,
-                                          padding="valid", name=f"conv_{i}")
-                      for i in range(c.conv_layers)]
-        # Layer (not batch) normalization: batch statistics would include padding.
+        if c.conv_type == "2d":
+            self.convs = [keras.layers.Conv2D(c.conv_channels, (c.conv_kernel, FREQUENCY_KERNEL),
+                                              strides=(c.conv_stride, 2), padding="valid",
+                                              name=f"conv_{i}")
+                          for i in range(c.conv_layers)]
+        else:
+            self.convs = [keras.layers.Conv1D(c.conv_channels, c.conv_kernel,
+                                              strides=c.conv_stride, padding="valid",
+                                              name=f"conv_{i}")
+                          for i in range(c.conv_layers)]
+        # Layer (not batch) normalization of each frame's (and frequency's) channels:
+        # batch statistics would include padding.
         self.conv_norms = [keras.layers.LayerNormalization(name=f"conv_norm_{i}")
                            for i in range(c.conv_layers)]
         if c.causal:
@@ -104,13 +134,15 @@ class CTCRecognizer(keras.Model):
         c = self.config
         x = inputs["features"]
         lengths = ops.cast(inputs["feature_lengths"], "int32")
-        border = ((0, 0), conv_border(c), (0, 0))
+        x = self.front_end_input(x)
+        border = ((0, 0), conv_border(c), *[(0, 0)] * (len(x.shape) - 2))
         for conv, norm in zip(self.convs, self.conv_norms, strict=True):
             # Zero every frame past an utterance's end so the next window sees the same
             # zeros as it would without batch padding.
-            x = x * ops.expand_dims(ops.cast(_frame_mask(x, lengths), x.dtype), -1)
-            x = ops.relu(norm(conv(ops.pad(x, border))))
+            x = x * per_frame(_frame_mask(x, lengths), x)
+            x = self.conv_block(conv, norm, ops.pad(x, border))
             lengths = subsampled_length(lengths, 1, c.conv_stride)
+        x = self.front_end_output(x)
         # Keras RNNs carry their state across masked steps, so the backward direction
         # starts at each utterance's last real frame and padding never leaks in.
         mask = _frame_mask(x, lengths)
@@ -118,6 +150,24 @@ class CTCRecognizer(keras.Model):
             x = layer(self.drop(x, training=training), mask=mask, training=training)
             if c.causal:
                 x = x[0]  # without the final states
+        return x
+
+    def front_end_input(self, features):
+        """Features [B, T, F] as the first conv layer's input ([B, T, F, 1] for 2-D)."""
+        return ops.expand_dims(features, -1) if self.config.conv_type == "2d" else features
+
+    def conv_block(self, conv, norm, x):
+        """One conv layer over frames ``x`` already bordered in time (2-D: zero-padded
+        here by one frequency bin each side, so F bins give ceil(F / 2))."""
+        if self.config.conv_type == "2d":
+            x = ops.pad(x, ((0, 0), (0, 0), (1, 1), (0, 0)))
+        return ops.relu(norm(conv(x)))
+
+    def front_end_output(self, x):
+        """The last conv layer's frames as the RNN's input [B, T', D] (2-D: D = bins x
+        channels)."""
+        if len(x.shape) == 4:
+            x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], x.shape[2] * x.shape[3]))
         return x
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -21,7 +21,7 @@ import numpy as np
 from keras import ops
 
 from models.ctc_frames import frames_per_output, subsampled_length
-from models.ctc_recognizer import CTCRecognizer, conv_border
+from models.ctc_recognizer import CTCRecognizer, conv_border, conv_input_shapes, per_frame
 from models.rnn_cells import num_states, without_cudnn
 
 NO_END = 2 ** 30  # "the utterance has not ended": larger than any frame index
@@ -73,8 +73,8 @@ class StreamingRecognizer:
     def initial_states(self) -> list[np.ndarray]:
         """Zeros: conv buffers (the zero border before the utterance), then RNN states."""
         c = self.config
-        channels = ([c.num_features] + [c.conv_channels] * c.conv_layers)[:c.conv_layers]
-        buffers = [np.zeros((1, self.kept, ch), np.float32) for ch in channels]
+        buffers = [np.zeros((1, self.kept, *shape), np.float32)
+                   for shape in conv_input_shapes(c)]
         rnn = [np.zeros((1, c.rnn_units), np.float32)
                for _ in range(c.rnn_layers * num_states(c.cell))]
         return buffers + rnn
@@ -82,7 +82,7 @@ class StreamingRecognizer:
     def step(self, features, chunk_index, end_frame, states):
         c, model = self.config, self.model
         buffers, rnn_states = states[:c.conv_layers], list(states[c.conv_layers:])
-        new_states, x = [], features
+        new_states, x = [], model.front_end_input(features)
         chunk_index = ops.cast(ops.reshape(chunk_index, ()), "int32")
         length = ops.cast(ops.reshape(end_frame, ()), "int32")  # frames of this layer
         frames = self.frames_per_chunk
@@ -92,12 +92,13 @@ class StreamingRecognizer:
             # Frame indices of x in the utterance: zero those outside it, as the offline
             # model's border (before) and frame mask (after) do.
             first = chunk_index * frames - lag - self.kept
-            x = x * self._inside(first, ops.shape(x)[1], length)
+            x = x * per_frame(self._inside(first, ops.shape(x)[1], length), x)
             new_states.append(x[:, -self.kept:] if self.kept else x[:, :0])
-            x = ops.relu(norm(conv(x)))
+            x = model.conv_block(conv, norm, x)
             frames, length = frames // c.conv_stride, subsampled_length(length, 1, c.conv_stride)
+        x = model.front_end_output(x)
         first = chunk_index * frames - self.lags[-1]
-        mask = self._inside(first, frames, length)[..., 0] > 0
+        mask = self._inside(first, frames, length)
         per_layer = num_states(c.cell)
         # Keras' generic loop, not cuDNN's on a GPU: the first chunks' masks start with
         # frames before the utterance (cuDNN takes only right padding), and the step must
@@ -111,7 +112,6 @@ class StreamingRecognizer:
 
     @staticmethod
     def _inside(first, count, length):
-        """[1, count, 1] float: 1 where ``first + i`` is in [0, length)."""
+        """[1, count] True where ``first + i`` is in [0, length)."""
         index = first + ops.arange(count, dtype="int32")
-        inside = ops.logical_and(index >= 0, index < length)
-        return ops.cast(inside, "float32")[None, :, None]
+        return ops.logical_and(index >= 0, index < length)[None, :]

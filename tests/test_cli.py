@@ -60,6 +60,7 @@ IMPORTED_AFTER_MAIN = (
     ("translation", SMOKE, "decoding.beam_size=0", "decoding.beam_size"),
     ("translation", SMOKE, "training.learning_rate=-1", "training.learning_rate"),
     ("speech", SPEECH_SMOKE, "model.cell=transformer", "model.cell"),
+    ("speech", SPEECH_SMOKE, "model.conv_type=3d", "model.conv_type"),
     ("speech", SPEECH_SMOKE, "augment.time_mask_fraction=2", "augment.time_mask_fraction"),
     ("speech", SPEECH_SMOKE, "strings.max_digits=0", "strings.max_digits"),
 ])

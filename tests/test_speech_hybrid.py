@@ -52,6 +52,7 @@ def test_a_config_without_a_decoder_keeps_its_fingerprints():
     assert "attention_decoder" not in parts["train"]
     assert "ctc_weight" not in parts["evaluate"]["decoding"]
     assert "ctc_weight" not in cfg.decoding.signature()
+    assert "conv_type" not in parts["train"]["model"]  # nor since the 2-D front end
     hybrid = load_config(SpeechConfig, CONFIGS / "an4_hybrid.yaml")
     assert hybrid.attention_decoder is not None
     hybrid_parts = made_from(hybrid)

@@ -25,8 +25,9 @@ def batch(lengths=(20, 13, 7), dims=6, seed=0):
     return {"features": features, "feature_lengths": np.array(lengths, np.int32)}
 
 
-def test_subsampled_length_matches_the_convolutions():
-    model = tiny(conv_layers=2, conv_stride=2)
+@pytest.mark.parametrize("conv_type", ["1d", "2d"])
+def test_subsampled_length_matches_the_convolutions(conv_type):
+    model = tiny(conv_layers=2, conv_stride=2, conv_type=conv_type)
     for frames in (1, 7, 8, 9, 20):
         logits = model(batch(lengths=(frames,)))
         assert logits.shape[1] == subsampled_length(frames, 2, 2)
@@ -34,8 +35,9 @@ def test_subsampled_length_matches_the_convolutions():
     assert subsampled_length(9, 0, 2) == 9
 
 
-def test_padding_does_not_change_real_outputs():
-    model = tiny()
+@pytest.mark.parametrize("conv_type", ["1d", "2d"])
+def test_padding_does_not_change_real_outputs(conv_type):
+    model = tiny(conv_type=conv_type)
     inputs = batch()
     full = ops.convert_to_numpy(model(inputs))
     alone = ops.convert_to_numpy(model({"features": inputs["features"][2:3, :7],
@@ -44,11 +46,27 @@ def test_padding_does_not_change_real_outputs():
     np.testing.assert_allclose(full[2, :frames], alone[0, :frames], atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [dict(), dict(cell="lstm", conv_layers=0, blank_index=4)])
+@pytest.mark.parametrize("overrides", [dict(), dict(cell="lstm", conv_layers=0, blank_index=4),
+                                       dict(conv_type="2d", num_features=7)])
 def test_keras_round_trip(tmp_path, overrides):
     model = tiny(**overrides)
     loaded = assert_keras_round_trip(model, lambda m: m(batch()), tmp_path)
     assert loaded.config == model.config
+
+
+def test_2d_front_end_sees_frequency_patterns_wherever_they_are():
+    # The same 2-D filters slide over frequency: a bump moved by two bins (one bin of
+    # the first layer's output) gives the same first-layer activations, moved.
+    model = tiny(conv_type="2d", conv_layers=1, num_features=12)
+    frames = np.zeros((1, 10, 12), np.float32)
+    frames[0, :, 3] = 1.0
+    moved = np.roll(frames, 2, axis=-1)
+    conv, norm = model.convs[0], model.conv_norms[0]
+    a, b = (np.asarray(model.conv_block(conv, norm, model.front_end_input(f)))
+            for f in (frames, moved))
+    assert a.shape == (1, 3, 6, 8)  # (10 - 5) // 2 + 1 frames, ceil(12 / 2) bins, channels
+    np.testing.assert_allclose(a[:, :, 1:4], b[:, :, 2:5], atol=1e-6)
+    assert model.front_end_output(a).shape == (1, 3, 48)  # the RNN reads bins x channels
 
 
 def test_loss_is_ctc_over_true_lengths_with_the_blank_index():

@@ -56,6 +56,7 @@ def streamed_log_probs(model, samples, frames_per_chunk, block=777, monkeypatch=
     (8, dict(lookahead=4)),  # more look-ahead than a stride: the top lags by frames
     (12, dict(conv_layers=0, cell="lstm")),
     (6, dict(conv_stride=3, conv_kernel=4, cell="rnn")),
+    (8, dict(conv_type="2d", conv_layers=2, lookahead=1)),  # buffers of bins x channels
 ])
 def test_stream_gives_the_offline_log_probs(frames, overrides, monkeypatch):
     model = causal(**overrides)

@@ -8,7 +8,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from data_prep.char_vocabulary import ENGLISH_CHARACTERS, CharVocabulary
-from data_prep.config_checks import ConfigError, at_least, choice, positive, run_name
+from data_prep.config_checks import (
+    ConfigError,
+    at_least,
+    choice,
+    positive,
+    run_name,
+    signature_without,
+)
 from data_prep.speech_config import (
     LIBRISPEECH_SUBSETS,
     DigitStringConfig,
@@ -69,9 +76,7 @@ class DataConfig:
 
     def signature(self) -> dict:
         """The fields, for prepare's fingerprint (``LATER_FIELDS`` only when changed)."""
-        fields, defaults = asdict(self), asdict(DataConfig())
-        return {k: v for k, v in fields.items()
-                if k not in LATER_FIELDS or v != defaults[k]}
+        return signature_without(self, LATER_FIELDS)
 
     def validate(self, where):
         choice(self.corpus, CORPORA, f"{where}.corpus")
@@ -151,9 +156,9 @@ class DecodingConfig:
     def signature(self) -> dict:
         """The fields, for the evaluate and export fingerprints (``LATER_DECODING_FIELDS``
         only when changed or used)."""
-        fields, defaults = asdict(self), asdict(DecodingConfig())
-        return {k: v for k, v in fields.items() if k not in LATER_DECODING_FIELDS
-                or v != defaults[k] or self.strategy == RESCORING}
+        if self.strategy == RESCORING:
+            return asdict(self)
+        return signature_without(self, LATER_DECODING_FIELDS)
 
     def validate(self, where):
         choice(self.strategy, (*STRATEGIES, RESCORING), f"{where}.strategy")

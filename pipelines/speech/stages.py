@@ -72,7 +72,7 @@ def made_from(cfg: SpeechConfig) -> dict:
     decoding = cfg.decoding.signature()
     export = {"decoding": decoding, **({"streaming": cfg.streaming} if cfg.model.causal
                                        else {})}
-    train = {"model": cfg.model, "augment": cfg.augment, "training": training,
+    train = {"model": cfg.model.signature(), "augment": cfg.augment, "training": training,
              "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb},
              # Only when set, so pure CTC runs keep their fingerprints.
              **({"attention_decoder": cfg.attention_decoder} if cfg.attention_decoder else {})}
@@ -180,7 +180,7 @@ def train(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     prepared = ctx.require("prepare")
     # The shuffle buffer decides the order of the batches, so a checkpoint is bound to it.
-    checkpoint_fp = trainer.start_stage(ctx, prepared, cfg.model, cfg.augment,
+    checkpoint_fp = trainer.start_stage(ctx, prepared, cfg.model.signature(), cfg.augment,
                                         cfg.shards.shuffle_buffer_mb,
                                         *[d for d in [cfg.attention_decoder] if d])
     if checkpoint_fp is None:
