@@ -15,6 +15,10 @@ class ValidationMetric:
 
     name: str
     higher_is_better: bool
+    # The score of a model that has learned nothing yet (a validation WER of 1.0: a CTC
+    # model's first epochs emit only blanks). Epochs at it are not stalls: the plateau
+    # schedule and early stopping wait until learning has begun.
+    nothing_learned: float | None = None
 
     def improved(self, value: float, best: float | None) -> bool:
         if best is None:
@@ -30,6 +34,8 @@ def after_validation(state: dict, value: float, lr: float, metric: ValidationMet
     if metric.improved(value, state["best"]):
         state.update(best=value, best_epoch=state["epoch"], bad_epochs=0, lr_bad_epochs=0)
         return True, None
+    if value == metric.nothing_learned:
+        return False, None
     state["bad_epochs"] += 1
     state["lr_bad_epochs"] += 1
     if (config.lr_schedule == "plateau" and state["lr_bad_epochs"] >= config.lr_patience

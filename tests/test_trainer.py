@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from pipelines import trainer
 from pipelines.config import ConfigError
+from pipelines.epoch_policy import after_validation
 from pipelines.run_dir import RunDir
 from pipelines.trainer import NonFiniteLossError, TrainingConfig, ValidationMetric, train
 from pipelines.translation.config import TranslationTrainingConfig
@@ -87,6 +88,21 @@ def test_higher_is_better_metric_and_plateau_schedule(tmp_path):
     assert state["best"] == 25.0 and state["best_epoch"] == 5
     rates = [h["learning_rate"] for h in state["history"]]
     assert rates[:4] == pytest.approx([0.01] * 4) and rates[4:] == pytest.approx([0.005] * 2)
+
+
+@pytest.mark.parametrize("nothing_learned, halved_at", [(1.0, 7), (None, 3)])
+def test_epochs_at_the_nothing_learned_score_are_not_stalls(nothing_learned, halved_at):
+    # A CTC model emitting only blanks for 4 epochs (WER 1.0) is not on a plateau.
+    metric = ValidationMetric("val_wer", False, nothing_learned=nothing_learned)
+    config = TrainingConfig(lr_schedule="plateau", lr_patience=2, patience=30)
+    state = {"best": None, "epoch": 0, "bad_epochs": 0, "lr_bad_epochs": 0}
+    halved = []
+    for epoch, value in enumerate([1.0, 1.0, 1.0, 1.0, 0.8, 0.9, 0.9], 1):
+        state["epoch"] = epoch
+        if after_validation(state, value, 0.01, metric, config)[1] is not None:
+            halved.append(epoch)
+    assert halved[0] == halved_at
+    assert state["best_epoch"] == 5
 
 
 def test_other_config_refuses_to_resume(tmp_path):

@@ -206,7 +206,8 @@ def train(ctx: cli.Context) -> None:
     try:
         state = trainer.train(
             run, lambda: build_model(cfg, vocab), train_dataset, val_dataset, validate,
-            trainer.ValidationMetric("val_wer", higher_is_better=False), t, checkpoint_fp,
+            trainer.ValidationMetric("val_wer", higher_is_better=False,
+                                     nothing_learned=1.0), t, checkpoint_fp,
         )
     except tf.errors.DataLossError:
         # TensorFlow's message ("corrupted record at 1234") does not say which shard.
