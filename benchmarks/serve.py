@@ -10,7 +10,9 @@ with bad requests mixed in.
    sentences in turn) until ``--requests`` are answered; requests/s, p50/p95 latency and
    the mean batch, against a server that batches (the defaults) and one that does not
    (``--max-batch 1 --batch-wait-ms 0``); and, as the ceiling of what batching can gain,
-   the exported model called in this process with batches of 1 and of 32 sentences.
+   the exported model called in this process with batches of 1 and of 32 sentences, and
+   the GFLOP/s of its output projection (the largest product of a step) for the beams of
+   1 and of 32 sentences.
 2. Streams: N clients at once each stream ``--stream-seconds`` of test utterances in
    chunk-sized messages paced in real time, then the end event. A stream is kept in real
    time when its final transcript comes back within one chunk's duration of the end
@@ -105,6 +107,41 @@ async def translate_load(url, sentences, clients: int, requests: int) -> dict:
     return {"clients": clients, "requests": requests,
             "requests_per_second": round(requests / wall, 1), **percentiles(latencies),
             "mean_batch": round(requests / batches, 1)}
+
+
+def projection_gain(translation: Path, size: int = 32, repeats: int = 200) -> dict:
+    """GFLOP/s of the decoder's output projection alone, the largest product of a decoding
+    step ([beam rows, attentional_dim] x [attentional_dim, vocabulary] per sentence), for
+    one sentence's beams and for ``size`` sentences': batching cannot gain more on it
+    than their ratio."""
+    import tensorflow as tf
+
+    from pipelines.serve.models import open_run
+    from pipelines.translation.config import TranslationConfig
+
+    cfg, _ = open_run(translation, "translation", TranslationConfig)
+    beam, dim, vocab = cfg.decoding.beam_size, cfg.model.attentional_dim, cfg.tokenizer.vocab_size
+    weights = tf.random.normal((dim, vocab))
+
+    @tf.function
+    def repeated(x):
+        # The repeats run in one graph (no Python per product); each product's input
+        # depends on the loop counter, so the product cannot be hoisted out of the loop.
+        def body(i, total):
+            scaled = x * (1.0 + 1e-6 * tf.cast(i, tf.float32))
+            return i + 1, total + tf.reduce_sum(tf.matmul(scaled, weights)[:, :1])
+        return tf.while_loop(lambda i, _: i < repeats, body, (0, 0.0))[1]
+
+    rates = {}
+    for n in (1, size):
+        x = tf.random.normal((n * beam, dim))
+        repeated(x).numpy()  # traces
+        start = time.perf_counter()
+        repeated(x).numpy()
+        rates[n] = 2 * n * beam * dim * vocab * repeats / (time.perf_counter() - start) / 1e9
+    return {"shape": f"[{beam} x sentences, {dim}] x [{dim}, {vocab}]",
+            "gflops_batch_1": round(rates[1], 1), f"gflops_batch_{size}": round(rates[size], 1),
+            "gain": round(rates[size] / rates[1], 2)}
 
 
 def model_batch_gain(translation: Path, sentences, size: int = 32, rounds: int = 5) -> dict:
@@ -304,6 +341,8 @@ def translate_part(results, translation, sentences, requests) -> None:
     # After the servers: the first one exports the run when it has no export yet.
     results["model_batch_gain"] = model_batch_gain(translation, sentences)
     print(f"[translate] the model alone: {results['model_batch_gain']}", flush=True)
+    results["projection_gain"] = projection_gain(translation)
+    print(f"[translate] its output projection alone: {results['projection_gain']}", flush=True)
 
 
 def streams_part(results, speech, audio, rate, max_streams) -> None:

@@ -21,6 +21,8 @@ from websockets.sync.client import connect
 from data_prep.file_io import read_lines
 from data_prep.manifest import read_manifest
 from pipelines import serve, speech, translation
+from pipelines.config import load_config
+from pipelines.translation.config import TranslationConfig
 from tests.helpers import ROOT
 from tests.serve_server import Server
 
@@ -333,3 +335,17 @@ def test_a_damaged_export_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match=r"export: a damaged SavedModel") as error:
         load_export(run)
     assert "\n" not in str(error.value)
+
+
+def test_the_benchmark_measures_the_batch_gains_of_the_model_and_its_projection(served):
+    from benchmarks.serve import model_batch_gain, projection_gain
+
+    _, run, _ = served  # exported by the server
+    sentences = [s for s in read_lines(run / "data" / "test.src") if s.strip()]
+    model = model_batch_gain(run, sentences, size=4, rounds=1)
+    assert model["sentences_per_second_batch_1"] > 0 and model["gain"] > 0
+    projection = projection_gain(run, size=4, repeats=3)
+    assert projection["gflops_batch_1"] > 0 and projection["gain"] > 0
+    cfg = load_config(TranslationConfig, run / "config.yaml", recorded=True)
+    assert projection["shape"].endswith(f"x [{cfg.model.attentional_dim}, "
+                                        f"{cfg.tokenizer.vocab_size}]")

@@ -122,7 +122,7 @@ class Speech:
             "run": cfg.name, "corpus": cfg.data.corpus, "sample_rate": self.sample_rate,
             "features": f"{cfg.features.n_mels} {cfg.features.kind}, "
                         f"{cfg.features.normalization} normalization",
-            "model": f"{m.conv_layers} conv + {m.rnn_layers}x{m.rnn_units} "
+            "model": f"{m.conv_layers} {m.conv_type} conv + {m.rnn_layers}x{m.rnn_units} "
                      f"{'causal ' if m.causal else 'bidirectional '}{m.cell}",
             "decoding": cfg.decoding.strategy,
             "streaming": ({"chunk_ms": cfg.streaming.chunk_ms, "step": f"TFLite {stream_variant}",
