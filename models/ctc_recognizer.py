@@ -96,9 +96,11 @@ class CTCRecognizer(keras.Model):
                                               strides=c.conv_stride, padding="valid",
                                               name=f"conv_{i}")
                           for i in range(c.conv_layers)]
-        # Layer (not batch) normalization of each frame's (and frequency's) channels:
-        # batch statistics would include padding.
-        self.conv_norms = [keras.layers.LayerNormalization(name=f"conv_norm_{i}")
+        # Layer (not batch) normalization of each frame: batch statistics would include
+        # padding. A 2-D frame's bins and channels are normalized together; normalizing
+        # each bin's channels alone would erase how loud the bins are against each other.
+        axis = (-2, -1) if c.conv_type == "2d" else -1
+        self.conv_norms = [keras.layers.LayerNormalization(axis=axis, name=f"conv_norm_{i}")
                            for i in range(c.conv_layers)]
         if c.causal:
             # return_state: a stream carries each layer's state from chunk to chunk.

@@ -50,7 +50,8 @@ def test_padding_does_not_change_real_outputs(conv_type):
                                        dict(conv_type="2d", num_features=7)])
 def test_keras_round_trip(tmp_path, overrides):
     model = tiny(**overrides)
-    loaded = assert_keras_round_trip(model, lambda m: m(batch()), tmp_path)
+    inputs = batch(dims=model.config.num_features)
+    loaded = assert_keras_round_trip(model, lambda m: m(inputs), tmp_path)
     assert loaded.config == model.config
 
 
