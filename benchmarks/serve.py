@@ -129,7 +129,7 @@ def projection_gain(translation: Path, size: int = 32, repeats: int = 200) -> di
         # depends on the loop counter, so the product cannot be hoisted out of the loop.
         def body(i, total):
             scaled = x * (1.0 + 1e-6 * tf.cast(i, tf.float32))
-            return i + 1, total + tf.reduce_sum(tf.matmul(scaled, weights)[:, :1])
+            return i + 1, total + tf.reduce_sum(tf.matmul(scaled, weights))
         return tf.while_loop(lambda i, _: i < repeats, body, (0, 0.0))[1]
 
     rates = {}
