@@ -27,7 +27,7 @@ def conv_input_shapes(config: CTCRecognizerConfig) -> list[tuple[int, ...]]:
     shapes, bins = [], c.num_features
     for i in range(c.conv_layers):
         shapes.append((bins, 1 if i == 0 else c.conv_channels))
-        bins = (bins + 1) // 2
+        bins = subsampled_length(bins, 1, 2)
     return shapes
 
 
@@ -86,20 +86,17 @@ class CTCRecognizer(keras.Model):
         # Explicit borders and "valid" convolutions instead of padding="same": TensorFlow's
         # "same" splits its padding by the input length's parity, so the frame alignment
         # (and each output) would depend on how much padding a batch has.
-        if c.conv_type == "2d":
-            self.convs = [keras.layers.Conv2D(c.conv_channels, (c.conv_kernel, FREQUENCY_KERNEL),
-                                              strides=(c.conv_stride, 2), padding="valid",
-                                              name=f"conv_{i}")
-                          for i in range(c.conv_layers)]
-        else:
-            self.convs = [keras.layers.Conv1D(c.conv_channels, c.conv_kernel,
-                                              strides=c.conv_stride, padding="valid",
-                                              name=f"conv_{i}")
-                          for i in range(c.conv_layers)]
+        two_d = c.conv_type == "2d"
+        conv, kernel, strides = ((keras.layers.Conv2D, (c.conv_kernel, FREQUENCY_KERNEL),
+                                  (c.conv_stride, 2)) if two_d
+                                 else (keras.layers.Conv1D, c.conv_kernel, c.conv_stride))
+        self.convs = [conv(c.conv_channels, kernel, strides=strides, padding="valid",
+                           name=f"conv_{i}")
+                      for i in range(c.conv_layers)]
         # Layer (not batch) normalization of each frame: batch statistics would include
         # padding. A 2-D frame's bins and channels are normalized together; normalizing
         # each bin's channels alone would erase how loud the bins are against each other.
-        axis = (-2, -1) if c.conv_type == "2d" else -1
+        axis = (-2, -1) if two_d else -1
         self.conv_norms = [keras.layers.LayerNormalization(axis=axis, name=f"conv_norm_{i}")
                            for i in range(c.conv_layers)]
         if c.causal:
@@ -168,7 +165,7 @@ class CTCRecognizer(keras.Model):
     def front_end_output(self, x):
         """The last conv layer's frames as the RNN's input [B, T', D] (2-D: D = bins x
         channels)."""
-        if len(x.shape) == 4:
+        if self.config.conv_type == "2d":
             x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], x.shape[2] * x.shape[3]))
         return x
 
