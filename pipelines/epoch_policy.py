@@ -1,9 +1,11 @@
 """When training changes course: the best score so far, the learning rate halved on a
-plateau, early stopping and the time budget, read from and written to the training state.
+plateau or set by the epoch's place in a cosine schedule, early stopping and the time
+budget, read from and written to the training state.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from pipelines.training_config import TrainingConfig
@@ -43,6 +45,17 @@ def after_validation(state: dict, value: float, lr: float, metric: ValidationMet
         state["lr_bad_epochs"] = 0
         return False, max(lr * config.lr_decay_factor, config.min_learning_rate)
     return False, None
+
+
+def scheduled_learning_rate(config: TrainingConfig, epoch: int) -> float | None:
+    """The learning rate of (0-based) ``epoch`` under a schedule fixed in advance (cosine),
+    else None. Set per epoch, not per step, so that it is a function of the epoch alone:
+    a resumed run continues on the same curve."""
+    if config.lr_schedule != "cosine":
+        return None
+    done = epoch / max(config.epochs - 1, 1)
+    low, high = config.min_learning_rate, config.learning_rate
+    return low + 0.5 * (high - low) * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
 def stop_reason(state, config: TrainingConfig, budget: float | None) -> str | None:

@@ -41,7 +41,12 @@ from pipelines.checkpoints import (
     undo_average,
 )
 from pipelines.config import ConfigError
-from pipelines.epoch_policy import ValidationMetric, after_validation, stop_reason
+from pipelines.epoch_policy import (
+    ValidationMetric,
+    after_validation,
+    scheduled_learning_rate,
+    stop_reason,
+)
 from pipelines.run_dir import RunDir, fingerprint
 from pipelines.train_steps import Steps, run_epoch
 from pipelines.training_config import TrainingConfig
@@ -273,6 +278,8 @@ def train(
             if stop:
                 break
             undo_average(run, state, role.is_chief)
+            if (scheduled := scheduled_learning_rate(config, epoch)) is not None:
+                model.optimizer.learning_rate.assign(scheduled)
             start = time.time()
             _seed_random_layers(model, config.seed, epoch)
             logs = _interruptible(lambda: f"after step {progress.seen}", epoch, _fit_epoch,

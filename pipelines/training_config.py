@@ -9,6 +9,8 @@ from data_prep.config_checks import ConfigError, at_least, choice, positive
 # training.distribution: pipelines.distribute; training.mixed_precision: Keras dtype policies.
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 MIXED_PRECISION = ("none", "mixed_float16", "mixed_bfloat16")
+# training.lr_schedule: pipelines.epoch_policy.
+LR_SCHEDULES = ("plateau", "constant", "cosine")
 
 
 @dataclass
@@ -19,7 +21,9 @@ class TrainingConfig:
     epochs: int = 30  # upper bound on epochs
     max_minutes: float | None = None  # stop before an epoch that would exceed this budget
     learning_rate: float = 0.001
-    lr_schedule: str = "plateau"  # plateau (halve on a validation stall) | constant
+    # plateau: halve on a validation stall | constant | cosine: from learning_rate at the
+    # first epoch down to min_learning_rate at the last (epochs), whatever validation says
+    lr_schedule: str = "plateau"
     lr_decay_factor: float = 0.5
     lr_patience: int = 1  # validations without improvement before the LR decays
     min_learning_rate: float = 1e-5
@@ -38,7 +42,7 @@ class TrainingConfig:
     cluster_timeout_seconds: float = 600.0  # multi_worker: wait this long for all workers
 
     def validate(self, where):
-        choice(self.lr_schedule, ("plateau", "constant"), f"{where}.lr_schedule")
+        choice(self.lr_schedule, LR_SCHEDULES, f"{where}.lr_schedule")
         choice(self.distribution, DISTRIBUTIONS, f"{where}.distribution")
         choice(self.mixed_precision, MIXED_PRECISION, f"{where}.mixed_precision")
         at_least(self, where, 1, "epochs", "patience", "lr_patience")

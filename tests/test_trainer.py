@@ -90,6 +90,21 @@ def test_higher_is_better_metric_and_plateau_schedule(tmp_path):
     assert rates[:4] == pytest.approx([0.01] * 4) and rates[4:] == pytest.approx([0.005] * 2)
 
 
+def test_cosine_schedule_falls_from_the_rate_to_the_minimum_and_resumes_on_its_curve(tmp_path):
+    # Validation stalls throughout: a plateau schedule would halve; the cosine one ignores it.
+    kw = dict(lr_schedule="cosine", learning_rate=0.01, min_learning_rate=0.001,
+              validate=lambda m: {"val_mse": 1.0})
+    straight = run_train(tmp_path / "straight", epochs=5, **kw)
+    rates = [h["learning_rate"] for h in straight["history"]]
+    assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(0.001)
+    assert rates[2] == pytest.approx(0.0055)  # halfway
+    assert all(a > b for a, b in zip(rates, rates[1:]))
+    run_train(tmp_path / "resumed", epochs=2, **kw)  # the first two epochs of a 5-epoch run
+    # ... are the first two of a 2-epoch run: resuming as 5 epochs moves onto the 5-epoch curve.
+    resumed = run_train(tmp_path / "resumed", epochs=5, **kw)
+    assert [h["learning_rate"] for h in resumed["history"]][2:] == pytest.approx(rates[2:])
+
+
 @pytest.mark.parametrize("nothing_learned, halved_at", [(1.0, 7), (None, 3)])
 def test_epochs_at_the_nothing_learned_score_are_not_stalls(nothing_learned, halved_at):
     # A CTC model emitting only blanks for 4 epochs (WER 1.0) is not on a plateau.
