@@ -82,10 +82,16 @@ class CTCRecognizerConfig:
     # ``lookahead`` input frames (of each conv layer), so the model can run on a stream.
     causal: bool = False
     lookahead: int = 0  # causal only: right context of each conv layer, in its input frames
+    # Intermediate CTC (Lee & Watanabe 2021; ESPnet's interctc_weight): training also
+    # scores the outputs of RNN layer ``intermediate_ctc_layer`` (1-based; 0: off) with CTC
+    # through an output layer of their own, the loss (1 - w) x top CTC + w x that one with
+    # w = ``intermediate_ctc_weight``. A regularizer: inference reads the top layer only.
+    intermediate_ctc_layer: int = 0
+    intermediate_ctc_weight: float = 0.3
 
     # Fields added after runs were made: left out of train's fingerprint while they have
     # their default values, so those runs keep their fingerprints.
-    LATER_FIELDS = ("conv_type",)
+    LATER_FIELDS = ("conv_type", "intermediate_ctc_layer", "intermediate_ctc_weight")
 
     def signature(self) -> dict:
         """The fields, for train's fingerprint (``LATER_FIELDS`` only when changed)."""
@@ -96,8 +102,15 @@ class CTCRecognizerConfig:
         choice(self.conv_type, CONV_TYPES, f"{where}.conv_type")
         at_least(self, where, 1, "conv_channels", "conv_kernel", "conv_stride", "rnn_layers",
                  "rnn_units")
-        at_least(self, where, 0, "conv_layers", "lookahead")
+        at_least(self, where, 0, "conv_layers", "lookahead", "intermediate_ctc_layer")
         fraction(self.dropout, f"{where}.dropout")
+        if self.intermediate_ctc_layer >= self.rnn_layers:
+            raise ConfigError(f"{where}.intermediate_ctc_layer: an RNN layer below the top "
+                              f"one (1 to {self.rnn_layers - 1}; 0: off), got "
+                              f"{self.intermediate_ctc_layer}")
+        if not 0.0 < self.intermediate_ctc_weight < 1.0:
+            raise ConfigError(f"{where}.intermediate_ctc_weight: must be in (0, 1), got "
+                              f"{self.intermediate_ctc_weight!r}")
         if self.lookahead and not self.causal:
             raise ConfigError(f"{where}.lookahead: only for causal models (a bidirectional "
                               "model sees the whole utterance)")

@@ -10,7 +10,7 @@ from keras import ops
 
 from models.attention_decoder import AttentionDecoder
 from models.config import AttentionDecoderConfig
-from models.ctc_recognizer import CTCRecognizer, _frame_mask
+from models.ctc_recognizer import CTCRecognizer, _frame_mask, tiny_batch
 from models.losses import MaskedLabelSmoothingLoss
 
 PAD = -1  # label padding, as the speech datasets pad their label batches
@@ -78,13 +78,12 @@ class CTCAttentionRecognizer(CTCRecognizer):
         self.attention_loss = MaskedLabelSmoothingLoss(d.label_smoothing, pad_id=PAD)
 
     def build(self, input_shape=None):
-        # call() and the decoder on a tiny batch create every weight (see CTCRecognizer).
-        inputs = {"features": ops.zeros((1, 8, self.config.num_features)),
-                  "feature_lengths": ops.array([8], "int32")}
-        self.call(inputs)
+        # The encoder's and CTC heads' weights (CTCRecognizer.build), then the decoder's,
+        # made by running it on a tiny batch.
+        super().build()
+        inputs = tiny_batch(self.config.num_features)
         self.decoder_logits(self.encode(inputs), self.output_lengths(inputs["feature_lengths"]),
                             ops.zeros((1, 2), "int32"))
-        self.built = True
 
     def decoder_logits(self, encoded, lengths, target_in, training=False):
         """Teacher-forced decoder logits ``[B, L, V + 1]`` for decoder inputs ``[B, L]``
@@ -105,9 +104,7 @@ class CTCAttentionRecognizer(CTCRecognizer):
 
     def loss_sum_and_count(self, x, y, training=False):
         """The joint loss summed over the utterances of a batch, and their number."""
-        encoded = self.encode(x, training=training)
-        logits = self.output_layer(self.drop(encoded, training=training))
-        ctc, count = self._ctc_sum_and_count(x, y, logits)
+        encoded, ctc, count = self.encoded_ctc_sum_and_count(x, y, training)
         target_in, target_out = decoder_targets(y, self.sos_eos)
         decoded = self.decoder_logits(encoded, self.output_lengths(x["feature_lengths"]),
                                       target_in, training=training)
@@ -115,14 +112,9 @@ class CTCAttentionRecognizer(CTCRecognizer):
         weight = self.decoder_config.ctc_weight
         return weight * ctc + (1.0 - weight) * attention, count
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # ``y_pred`` (``call``'s CTC logits) lacks the decoder's half: for model.fit the
-        # joint loss runs its own forward pass (the trainer calls loss_sum_and_count).
-        total, count = self.loss_sum_and_count(x, y, training=training)
-        total = total / ops.maximum(count, 1.0)
-        if self.losses:
-            total = total + ops.sum(self.losses)
-        return total
+    @property
+    def loss_needs_own_pass(self) -> bool:
+        return True  # ``call``'s CTC logits lack the decoder's half of the loss
 
     def get_config(self):
         return {**super().get_config(), "attention_decoder": asdict(self.decoder_config)}

@@ -44,6 +44,11 @@ def conv_border(config: CTCRecognizerConfig) -> tuple[int, int]:
     return k - 1 - right, right
 
 
+def tiny_batch(num_features: int) -> dict:
+    """One utterance of 8 zero frames: the batch ``build`` runs to create weights."""
+    return {"features": ops.zeros((1, 8, num_features)), "feature_lengths": ops.array([8], "int32")}
+
+
 def _frame_mask(x, lengths):
     """[B, T] True for the real frames of a [B, T, ...] batch."""
     return ops.arange(ops.shape(x)[1])[None, :] < lengths[:, None]
@@ -111,12 +116,16 @@ class CTCRecognizer(keras.Model):
                          for i in range(c.rnn_layers)]
         self.drop = keras.layers.Dropout(c.dropout)
         self.output_layer = keras.layers.Dense(c.vocab_size, name="logits")
+        self.intermediate_output = (keras.layers.Dense(c.vocab_size, name="intermediate_logits")
+                                    if c.intermediate_ctc_layer else None)
 
     def build(self, input_shape=None):
         # Create every weight by running a tiny batch, so a freshly constructed (or
         # deserialized) model has all its variables before weights are loaded.
-        self.call({"features": ops.zeros((1, 8, self.config.num_features)),
-                   "feature_lengths": ops.array([8], "int32")})
+        inputs = tiny_batch(self.config.num_features)
+        self.call(inputs)
+        if self.intermediate_output is not None:  # not on call's path: built here
+            self.intermediate_output(self._encode(inputs)[1])
         self.built = True
 
     def output_lengths(self, feature_lengths):
@@ -130,6 +139,11 @@ class CTCRecognizer(keras.Model):
     def encode(self, inputs, training=False):
         """The top RNN layer's outputs [B, T', D] (before dropout and the output layer):
         what the CTC output layer reads, and an attention decoder's memory."""
+        return self._encode(inputs, training)[0]
+
+    def _encode(self, inputs, training=False):
+        """``encode``'s outputs and those of RNN layer ``intermediate_ctc_layer`` (None
+        when 0)."""
         c = self.config
         x = inputs["features"]
         lengths = ops.cast(inputs["feature_lengths"], "int32")
@@ -145,11 +159,14 @@ class CTCRecognizer(keras.Model):
         # Keras RNNs carry their state across masked steps, so the backward direction
         # starts at each utterance's last real frame and padding never leaks in.
         mask = _frame_mask(x, lengths)
-        for layer in self.rnns:
+        intermediate = None
+        for number, layer in enumerate(self.rnns, 1):
             x = layer(self.drop(x, training=training), mask=mask, training=training)
             if c.causal:
                 x = x[0]  # without the final states
-        return x
+            if number == c.intermediate_ctc_layer:
+                intermediate = x
+        return x, intermediate
 
     def front_end_input(self, features):
         """Features [B, T, F] as the first conv layer's input ([B, T, F, 1] for 2-D)."""
@@ -169,8 +186,15 @@ class CTCRecognizer(keras.Model):
             x = ops.reshape(x, (ops.shape(x)[0], ops.shape(x)[1], x.shape[2] * x.shape[3]))
         return x
 
+    @property
+    def loss_needs_own_pass(self) -> bool:
+        """Whether the training loss needs more than ``call``'s logits (here: the
+        intermediate CTC layer's), so ``compute_loss`` runs its own forward pass."""
+        return self.intermediate_output is not None
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        total, count = self._ctc_sum_and_count(x, y, y_pred)
+        total, count = (self.loss_sum_and_count(x, y, training=training)
+                        if self.loss_needs_own_pass else self._ctc_sum_and_count(x, y, y_pred))
         total = total / ops.maximum(count, 1.0)
         if self.losses:  # layer-added losses, as keras.Model.compute_loss would add them
             total = total + ops.sum(self.losses)
@@ -180,7 +204,20 @@ class CTCRecognizer(keras.Model):
         """The CTC loss summed over the utterances of a batch, and their number (float32),
         for the trainer: the loss is a mean per utterance, also over a batch split across
         replicas."""
-        return self._ctc_sum_and_count(x, y, self(x, training=training))
+        return self.encoded_ctc_sum_and_count(x, y, training)[1:]
+
+    def encoded_ctc_sum_and_count(self, x, y, training=False):
+        """The top RNN layer's outputs, and ``loss_sum_and_count``'s CTC loss (with the
+        intermediate CTC loss mixed in when configured) and utterance count."""
+        encoded, intermediate = self._encode(x, training)
+        total, count = self._ctc_sum_and_count(
+            x, y, self.output_layer(self.drop(encoded, training=training)))
+        if intermediate is not None:
+            weight = self.config.intermediate_ctc_weight
+            extra, _ = self._ctc_sum_and_count(
+                x, y, self.intermediate_output(self.drop(intermediate, training=training)))
+            total = (1.0 - weight) * total + weight * extra
+        return encoded, total, count
 
     def _ctc_sum_and_count(self, x, y, y_pred):
         labels = ops.cast(y, "int32")

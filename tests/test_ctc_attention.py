@@ -74,12 +74,14 @@ def test_keras_round_trip(tmp_path):
     assert loaded.decoder_config == model.decoder_config and loaded.config == model.config
 
 
-def test_with_ctc_weight_one_the_loss_is_the_ctc_loss():
+@pytest.mark.parametrize("encoder", [{}, {"rnn_layers": 2, "intermediate_ctc_layer": 1}])
+def test_with_ctc_weight_one_the_loss_is_the_ctc_loss(encoder):
     keras.utils.set_random_seed(0)
-    hybrid = tiny({"ctc_weight": 1.0})
+    hybrid = tiny({"ctc_weight": 1.0}, **encoder)
     ctc = CTCRecognizer(**{k: v for k, v in hybrid.get_config().items()
                            if k in ("num_features", "vocab_size", "conv_layers",
-                                    "conv_channels", "rnn_layers", "rnn_units", "dropout")})
+                                    "conv_channels", "rnn_layers", "rnn_units", "dropout",
+                                    *encoder)})
     ctc.build()
     ctc.set_weights(hybrid.get_weights()[:len(ctc.weights)])  # the encoder and CTC head
     inputs = batch()

@@ -34,6 +34,9 @@ DECODER = ["--set", "attention_decoder.units=16", "--set", "attention_decoder.em
      "attention_decoder: a causal (streaming) model is pure CTC"),
     ("an4_hybrid", ["model.causal=true"], "attention_decoder: a causal (streaming) model"),
     ("an4_hybrid", ["attention_decoder=null"], "decoding.strategy: attention_rescoring needs"),
+    ("an4", ["model.intermediate_ctc_layer=3"], "model.intermediate_ctc_layer: an RNN layer "
+     "below the top one (1 to 2; 0: off), got 3"),
+    ("an4", ["model.intermediate_ctc_weight=1"], "model.intermediate_ctc_weight: must be in"),
 ])
 def test_config_errors_name_the_field(config, overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -52,7 +55,12 @@ def test_a_config_without_a_decoder_keeps_its_fingerprints():
     assert "attention_decoder" not in parts["train"]
     assert "ctc_weight" not in parts["evaluate"]["decoding"]
     assert "ctc_weight" not in cfg.decoding.signature()
-    assert "conv_type" not in parts["train"]["model"]  # nor since the 2-D front end
+    # ... nor since the 2-D front end and intermediate CTC, at their defaults.
+    assert not {"conv_type", "intermediate_ctc_layer", "intermediate_ctc_weight"} & set(
+        parts["train"]["model"])
+    with_it = made_from(load_config(SpeechConfig, CONFIGS / "an4.yaml",
+                                    ["model.intermediate_ctc_layer=1"]))
+    assert with_it["train"]["model"]["intermediate_ctc_layer"] == 1
     hybrid = load_config(SpeechConfig, CONFIGS / "an4_hybrid.yaml")
     assert hybrid.attention_decoder is not None
     hybrid_parts = made_from(hybrid)

@@ -47,12 +47,39 @@ def test_padding_does_not_change_real_outputs(conv_type):
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(cell="lstm", conv_layers=0, blank_index=4),
-                                       dict(conv_type="2d", num_features=7)])
+                                       dict(conv_type="2d", num_features=7),
+                                       dict(intermediate_ctc_layer=1)])
 def test_keras_round_trip(tmp_path, overrides):
     model = tiny(**overrides)
     inputs = batch(dims=model.config.num_features)
-    loaded = assert_keras_round_trip(model, lambda m: m(inputs), tmp_path)
+    labels = np.array([[0, 1, 2], [3, 3, -1], [1, -1, -1]], np.int32)
+    # The loss too: it reads the intermediate output layer, which call() does not.
+    loaded = assert_keras_round_trip(
+        model, lambda m: [m(inputs), m.loss_sum_and_count(inputs, labels)[0]], tmp_path)
     assert loaded.config == model.config
+
+
+def test_intermediate_ctc_mixes_a_lower_layers_ctc_loss_into_training_only():
+    plain = tiny(rnn_layers=3)
+    model = tiny(rnn_layers=3, intermediate_ctc_layer=2, intermediate_ctc_weight=0.25)
+    model.set_weights(plain.get_weights() + model.get_weights()[len(plain.get_weights()):])
+    inputs, labels = batch(), np.array([[0, 1, 2], [3, 3, -1], [1, -1, -1]], np.int32)
+    # Inference is the plain model's.
+    np.testing.assert_allclose(model(inputs), plain(inputs), atol=1e-6)
+    top, count = plain.loss_sum_and_count(inputs, labels)
+    lower = model._encode(inputs)[1]
+    assert lower.shape == plain.encode(inputs).shape
+    extra, _ = model._ctc_sum_and_count(inputs, labels, model.intermediate_output(lower))
+    total, same_count = model.loss_sum_and_count(inputs, labels)
+    np.testing.assert_allclose(float(total), 0.75 * float(top) + 0.25 * float(extra), rtol=1e-5)
+    assert float(same_count) == float(count) == 3.0
+    np.testing.assert_allclose(float(model.compute_loss(inputs, labels, model(inputs))),
+                               float(total) / 3.0, rtol=1e-5)
+    # The intermediate output layer is trained: the loss has gradients for it.
+    with tf.GradientTape() as tape:
+        loss = model.loss_sum_and_count(inputs, labels, training=True)[0]
+    grads = tape.gradient(loss, model.intermediate_output.trainable_variables)
+    assert all(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
 
 
 def test_2d_front_end_sees_frequency_patterns_wherever_they_are():
