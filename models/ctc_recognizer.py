@@ -122,10 +122,12 @@ class CTCRecognizer(keras.Model):
     def build(self, input_shape=None):
         # Create every weight by running a tiny batch, so a freshly constructed (or
         # deserialized) model has all its variables before weights are loaded.
-        inputs = tiny_batch(self.config.num_features)
-        self.call(inputs)
-        if self.intermediate_output is not None:  # not on call's path: built here
-            self.intermediate_output(self._encode(inputs)[1])
+        # One encoder pass feeds both output layers (the intermediate one is not on call's
+        # path).
+        encoded, intermediate = self._encode(tiny_batch(self.config.num_features))
+        self.output_layer(encoded)
+        if intermediate is not None:
+            self.intermediate_output(intermediate)
         self.built = True
 
     def output_lengths(self, feature_lengths):
