@@ -4,7 +4,7 @@ with bad requests mixed in.
 
     PIPELINES_DATA_DIR=../shared/data .venv/bin/python -m benchmarks.serve \\
         --translation runs/translation_demo --speech runs/fsdd_strings_streaming \\
-        [--soak-seconds 600] [--output serve_benchmark.json]
+        [--greedy] [--soak-seconds 600] [--output serve_benchmark.json]
 
 1. Translate: clients (1, 8, 32 at once) each send one-sentence requests (the run's test
    sentences in turn) until ``--requests`` are answered; requests/s, p50/p95 latency and
@@ -12,7 +12,8 @@ with bad requests mixed in.
    (``--max-batch 1 --batch-wait-ms 0``); and, as the ceiling of what batching can gain,
    the exported model called in this process with batches of 1 and of 32 sentences, and
    the GFLOP/s of its output projection (the largest product of a step) for the beams of
-   1 and of 32 sentences.
+   1 and of 32 sentences. ``--greedy`` serves and measures the export's greedy search
+   (``serve --greedy``) instead of the run's beam search.
 2. Streams: N clients at once each stream ``--stream-seconds`` of test utterances in
    chunk-sized messages paced in real time, then the end event. A stream is kept in real
    time when its final transcript comes back within one chunk's duration of the end
@@ -109,7 +110,8 @@ async def translate_load(url, sentences, clients: int, requests: int) -> dict:
             "mean_batch": round(requests / batches, 1)}
 
 
-def projection_gain(translation: Path, size: int = 32, repeats: int = 200) -> dict:
+def projection_gain(translation: Path, size: int = 32, repeats: int = 200,
+                    greedy: bool = False) -> dict:
     """GFLOP/s of the decoder's output projection alone, the largest product of a decoding
     step ([beam rows, attentional_dim] x [attentional_dim, vocabulary] per sentence), for
     one sentence's beams and for ``size`` sentences': batching cannot gain more on it
@@ -120,7 +122,8 @@ def projection_gain(translation: Path, size: int = 32, repeats: int = 200) -> di
     from pipelines.translation.config import TranslationConfig
 
     cfg, _ = open_run(translation, "translation", TranslationConfig)
-    beam, dim, vocab = cfg.decoding.beam_size, cfg.model.attentional_dim, cfg.tokenizer.vocab_size
+    beam = 1 if greedy else cfg.decoding.beam_size
+    dim, vocab = cfg.model.attentional_dim, cfg.tokenizer.vocab_size
     weights = tf.random.normal((dim, vocab))
 
     @tf.function
@@ -144,21 +147,21 @@ def projection_gain(translation: Path, size: int = 32, repeats: int = 200) -> di
             "gain": round(rates[size] / rates[1], 2)}
 
 
-def model_batch_gain(translation: Path, sentences, size: int = 32, rounds: int = 5) -> dict:
+def model_batch_gain(translation: Path, sentences, size: int = 32, rounds: int = 5,
+                     greedy: bool = False) -> dict:
     """Sentences/s of the exported model called in this process with one sentence and
     with ``size``: the most that batching can gain, whatever the server does."""
-    import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (the SentencePiece ops of the export)
+    from pipelines.serve.models import Translation
 
-    model = tf.saved_model.load(str(translation / "export"))
+    translate = Translation(translation, greedy)  # the server's model, in this process
     rates = {}
     for n in (1, size):
         batches = [[sentences[(i * n + j) % len(sentences)] for j in range(n)]
                    for i in range(rounds)]
-        model.translate(tf.constant(batches[0]))  # warm-up
+        translate(batches[0])  # warm-up
         start = time.perf_counter()
         for batch in batches:
-            model.translate(tf.constant(batch))
+            translate(batch)
         rates[n] = n * rounds / (time.perf_counter() - start)
     return {"sentences_per_second_batch_1": round(rates[1], 1),
             f"sentences_per_second_batch_{size}": round(rates[size], 1),
@@ -292,6 +295,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--translation", required=True, metavar="RUN_DIR")
     p.add_argument("--speech", required=True, metavar="RUN_DIR", help="a causal (streaming) run")
+    p.add_argument("--greedy", action="store_true",
+                   help="translate with the export's greedy search (serve --greedy)")
     p.add_argument("--requests", type=int, default=320, help="translate requests per level")
     p.add_argument("--stream-seconds", type=float, default=8.0)
     p.add_argument("--max-streams", type=int, default=80)
@@ -315,7 +320,7 @@ def main() -> None:
                "translation": str(translation), "speech": str(speech), "translate": {}}
     parts = args.parts.split(",")
     if "translate" in parts:
-        translate_part(results, translation, sentences, args.requests)
+        translate_part(results, translation, sentences, args.requests, args.greedy)
     if "streams" in parts:
         streams_part(results, speech, audio, rate, args.max_streams)
     if "soak" in parts:
@@ -326,9 +331,11 @@ def main() -> None:
         Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
 
 
-def translate_part(results, translation, sentences, requests) -> None:
+def translate_part(results, translation, sentences, requests, greedy) -> None:
+    results["translate"]["greedy"] = greedy
+    search = ["--greedy"] if greedy else []
     for name, flags in [("batched", []), ("one_at_a_time", ["--max-batch", 1, "--batch-wait-ms", 0])]:
-        server = Server("--translation", translation, *flags)
+        server = Server("--translation", translation, *search, *flags)
         try:
             asyncio.run(translate_load(server.url, sentences, 4, 16))  # warm-up
             levels = [asyncio.run(translate_load(server.url, sentences, c, requests))
@@ -339,9 +346,9 @@ def translate_part(results, translation, sentences, requests) -> None:
         for level in levels:
             print(f"[translate] {name}: {level}", flush=True)
     # After the servers: the first one exports the run when it has no export yet.
-    results["model_batch_gain"] = model_batch_gain(translation, sentences)
+    results["model_batch_gain"] = model_batch_gain(translation, sentences, greedy=greedy)
     print(f"[translate] the model alone: {results['model_batch_gain']}", flush=True)
-    results["projection_gain"] = projection_gain(translation)
+    results["projection_gain"] = projection_gain(translation, greedy=greedy)
     print(f"[translate] its output projection alone: {results['projection_gain']}", flush=True)
 
 

@@ -229,6 +229,26 @@ def test_bad_streams_are_closed_with_a_code_and_reason(served):
 
 
 @pytest.mark.slow
+def test_greedy_serves_the_exports_greedy_search(served, capsys, tmp_path):
+    _, run, _ = served
+    sentences = read_lines(run / "data" / "test.src")[:10]
+    listing = tmp_path / "input.de"
+    listing.write_text("\n".join(sentences) + "\n", encoding="utf-8")
+    expected, _ = stage_output(translation.main, capsys, "translate", "--config",
+                               CONFIGS / "translation_smoke.yaml", "--run-dir", run,
+                               "--input", listing, "--set", "decoding.beam_size=1")
+    server = Server("--translation", run, "--greedy")  # exported by `served`
+    try:
+        assert post(server, "v1/translate", json={"sentences": sentences}).json() == {
+            "translations": expected}
+        model = httpx.get(server.url + "v1/models").json()["translation"]
+        greedy = json.loads((run / "metrics.json").read_text())["greedy"]
+        assert model["beam_size"] == 1 and model["test"]["bleu"] == greedy["bleu"]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_the_server_with_one_line(served):
     _, translation_run, _ = served
     server = Server("--translation", translation_run)  # exported by `served`
@@ -342,10 +362,12 @@ def test_the_benchmark_measures_the_batch_gains_of_the_model_and_its_projection(
 
     _, run, _ = served  # exported by the server
     sentences = [s for s in read_lines(run / "data" / "test.src") if s.strip()]
-    model = model_batch_gain(run, sentences, size=4, rounds=1)
-    assert model["sentences_per_second_batch_1"] > 0 and model["gain"] > 0
-    projection = projection_gain(run, size=4, repeats=3)
-    assert projection["gflops_batch_1"] > 0 and projection["gain"] > 0
     cfg = load_config(TranslationConfig, run / "config.yaml", recorded=True)
-    assert projection["shape"].endswith(f"x [{cfg.model.attentional_dim}, "
-                                        f"{cfg.tokenizer.vocab_size}]")
+    for greedy, beam in [(False, cfg.decoding.beam_size), (True, 1)]:
+        model = model_batch_gain(run, sentences, size=4, rounds=1, greedy=greedy)
+        assert model["sentences_per_second_batch_1"] > 0 and model["gain"] > 0
+        projection = projection_gain(run, size=4, repeats=3, greedy=greedy)
+        assert projection["gflops_batch_1"] > 0 and projection["gain"] > 0
+        assert projection["shape"] == (f"[{beam} x sentences, {cfg.model.attentional_dim}] x "
+                                       f"[{cfg.model.attentional_dim}, "
+                                       f"{cfg.tokenizer.vocab_size}]")

@@ -94,23 +94,28 @@ def test_export_translates_strings_in_graph(translation_smoke_run, multi30k_dir,
 
     run_dir = tmp_path / "run"
     shutil.copytree(translation_smoke_run, run_dir)
-    assert run("export", "--config", SMOKE, "--run-dir", run_dir, "--data-dir", multi30k_dir,
-               "--set", "decoding.beam_size=1") == 0
+    assert run("export", "--config", SMOKE, "--run-dir", run_dir, "--data-dir", multi30k_dir) == 0
     exported = tf.saved_model.load(str(run_dir / "export"))
     texts = [line for line in (run_dir / "data" / "test.src").read_text().splitlines()[:8]]
     texts += ["", "  "]  # blank sources: empty translations
-    got = [s.decode() for s in exported.translate(tf.constant(texts)).numpy()]
-    assert got[-2:] == ["", ""]
     cfg = load_config(TranslationConfig, SMOKE)
+    assert cfg.decoding.beam_size > 1
     source_tok, target_tok = load_tokenizers(RunDir(run_dir))
     model = keras.saving.load_model(run_dir / "checkpoints" / "best.keras")
-    assert got == translate_texts(model, source_tok, target_tok, texts, greedy(cfg.decoding),
-                                  progress=False)
+    # translate: the config's beam search; translate_greedy: greedy search.
+    got = {}
+    for name, decoding in [("translate", cfg.decoding),
+                           ("translate_greedy", greedy(cfg.decoding))]:
+        signature = getattr(exported, name)
+        got[name] = [s.decode() for s in signature(tf.constant(texts)).numpy()]
+        assert got[name][-2:] == ["", ""]
+        assert got[name] == translate_texts(model, source_tok, target_tok, texts, decoding,
+                                            progress=False)
+        assert signature(tf.zeros([0], tf.string)).numpy().tolist() == []  # empty batch
     assert_weights_saved_once(run_dir / "export", model)
     # A fresh process that imports only TensorFlow and tensorflow-text gets the same.
     assert saved_model_client("translate", run_dir / "export",
-                              stdin="".join(t + "\n" for t in texts)) == got
-    assert exported.translate(tf.zeros([0], tf.string)).numpy().tolist() == []  # empty batch
+                              stdin="".join(t + "\n" for t in texts)) == got["translate"]
 
 
 def test_bad_config_exits_with_message(tmp_path, capsys):

@@ -2,7 +2,7 @@
 page to try them.
 
     python -m pipelines.serve --translation runs/translation_demo \\
-        --speech runs/fsdd_strings_streaming [--host 127.0.0.1] [--port 8000]
+        --speech runs/fsdd_strings_streaming [--greedy] [--host 127.0.0.1] [--port 8000]
 
 Endpoints: ``POST /v1/translate``, ``POST /v1/transcribe``, ``WS /v1/stream``,
 ``GET /v1/models``, ``GET /healthz``, and ``GET /`` (the page). See docs/serving.md.
@@ -42,6 +42,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a --host other than loopback (no authentication, no TLS)")
+    p.add_argument("--greedy", action="store_true",
+                   help="translation: greedy search instead of the run's beam search (about "
+                        "a BLEU point lower; batches several times better under load)")
     p.add_argument("--stream-model", choices=("int8", "float16", "float32"), default="int8",
                    help="the TFLite streaming step to run (default: int8)")
     p.add_argument("--max-batch", type=int, default=batching.max_batch,
@@ -116,7 +119,7 @@ def main(argv=None) -> int:
     sock = None
     try:
         sock = bind(args.host, args.port)  # first: a busy port fails before minutes of export
-        translation = Translation(args.translation) if args.translation else None
+        translation = Translation(args.translation, args.greedy) if args.translation else None
         speech = Speech(args.speech, args.stream_model) if args.speech else None
     except cli.USER_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)

@@ -37,6 +37,7 @@ from pipelines.translation.data import (
     training_batches,
 )
 from pipelines.translation.inference import (
+    EXPORT_SIGNATURES,
     export_translator,
     greedy,
     load_checkpoint,
@@ -213,7 +214,9 @@ def translate(ctx: cli.Context) -> None:
 
 def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
-    fp = fingerprint("export", ctx.require("train"), cfg.decoding)
+    # The signatures' names are part of the fingerprint: an export from before
+    # translate_greedy existed is redone, not served without it.
+    fp = fingerprint("export", ctx.require("train"), cfg.decoding, EXPORT_SIGNATURES)
     target = run.path("export")
     if not ctx.start(fp, target):
         return
@@ -225,7 +228,9 @@ def export(ctx: cli.Context) -> None:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     ctx.done()
-    print(f"[export] SavedModel with a 'translate' signature (strings -> strings) in {target}")
+    greedy_too = " and 'translate_greedy'" if cfg.decoding.beam_size > 1 else ""
+    print(f"[export] SavedModel with a 'translate' signature (strings -> strings, beam "
+          f"{cfg.decoding.beam_size}){greedy_too} in {target}")
 
 
 def report(ctx: cli.Context) -> None:
