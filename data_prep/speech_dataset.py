@@ -136,7 +136,13 @@ def batch_utterances(dataset: tf.data.Dataset, lengths: list[int], batch_size: i
         # Buckets fill at different rates; shuffling whole batches removes the resulting
         # short-to-long drift within an epoch.
         dataset = dataset.shuffle(256, seed=seed, reshuffle_each_iteration=False)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # Without tf.data's autotuning: with it, deleting an epoch's finished iterator blocked
+    # for up to 40 s in some epochs (waiting on a background thread, the CPU idle), which
+    # made AN4 epochs alternate between 44 and 84 s; measured without it: 43-49 s every
+    # epoch, the same batches and losses (docs/benchmarks.md, AN4 training time).
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
 # -- TFRecord shards (data_prep/feature_shards.py) ----------------------------------------

@@ -24,6 +24,14 @@ def as_lists(dataset):
     return [(x["features"].numpy(), x["feature_lengths"].numpy(), y.numpy()) for x, y in dataset]
 
 
+def test_training_batches_are_made_without_autotuning():
+    # Its background thread made deleting an epoch's iterator block for up to 40 s.
+    features, labels = toy()
+    for dataset in (make_training_dataset(features, labels, 8, seed=1),
+                    make_training_dataset(features, labels, 8, shuffle=False)):
+        assert dataset.options().autotune.enabled is False
+
+
 def test_batches_are_padded_bucketed_and_complete():
     features, labels = toy()
     batches = as_lists(make_training_dataset(features, labels, batch_size=8, seed=1))
