@@ -65,6 +65,7 @@ from pipelines.speech.streaming import (  # noqa: E402
     convert_to_tflite,
     export_step,
     file_blocks,
+    final_search,
     stream_utterance,
     tflite_runner,
 )
@@ -96,6 +97,17 @@ def time_steps(step: StreamStep, runner, chunks: int) -> dict:
     median, p95 = np.median(seconds), np.percentile(seconds, 95)
     return {"median_ms": round(1000 * median, 3), "p95_ms": round(1000 * p95, 3),
             "rtf": round(median / chunk_seconds, 4)}
+
+
+def timed(search, seconds: list[float]):
+    """``search``, appending the seconds of each call to ``seconds``."""
+    def run(log_probs):
+        start = time.perf_counter()
+        text = search(log_probs)
+        seconds.append(time.perf_counter() - start)
+        return text
+
+    return run
 
 
 def word_final(ids: list[int], vocab) -> list[int]:
@@ -195,18 +207,28 @@ def main() -> int:
             aligned_word_ends(RunDir(args.align_run), entries)
             result["word_ends"] = f"CTC forced alignment by {args.align_run}"
         vocab = vocabulary(cfg, run)
+        final = final_search(cfg, run) if entries else None
+        result["final"] = cfg.streaming.final
         for name, (runner, size) in backends.items():
             row = {"bytes": size, **time_steps(step, runner, args.chunks)}
             if entries:
-                hyps, delays = [], []
+                hyps, greedy, delays, search_seconds = [], [], [], []
                 for e in entries:
                     decoder = GreedyPrefix(step.blank_index)
                     hyps.append(stream_utterance(step, runner, file_blocks(
                         e["audio_filepath"], cfg.features, step.chunk_samples), vocab,
-                        decoder=decoder))
-                    if hyps[-1] == e["text"] and "word_ends" in e:
+                        decoder=decoder, final=final and timed(final, search_seconds)))
+                    greedy.append(decoder.text(vocab))
+                    # The delays are the partials': the greedy prefix as it grows.
+                    if greedy[-1] == e["text"] and "word_ends" in e:
                         delays += emission_delays(step, decoder, vocab, e)
-                row.update(wer_cer(hyps, [e["text"] for e in entries]))
+                references = [e["text"] for e in entries]
+                row.update(wer_cer(hyps, references))
+                if final:
+                    row.update({f"greedy_{k}": v for k, v in wer_cer(greedy, references).items()},
+                               final_search_ms_median=round(1000 * np.median(search_seconds), 1),
+                               final_search_ms_p95=round(1000 * np.percentile(search_seconds, 95),
+                                                         1))
                 if delays:
                     row.update(emission_delay_ms_median=round(1000 * np.median(delays), 1),
                                emission_delay_ms_p95=round(1000 * np.percentile(delays, 95), 1),
@@ -217,15 +239,19 @@ def main() -> int:
     if run is not None:
         run.path("streaming_benchmark.json").write_text(text + "\n")
     print(text)
-    print("| model (keras: the step as a SavedModel) | size | per chunk, median / p95 "
-          "(one core) | real-time factor | WER | CER | emission delay, median / p95 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| model (keras: the step as a SavedModel) | size | per chunk, median / p95 "
+          f"(one core) | real-time factor | WER | CER | greedy WER | emission delay, median "
+          f"/ p95 | final search, median / p95 |\n{'| --- ' * 9}|")
     for name, row in result["backends"].items():
         scores = (f"{row['wer']:.2%} | {row['cer']:.2%}" if "wer" in row else "- | -")
+        greedy = f"{row['greedy_wer']:.2%}" if "greedy_wer" in row else "-"
         delay = (f"{row['emission_delay_ms_median']:.0f} / {row['emission_delay_ms_p95']:.0f} ms"
                  if "emission_delay_ms_median" in row else "-")
+        search = (f"{row['final_search_ms_median']:.0f} / {row['final_search_ms_p95']:.0f} ms"
+                  if "final_search_ms_median" in row else "-")
         print(f"| {name} | {row['bytes'] / 1e6:.2f} MB | {row['median_ms']:.2f} / "
-              f"{row['p95_ms']:.2f} ms | {row['rtf']:.4f} | {scores} | {delay} |")
+              f"{row['p95_ms']:.2f} ms | {row['rtf']:.4f} | {scores} | {greedy} | {delay} | "
+              f"{search} |")
     return 0
 
 

@@ -3,6 +3,7 @@ server's tests (``tests/test_serve*.py``) and ``benchmarks/serve.py``."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -10,6 +11,9 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+import soundfile as sf
+from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = re.compile(r"\[serve\] (http://\S+/) ")
@@ -55,3 +59,20 @@ class Server:
             code = self.process.wait()
         self.reader.join(5)  # its last lines
         return code
+
+
+def stream_wav(server: Server, wav, block_seconds=0.1) -> tuple[list[str], str]:
+    """Partials and final transcript of a wav streamed as 16-bit PCM messages."""
+    audio, rate = sf.read(wav, dtype="int16")
+    block = int(rate * block_seconds)
+    partials = []
+    with connect(server.ws_url + "v1/stream") as ws:
+        for start in range(0, len(audio), block):
+            ws.send(audio[start:start + block].astype("<i2").tobytes())
+        ws.send(json.dumps({"event": "end"}))
+        for message in ws:
+            answer = json.loads(message)
+            if "final" in answer:
+                return partials, answer["final"]
+            partials.append(answer["partial"])
+    raise AssertionError("no final transcript")

@@ -9,6 +9,7 @@ import json
 import math
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import soundfile as sf
@@ -264,7 +265,8 @@ def test_piece_vocabulary_round_trips_and_names_unknown_characters():
 def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capsys):
     """data.units: sentencepiece trains the units in prepare; training, the language
     model search (pyctcdecode's SentencePiece mode), the export and, for a causal model,
-    the stream use them: the streamed transcripts are the greedy ones of evaluate."""
+    the stream use them: the streamed transcripts are evaluate's (greedy, and with the
+    language model)."""
     if not (data_dir / "an4" / "etc").is_dir():
         pytest.skip(f"AN4 not found under {data_dir}")
     from pipelines import speech
@@ -288,12 +290,43 @@ def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capsys):
     assert (run / "tflite" / "stream_int8.tflite").is_file()
     audio = [json.loads(line)["audio_filepath"] for line in (run / "data" / "test.jsonl").open()]
     greedy = (run / "hyps" / "test.greedy.txt").read_text().splitlines()
-    assert sum(map(bool, greedy)) >= 4
+    with_lm = (run / "hyps" / "test.beam_search_lm.txt").read_text().splitlines()
+    assert sum(map(bool, greedy)) >= 4 and with_lm != greedy
     capsys.readouterr()
+    # streaming.final: lm (the config's): the final transcripts are evaluate's search with
+    # the language model, the partials its greedy ones.
     assert speech.main(["stream", *common, *audio]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines() == with_lm
+    assert next(g for g in greedy if g) in captured.err.splitlines()  # a partial
+    assert speech.main(["stream", *common, "--set", "streaming.final=greedy", *audio]) == 0
     assert capsys.readouterr().out.splitlines() == greedy
     assert speech.main(["stream", *common, "--tflite", "--int8", *audio[:2]]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 2
+    int8 = capsys.readouterr().out.splitlines()
+    assert len(int8) == 2
+    # The server's streams end with the same search over the same int8 step.
+    from tests.serve_server import Server, stream_wav
+
+    server = Server("--speech", run)
+    try:
+        assert [stream_wav(server, wav)[1] for wav in audio[:2]] == int8
+        assert httpx.get(server.url + "v1/models").json()["speech"]["streaming"]["final"] == "lm"
+    finally:
+        server.stop()
+    # The streaming benchmark scores the same final search, and the partials' greedy one.
+    import subprocess
+    import sys
+
+    from pipelines.metrics import wer_cer
+
+    subprocess.run([sys.executable, "-m", "benchmarks.streaming", "--config",
+                    run / "config.yaml", "--run-dir", run, "--chunks", "3", "--limit", "3"],
+                   cwd=ROOT, check=True, capture_output=True)
+    scores = json.loads((run / "streaming_benchmark.json").read_text())["backends"]["keras"]
+    references = [json.loads(line)["text"] for line in (run / "data" / "test.jsonl").open()][:3]
+    assert scores["wer"] == wer_cer(with_lm[:3], references)["wer"]
+    assert scores["greedy_wer"] == wer_cer(greedy[:3], references)["wer"]
+    assert scores["final_search_ms_median"] > 0
 
 
 def test_audio_measurement_counts_edge_silence_and_clipping(tmp_path):

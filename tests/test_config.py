@@ -72,6 +72,18 @@ def test_out_of_range_values_are_named(tmp_path, override, field):
         load_config(TranslationConfig, write(tmp_path, "name: x\n"), [override])
 
 
+@pytest.mark.parametrize("overrides, message", [
+    (["streaming.final=beam"], r"^streaming\.final: must be one of \['greedy', 'lm'\]"),
+    (["streaming.final=lm"], r"^streaming\.final: lm needs a word language model \(a "
+                             r"decoding\.lm section\)"),
+])
+def test_stream_final_search_is_checked(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(SpeechConfig, write(tmp_path, "name: x\n"), overrides)
+    # With a language model, the stream's final transcript may be its search.
+    load_config(SpeechConfig, CONFIGS / "an4_streaming.yaml", ["streaming.final=lm"])
+
+
 def test_attention_choices_come_from_the_model(tmp_path):
     # The valid values are the model's own list, so a new scorer needs no config change.
     from models.attention import SCORES

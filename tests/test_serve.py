@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
@@ -21,10 +22,10 @@ from websockets.sync.client import connect
 from data_prep.file_io import read_lines
 from data_prep.manifest import read_manifest
 from pipelines import serve, speech, translation
-from pipelines.config import load_config
+from pipelines.config import ConfigError, load_config
 from pipelines.translation.config import TranslationConfig
 from tests.helpers import ROOT
-from tests.serve_server import Server
+from tests.serve_server import Server, stream_wav
 
 CONFIGS = ROOT / "pipelines" / "configs"
 
@@ -43,23 +44,6 @@ def stage_output(main, capsys, *args) -> tuple[list[str], list[str]]:
 
 def smoke_wavs(run, count=3) -> list[str]:
     return [e["audio_filepath"] for e in read_manifest(run / "data" / "test.jsonl")][:count]
-
-
-def stream(server, wav, block_seconds=0.1) -> tuple[list[str], str]:
-    """Partials and final transcript of a wav streamed as 16-bit PCM messages."""
-    audio, rate = sf.read(wav, dtype="int16")
-    block = int(rate * block_seconds)
-    partials = []
-    with connect(server.ws_url + "v1/stream") as ws:
-        for start in range(0, len(audio), block):
-            ws.send(audio[start:start + block].astype("<i2").tobytes())
-        ws.send(json.dumps({"event": "end"}))
-        for message in ws:
-            answer = json.loads(message)
-            if "final" in answer:
-                return partials, answer["final"]
-            partials.append(answer["partial"])
-    raise AssertionError("no final transcript")
 
 
 def closed_with(ws) -> tuple[int, str]:
@@ -141,7 +125,7 @@ def test_streams_equal_the_stream_stage_side_by_side(served, capsys):
     assert any(final for (final,), _ in expected)
     # As many streams as the server takes at once (3), each in 100 ms messages.
     with ThreadPoolExecutor(len(wavs)) as pool:
-        streamed = list(pool.map(lambda wav: stream(server, wav), wavs))
+        streamed = list(pool.map(lambda wav: stream_wav(server, wav), wavs))
     for (partials, final), ((stage_final,), stage_partials) in zip(streamed, expected):
         assert final == stage_final
         # The stage writes a line per change of the prefix (not on a terminal), as the
@@ -224,7 +208,7 @@ def test_bad_streams_are_closed_with_a_code_and_reason(served):
             held.enter_context(connect(url))
         with connect(url) as ws:
             assert closed_with(ws)[0] == 1013
-    partials, final = stream(server, smoke_wavs(run, 1)[0])  # others still served
+    partials, final = stream_wav(server, smoke_wavs(run, 1)[0])  # others still served
     assert partials and final == partials[-1]
 
 
@@ -246,6 +230,15 @@ def test_greedy_serves_the_exports_greedy_search(served, capsys, tmp_path):
         assert model["beam_size"] == 1 and model["test"]["bleu"] == greedy["bleu"]
     finally:
         server.stop()
+    # Scores from an evaluate that did not record greedy search's: one line at start-up.
+    from pipelines.serve.models import Translation
+
+    shutil.copytree(run, tmp_path / "old")
+    metrics = json.loads((run / "metrics.json").read_text())
+    del metrics["greedy"]
+    (tmp_path / "old" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(ConfigError, match=r"^\S+/old/metrics.json: no greedy-search scores "):
+        Translation(tmp_path / "old", greedy=True)
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from pipelines.config import ConfigError, load_config
 from pipelines.run_dir import RunDir
 from pipelines.speech.config import SpeechConfig
 from pipelines.translation.config import TranslationConfig
+from pipelines.translation.inference import export_signatures
 
 STREAM_VARIANTS = ("int8", "float16", "float32")  # the TFLite step models export writes
 
@@ -84,15 +85,20 @@ class Translation:
     def __init__(self, root, greedy: bool = False):
         cfg, run = open_run(root, "translation", TranslationConfig)
         exported("translation", cfg, run)
-        # The loaded object owns the variables its functions read: keep it alive.
-        self.model = load_export(run)
-        greedy = greedy and cfg.decoding.beam_size > 1  # (else translate is greedy already)
-        self._translate = self.model.translate_greedy if greedy else self.model.translate
+        greedy = greedy and "translate_greedy" in export_signatures(cfg.decoding)
         scores = ("bleu", "chrf", "beam_size")
         test = read_metrics(run, (*scores, "test_sentences", "greedy"))
-        if test:  # evaluate scores both searches: report the served one
-            greedy_test = test.pop("greedy")
-            test.update({k: greedy_test[k] for k in scores} if greedy else {})
+        # evaluate scores both searches: report the served one (None before evaluate).
+        greedy_test = test.pop("greedy", None) if test else None
+        if greedy and test is not None:
+            if greedy_test is None:
+                raise ConfigError(f"{run.path('metrics.json')}: no greedy-search scores (an "
+                                  "evaluate from before they were recorded); rerun evaluate "
+                                  "with --force, or serve without --greedy")
+            test.update({k: greedy_test[k] for k in scores})
+        # The loaded object owns the variables its functions read: keep it alive.
+        self.model = load_export(run)
+        self._translate = self.model.translate_greedy if greedy else self.model.translate
         m = cfg.model
         self.info = {
             "run": cfg.name, "source_lang": cfg.data.source_lang,
@@ -114,14 +120,19 @@ class Speech:
 
     def __init__(self, root, stream_variant: str = "int8"):
         from pipelines.speech.data import vocabulary
-        from pipelines.speech.streaming import stream_step
+        from pipelines.speech.streaming import final_search, stream_step
 
         cfg, run = open_run(root, "speech", SpeechConfig)
         exported("speech", cfg, run)
         self.model = load_export(run)
         self.sample_rate = cfg.features.sample_rate
-        self.vocab = vocabulary(cfg)
+        self.vocab = vocabulary(cfg, run)
         self.step = stream_step(cfg, run) if cfg.model.causal else None
+        run.lock()  # the language model may be built into the run first, as evaluate would
+        try:
+            self.final = final_search(cfg, run) if self.step else None
+        finally:
+            run.unlock()
         self.tflite = run.path("tflite", f"stream_{stream_variant}.tflite")
         # LiteRT interpreters are not thread-safe, and making one briefly silences the
         # process's stderr (tflite_runner): made under a lock, reused stream after stream.
@@ -136,7 +147,8 @@ class Speech:
                      f"{'causal ' if m.causal else 'bidirectional '}{m.cell}",
             "decoding": cfg.decoding.strategy,
             "streaming": ({"chunk_ms": cfg.streaming.chunk_ms, "step": f"TFLite {stream_variant}",
-                           "decoding": "greedy"} if self.step else None),
+                           "decoding": "greedy", "final": cfg.streaming.final}
+                          if self.step else None),
             "test": read_metrics(run, ("wer", "cer", "utterance_accuracy", "strategy",
                                        "test_utterances")),
         }

@@ -3,10 +3,11 @@
 The client sends binary messages of 16-bit little-endian mono PCM at the model's rate and
 the text message ``{"event": "end"}`` when the speaker stops; the server answers
 ``{"partial": text}`` whenever the greedy prefix changes and ``{"final": text}`` at the
-end, then closes with 1000. Each utterance runs the ``stream`` stage's own driver,
-``stream_utterance``, in a thread of its own fed from the socket, so a stream gets the
-``stream --tflite`` stage's partials and final transcript; many streams run side by side,
-each with its own state, and none waits for another.
+end (the last partial, or with ``streaming.final: lm`` the word language model's search
+over the streamed log-probabilities), then closes with 1000. Each utterance runs the
+``stream`` stage's own driver, ``stream_utterance``, in a thread of its own fed from the
+socket, so a stream gets the ``stream --tflite`` stage's partials and final transcript;
+many streams run side by side, each with its own state, and none waits for another.
 
 Protocol errors close the socket with a standard code and a one-line reason: 1003 a text
 message other than the end event, 1007 a binary message of an odd number of bytes (not
@@ -56,7 +57,8 @@ class Utterance:
             try:
                 return stream_utterance(
                     speech.step, runner, blocks(), speech.vocab,
-                    lambda text: loop.call_soon_threadsafe(self.partials.put_nowait, text))
+                    lambda text: loop.call_soon_threadsafe(self.partials.put_nowait, text),
+                    final=speech.final)
             finally:
                 speech.release_runner(runner)
                 loop.call_soon_threadsafe(self.partials.put_nowait, None)

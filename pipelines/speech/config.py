@@ -34,6 +34,7 @@ CORPORA = ("fsdd_digits", "fsdd_strings", "librispeech", "an4", "manifest")
 # while they have their default values, so those runs keep their fingerprints.
 LATER_FIELDS = ("val_speaker_fraction", "split_seed", "units", "unit_vocab_size", "unit_type")
 UNITS = ("characters", "sentencepiece")
+STREAM_FINALS = ("greedy", "lm")
 LIBRISPEECH_SPLITS = {"train": "train-clean-100", "val": "dev-clean", "test": "test-clean"}
 # CTC N-best lists rescored by the attention decoder (models.attention_rescoring).
 RESCORING = "attention_rescoring"
@@ -175,9 +176,19 @@ class StreamingConfig:
     """The ``streaming:`` section: how ``stream`` (and the TFLite step) cut the audio."""
 
     chunk_ms: float = 160.0  # audio per step: a multiple of hop_ms * conv_stride ** conv_layers
+    # The final transcript of an utterance: greedy (the last partial), or lm: decoding.lm's
+    # search over the utterance's streamed log-probabilities once it has ended (the
+    # partials stay greedy, as they arrive).
+    final: str = "greedy"  # greedy | lm
+
+    def step_signature(self) -> dict:
+        """What the streaming step (the TFLite export) is made from: not ``final``, which
+        only the driver of the step uses."""
+        return {k: v for k, v in asdict(self).items() if k != "final"}
 
     def validate(self, where):
         positive(self, where, "chunk_ms")
+        choice(self.final, STREAM_FINALS, f"{where}.final")
 
 
 @dataclass
@@ -223,6 +234,9 @@ class SpeechConfig:
                               "manifest corpus with few distinct transcripts), not fsdd_strings")
         if self.model.causal:
             self.streaming_frames()  # a causal model is for streaming: check the chunk now
+        if self.streaming.final == "lm" and self.decoding.lm is None:
+            raise ConfigError("streaming.final: lm needs a word language model (a "
+                              "decoding.lm section); use greedy")
         self._check_attention_decoder()
 
     def _check_attention_decoder(self):

@@ -50,6 +50,7 @@ from pipelines.speech.streaming import (
     convert_to_tflite,
     export_step,
     file_blocks,
+    final_search,
     stdin_blocks,
     stream_step,
     stream_utterance,
@@ -70,8 +71,8 @@ def made_from(cfg: SpeechConfig) -> dict:
         prepare["synthetic"] = cfg.synthetic
     training = trainer.made_from(cfg.training)
     decoding = cfg.decoding.signature()
-    export = {"decoding": decoding, **({"streaming": cfg.streaming} if cfg.model.causal
-                                       else {})}
+    export = {"decoding": decoding,
+              **({"streaming": cfg.streaming.step_signature()} if cfg.model.causal else {})}
     train = {"model": cfg.model.signature(), "augment": cfg.augment, "training": training,
              "shards": {"shuffle_buffer_mb": cfg.shards.shuffle_buffer_mb},
              # Only when set, so pure CTC runs keep their fingerprints.
@@ -325,14 +326,16 @@ def stream(ctx: cli.Context) -> None:
     variant = "int8" if ctx.options.int8 else "float16" if ctx.options.float16 else "float32"
     runner = (tflite_runner(run.path("tflite", f"stream_{variant}.tflite"), step)
               if ctx.options.tflite else step.keras_runner())
+    final = final_search(cfg, run)
     if cfg.decoding.strategy != "greedy":
-        print(f"[stream] decoding greedily (decoding.strategy={cfg.decoding.strategy} is for "
-              "transcribe and evaluate)", file=sys.stderr)
+        print(f"[stream] partial transcripts greedy, the final one "
+              f"{'by the word language model search' if final else 'greedy'} "
+              f"(streaming.final: {cfg.streaming.final})", file=sys.stderr)
     display, vocab = PartialDisplay(sys.stderr), vocabulary(cfg, run)
     for source in ctx.options.audio or ["-"]:
         blocks = (stdin_blocks(sys.stdin.buffer, cfg.features.sample_rate) if source == "-"
                   else file_blocks(source, cfg.features, step.chunk_samples))
-        text = stream_utterance(step, runner, blocks, vocab, display)
+        text = stream_utterance(step, runner, blocks, vocab, display, final=final)
         display.clear()
         print(text, flush=True)
 
@@ -340,7 +343,7 @@ def stream(ctx: cli.Context) -> None:
 def export_fingerprint(ctx: cli.Context) -> str:
     cfg = ctx.config
     return fingerprint("export", ctx.require("train"), cfg.decoding.signature(),
-                       cfg.streaming if cfg.model.causal else None)
+                       cfg.streaming.step_signature() if cfg.model.causal else None)
 
 
 def export(ctx: cli.Context) -> None:

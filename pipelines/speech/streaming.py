@@ -4,9 +4,11 @@
 state (the samples the next frames overlap, each conv layer's kept frames, each RNN
 layer's state) -> CTC log-probabilities plus the new state. ``stream_utterance`` drives
 any implementation of it (the Keras model in a ``tf.function``, or the TFLite model)
-over one utterance and decodes greedily as the frames arrive. The final transcript is
-the offline greedy transcript of the same model: the step computes the offline
-features and logits, chunk by chunk (see ``models.ctc_streaming``).
+over one utterance and decodes greedily as the frames arrive. The step computes the
+offline features and logits, chunk by chunk (see ``models.ctc_streaming``), so the final
+transcript is the offline greedy one of the same model, or with ``streaming.final: lm``
+the offline search with the word language model over the streamed log-probabilities
+(``final_search``), run once the utterance has ended.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from models.ctc_streaming import NO_END, StreamingRecognizer
 from pipelines.config import ConfigError
 from pipelines.quiet import native_stderr_silenced
 from pipelines.speech.config import SpeechConfig
-from pipelines.speech.data import load_stats
+from pipelines.speech.data import load_stats, vocabulary
 from pipelines.speech.inference import load_checkpoint
+from pipelines.speech.language_model import language_model_decoder
 
 
 class StreamStep:
@@ -127,20 +130,28 @@ class GreedyPrefix:
             self.previous = label
         return len(self.ids) != before
 
+    def text(self, vocab: Vocabulary) -> str:
+        """The transcript of the labels so far."""
+        return " ".join(vocab.decode(self.ids).split())
+
 
 def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.ndarray],
                      vocab: Vocabulary, on_partial: Callable[[str], None] | None = None,
-                     decoder: GreedyPrefix | None = None) -> str:
+                     decoder: GreedyPrefix | None = None,
+                     final: Callable[[np.ndarray], str] | None = None) -> str:
     """The transcript of one utterance whose float32 samples arrive in ``blocks`` (any
     sizes), calling ``on_partial(text)`` whenever the greedy prefix changes.
 
     A last partial chunk is padded with zeros and finished, as are the chunks that
     bring the model's look-ahead past the end. ``decoder``: a fresh ``GreedyPrefix`` to
-    use, for a caller that wants to see when each label was emitted.
+    use, for a caller that wants to see when each label was emitted. ``final``: the
+    search giving the final transcript from the utterance's ``[frames, V]``
+    log-probabilities (``final_search``); default: the last greedy prefix.
     """
     states, pending, total, chunk = step.initial_states(), np.zeros(0, np.float32), 0, 0
     decoder = decoder or GreedyPrefix(step.blank_index)
     size = step.chunk_samples
+    kept = []  # the utterance's log-probabilities, for the final search
 
     def run(samples, end_frame, top_end):
         nonlocal states, chunk
@@ -149,11 +160,10 @@ def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.n
         frames = np.arange(first, first + step.top_frames)
         inside = (frames >= 0) & (frames < top_end)
         chunk += 1
+        if final is not None:
+            kept.append(log_probs[0][inside])
         if decoder.add(log_probs[0][inside], frames[inside]) and on_partial:
-            on_partial(text())
-
-    def text():
-        return " ".join(vocab.decode(decoder.ids).split())
+            on_partial(decoder.text(vocab))
 
     for block in blocks:
         pending = np.concatenate([pending, np.asarray(block, np.float32)])
@@ -168,7 +178,22 @@ def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.n
     while chunk * step.top_frames - step.top_lag < top_end:  # frames still to come
         run(pending, end_frame, top_end)
         pending = np.zeros(size, np.float32)
-    return text()
+    if final is not None:
+        return final(np.concatenate(kept))
+    return decoder.text(vocab)
+
+
+def final_search(cfg: SpeechConfig, run) -> Callable[[np.ndarray], str] | None:
+    """The search of ``streaming.final`` (``stream_utterance``'s ``final``): with ``lm``,
+    the run's word language model search (built and tuned first if need be, as
+    ``evaluate`` does), which is ``evaluate``'s over the same log-probabilities; with
+    ``greedy``, None."""
+    if cfg.streaming.final == "greedy":
+        return None
+    decoder, vocab = language_model_decoder(cfg, run)[0], vocabulary(cfg, run)
+    # Through the label ids, as evaluate's transcripts are made.
+    return lambda log_probs: " ".join(vocab.decode(vocab.encode(decoder.search(log_probs)))
+                                      .split())
 
 
 def file_blocks(path, cfg: FeatureConfig, block: int) -> Iterator[np.ndarray]:

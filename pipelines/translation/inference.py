@@ -63,28 +63,28 @@ def translate_with(translator: Translator, source_tok, target_tok, texts, batch_
     return result
 
 
-# The export's signatures: the configured search, and greedy search when that is a beam.
-EXPORT_SIGNATURES = ("translate", "translate_greedy")
+def export_signatures(decoding: DecodingConfig) -> dict[str, DecodingConfig]:
+    """The export's signatures and their searches: ``translate`` with ``decoding``'s, and
+    ``translate_greedy`` with greedy search when that is a beam search (else
+    ``translate`` is greedy already)."""
+    return {"translate": decoding, **({"translate_greedy": greedy(decoding)}
+                                      if decoding.beam_size > 1 else {})}
 
 
 def export_translator(model, source_tok, target_tok, decoding: DecodingConfig, path) -> None:
-    """Write a SavedModel whose ``translate`` signature maps strings to strings with
-    ``decoding``'s search, and (when that is a beam search) whose ``translate_greedy``
-    signature does so with greedy search: about a BLEU point lower, and what a loaded
-    server batches best (docs/serving.md).
+    """Write a SavedModel with the signatures of ``export_signatures``, each mapping
+    strings to strings: ``translate`` with ``decoding``'s search and, for a beam search,
+    ``translate_greedy``: about a BLEU point lower, and what a loaded server batches best
+    (docs/serving.md).
 
     Tokenization (tensorflow-text SentencePiece), decoding and detokenization all run in
     the graph, so serving needs only TensorFlow and tensorflow-text, not this package.
     """
-    translate, translate_greedy = EXPORT_SIGNATURES
-    endpoints = {translate: decoding}
-    if decoding.beam_size > 1:  # (else translate is greedy already)
-        endpoints[translate_greedy] = greedy(decoding)
     # Traced with Keras' generic RNN loop: a graph traced with cuDNN's (on a GPU) would
     # run on GPUs only.
     with without_cudnn(model):
         archive = keras.export.ExportArchive()
-        for name, search in endpoints.items():
+        for name, search in export_signatures(decoding).items():
             archive.add_endpoint(name, strings_translator(model, source_tok, target_tok, search),
                                  input_signature=[tf.TensorSpec([None], tf.string)])
         archive.write_out(str(path), verbose=False)

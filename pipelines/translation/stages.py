@@ -37,7 +37,7 @@ from pipelines.translation.data import (
     training_batches,
 )
 from pipelines.translation.inference import (
-    EXPORT_SIGNATURES,
+    export_signatures,
     export_translator,
     greedy,
     load_checkpoint,
@@ -216,7 +216,8 @@ def export(ctx: cli.Context) -> None:
     cfg, run = ctx.config, ctx.run
     # The signatures' names are part of the fingerprint: an export from before
     # translate_greedy existed is redone, not served without it.
-    fp = fingerprint("export", ctx.require("train"), cfg.decoding, EXPORT_SIGNATURES)
+    signatures = list(export_signatures(cfg.decoding))
+    fp = fingerprint("export", ctx.require("train"), cfg.decoding, signatures)
     target = run.path("export")
     if not ctx.start(fp, target):
         return
@@ -228,9 +229,8 @@ def export(ctx: cli.Context) -> None:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     ctx.done()
-    greedy_too = " and 'translate_greedy'" if cfg.decoding.beam_size > 1 else ""
-    print(f"[export] SavedModel with a 'translate' signature (strings -> strings, beam "
-          f"{cfg.decoding.beam_size}){greedy_too} in {target}")
+    print(f"[export] SavedModel with signatures {', '.join(signatures)} (strings -> "
+          f"strings; translate: beam {cfg.decoding.beam_size}) in {target}")
 
 
 def report(ctx: cli.Context) -> None:
