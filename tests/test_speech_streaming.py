@@ -74,6 +74,18 @@ def test_stream_is_independent_of_how_the_audio_arrives(monkeypatch):
         np.testing.assert_array_equal(other, runs[0])
 
 
+def test_final_search_gets_the_utterances_offline_log_probs():
+    model, samples = causal(conv_layers=2, lookahead=1), audio()
+    step = StreamStep(model, GraphFeatures(FEATURES, STATS), 8)
+    searched, partials = [], []
+    blocks = [samples[i:i + 700] for i in range(0, len(samples), 700)]
+    text = stream_utterance(step, step.keras_runner(), blocks, CharVocabulary("abcd"),
+                            partials.append, final=lambda lp: searched.append(lp) or "final")
+    assert text == "final" and "final" not in partials
+    assert len(searched) == 1  # once, at the end
+    np.testing.assert_allclose(searched[0], offline_log_probs(model, samples), atol=1e-5)
+
+
 def test_causal_outputs_do_not_depend_on_the_future():
     model = causal(conv_layers=2, lookahead=1)
     rng = np.random.default_rng(0)
