@@ -23,12 +23,15 @@ def _put_column(buffer, t, values):
     return ops.where(column, ops.expand_dims(values, 1), buffer)
 
 
-def _next_token_log_probs(logits):
-    """Log-probabilities with padding and BOS ruled out: neither is a valid next token."""
-    log_probs = ops.log_softmax(logits, axis=-1)
-    ids = ops.arange(ops.shape(logits)[-1])
+def _without_banned(scores):
+    """``scores`` [N, V] with padding and BOS ruled out: neither is a valid next token."""
+    ids = ops.arange(ops.shape(scores)[-1])
     banned = ops.expand_dims((ids == PAD_ID) | (ids == BOS_ID), 0)
-    return ops.where(banned, NEG, log_probs)
+    return ops.where(banned, NEG, scores)
+
+
+def _next_token_log_probs(logits):
+    return _without_banned(ops.log_softmax(logits, axis=-1))
 
 
 def max_output_length(source_length, max_length_ratio, max_length_offset):
@@ -38,36 +41,49 @@ def max_output_length(source_length, max_length_ratio, max_length_offset):
     return ops.cast(length * max_length_ratio, "int32") + max_length_offset
 
 
-def greedy_search(model, source, max_length):
+def greedy_search(model, source, max_length, with_attention=True):
     """Greedy decoding of source ids [B, S].
 
     Returns ``(tokens [B, max_length], attention [B, max_length, S])``: output ids ending in
-    EOS then padding, and each output step's attention over the source.
+    EOS then padding, and each output step's attention over the source (zeros after EOS);
+    attention is None without ``with_attention``.
+
+    A sentence leaves the batch at its EOS, as in CTranslate2: the steps after it run on
+    the sentences still being written, so a batch costs the sum of its sentences' lengths
+    in decoder rows, not its longest sentence's length times its size (on a CPU, 46% more
+    sentences/s in batches of 32; docs/serving.md). ``source`` must have a dynamic batch
+    dimension (the loop's rows shrink).
     """
     memory, keys, mask, states, attentional = model.encode(source)
     batch, src_len = ops.shape(source)[0], ops.shape(source)[1]
-    tokens = ops.full((batch,), BOS_ID, "int32")
-    output = ops.zeros((batch, max_length), "int32")
-    alignment = ops.zeros((batch, max_length, src_len), memory.dtype)
-    finished = ops.zeros((batch,), "bool")
+    written = {"output": ops.full((batch, max_length), PAD_ID, "int32")}
+    if with_attention:
+        written["alignment"] = ops.zeros((batch, max_length, src_len), memory.dtype)
+    # The decoder's inputs for the rows still decoding, and each one's row in the batch.
+    live = (ops.arange(batch), ops.full((batch,), BOS_ID, "int32"), states, attentional,
+            memory, keys, mask)
 
-    def cond(t, tokens, states, attentional, output, alignment, finished):
-        return ops.logical_and(t < max_length, ops.logical_not(ops.all(finished)))
+    def cond(t, live, written):
+        return ops.logical_and(t < max_length, ops.size(live[0]) > 0)
 
-    def body(t, tokens, states, attentional, output, alignment, finished):
+    def body(t, live, written):
+        rows, tokens, states, attentional, memory, keys, mask = live
         logits, states, attentional, weights = model.decoder.step(
             tokens, states, attentional, memory, keys, mask
         )
-        tokens = ops.cast(ops.argmax(_next_token_log_probs(logits), axis=-1), "int32")
-        tokens = ops.where(finished, PAD_ID, tokens)
-        output = _put_column(output, t, tokens)
-        step = ops.reshape(ops.arange(max_length) == t, (1, -1, 1))
-        alignment = ops.where(step, ops.expand_dims(weights, 1), alignment)
-        return t + 1, tokens, states, attentional, output, alignment, finished | (tokens == EOS_ID)
+        # The argmax of the logits is the log-probabilities' (no softmax needed).
+        tokens = ops.cast(ops.argmax(_without_banned(logits), axis=-1), "int32")
+        at = ops.stack([rows, ops.full_like(rows, t)], axis=1)  # (row, step) of each
+        written = {"output": ops.scatter_update(written["output"], at, tokens),
+                   **({"alignment": ops.scatter_update(written["alignment"], at, weights)}
+                      if with_attention else {})}
+        going_on = ops.nonzero(tokens != EOS_ID)[0]
+        live = keras.tree.map_structure(lambda x: ops.take(x, going_on, axis=0),
+                                        (rows, tokens, states, attentional, memory, keys, mask))
+        return t + 1, live, written
 
-    loop = (0, tokens, states, attentional, output, alignment, finished)
-    _, _, _, _, output, alignment, _ = ops.while_loop(cond, body, loop)
-    return output, alignment
+    _, _, written = ops.while_loop(cond, body, (0, live, written))
+    return written["output"], written.get("alignment")
 
 
 def length_penalty_factor(lengths, alpha):
@@ -153,6 +169,7 @@ class Translator:
         self.max_length_ratio, self.max_length_offset = max_length_ratio, max_length_offset
         spec = tf.TensorSpec([None, None], tf.int32)
         self._greedy = tf.function(self._greedy_impl, input_signature=[spec])
+        self._greedy_attention = tf.function(self._greedy_attention_impl, input_signature=[spec])
         self._beam = tf.function(self._beam_impl, input_signature=[spec])
 
     def _max_length(self, source):
@@ -160,6 +177,9 @@ class Translator:
                                  self.max_length_offset)
 
     def _greedy_impl(self, source):
+        return greedy_search(self.model, source, self._max_length(source), with_attention=False)[0]
+
+    def _greedy_attention_impl(self, source):
         return greedy_search(self.model, source, self._max_length(source))
 
     def _beam_impl(self, source):
@@ -170,9 +190,9 @@ class Translator:
         """Decode source ids [B, S] -> output ids [B, L] (EOS-terminated, 0-padded)."""
         source = tf.convert_to_tensor(source, tf.int32)
         if self.beam_size == 1:
-            return self._greedy(source)[0]
+            return self._greedy(source)
         return self._beam(source)
 
     def greedy_with_attention(self, source):
         """Greedy output ids [B, L] and attention weights [B, L, S]."""
-        return self._greedy(tf.convert_to_tensor(source, tf.int32))
+        return self._greedy_attention(tf.convert_to_tensor(source, tf.int32))

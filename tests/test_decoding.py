@@ -47,6 +47,31 @@ def test_beam_search_is_per_sentence():
     np.testing.assert_array_equal(alone[0, :n], together[0, :n])
 
 
+def test_greedy_rows_leave_the_batch_at_eos_and_decode_as_alone():
+    """Sentences that end early leave the loop (greedy_search compacts the batch); every
+    row's tokens and attention are still what decoding it alone gives."""
+    model = tiny()
+    src = batch(batch_size=6, src_len=9)["source"]
+    bias = model.decoder.projection.bias
+    # Raise EOS's bias until the sentences end at different steps: the case compacting
+    # the batch must get right (a random model otherwise writes to the end).
+    for eos_bias in np.linspace(0.0, 3.0, 31):
+        bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS_ID]], [eos_bias]))
+        tokens, attention = (x.numpy() for x in Translator(model).greedy_with_attention(src))
+        lengths = [list(row).index(EOS_ID) if EOS_ID in row else len(row) for row in tokens]
+        if len(set(lengths)) >= 3:
+            break
+    assert len(set(lengths)) >= 3, lengths
+    well_formed(tokens)
+    np.testing.assert_array_equal(Translator(model)(src).numpy(), tokens)
+    for i, length in enumerate(lengths):
+        alone, alone_attention = (x.numpy() for x in
+                                  Translator(model).greedy_with_attention(src[i:i + 1]))
+        np.testing.assert_array_equal(alone[0], tokens[i])
+        np.testing.assert_allclose(alone_attention[0], attention[i], atol=1e-5)
+        assert not attention[i, length + 1:].any()  # nothing written after EOS
+
+
 def test_bad_beam_size():
     with pytest.raises(ValueError, match="beam_size"):
         Translator(tiny(), beam_size=0)
