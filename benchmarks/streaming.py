@@ -207,7 +207,7 @@ def main() -> int:
             aligned_word_ends(RunDir(args.align_run), entries)
             result["word_ends"] = f"CTC forced alignment by {args.align_run}"
         vocab = vocabulary(cfg, run)
-        final = final_search(cfg, run) if entries else None
+        final = final_search(cfg, run, step) if entries else None
         result["final"] = cfg.streaming.final
         for name, (runner, size) in backends.items():
             row = {"bytes": size, **time_steps(step, runner, args.chunks)}

@@ -262,7 +262,7 @@ def test_piece_vocabulary_round_trips_and_names_unknown_characters():
 
 
 @pytest.mark.slow
-def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capsys):
+def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capfd, monkeypatch):
     """data.units: sentencepiece trains the units in prepare; training, the language
     model search (pyctcdecode's SentencePiece mode), the export and, for a causal model,
     the stream use them: the streamed transcripts are evaluate's (greedy, and with the
@@ -292,17 +292,23 @@ def test_sentencepiece_units_stream_and_export(data_dir, tmp_path, capsys):
     greedy = (run / "hyps" / "test.greedy.txt").read_text().splitlines()
     with_lm = (run / "hyps" / "test.beam_search_lm.txt").read_text().splitlines()
     assert sum(map(bool, greedy)) >= 4 and with_lm != greedy
-    capsys.readouterr()
+    capfd.readouterr()
     # streaming.final: lm (the config's): the final transcripts are evaluate's search with
-    # the language model, the partials its greedy ones.
-    assert speech.main(["stream", *common, *audio]) == 0
-    captured = capsys.readouterr()
+    # the language model, the partials its greedy ones. The search reuses the streaming
+    # step's model (the checkpoint is loaded once), and KenLM's notice stays off stderr.
+    from pipelines.speech import language_model
+
+    with monkeypatch.context() as patch:
+        patch.setattr(language_model, "load_checkpoint", lambda run: pytest.fail("loaded twice"))
+        assert speech.main(["stream", *common, *audio]) == 0
+    captured = capfd.readouterr()
     assert captured.out.splitlines() == with_lm
     assert next(g for g in greedy if g) in captured.err.splitlines()  # a partial
+    assert "binary file" not in captured.err
     assert speech.main(["stream", *common, "--set", "streaming.final=greedy", *audio]) == 0
-    assert capsys.readouterr().out.splitlines() == greedy
+    assert capfd.readouterr().out.splitlines() == greedy
     assert speech.main(["stream", *common, "--tflite", "--int8", *audio[:2]]) == 0
-    int8 = capsys.readouterr().out.splitlines()
+    int8 = capfd.readouterr().out.splitlines()
     assert len(int8) == 2
     # The server's streams end with the same search over the same int8 step.
     from tests.serve_server import Server, stream_wav

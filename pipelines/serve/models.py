@@ -130,7 +130,7 @@ class Speech:
         self.step = stream_step(cfg, run) if cfg.model.causal else None
         run.lock()  # the language model may be built into the run first, as evaluate would
         try:
-            self.final = final_search(cfg, run) if self.step else None
+            self.final = final_search(cfg, run, self.step) if self.step else None
         finally:
             run.unlock()
         self.tflite = run.path("tflite", f"stream_{stream_variant}.tflite")

@@ -18,6 +18,7 @@ from data_prep.ngram_lm import write_arpa
 from models.attention_rescoring import LanguageModelRescoringDecoder
 from models.ctc_lm_decoding import CTCLanguageModelDecoder
 from pipelines.metrics import wer_cer
+from pipelines.quiet import native_stderr_silenced
 from pipelines.run_dir import fingerprint
 from pipelines.speech.config import RESCORING, SpeechConfig
 from pipelines.speech.data import load_labelled, vocabulary
@@ -59,23 +60,30 @@ def _tune(cfg: SpeechConfig, run, decoder: CTCLanguageModelDecoder, vocab, fp: s
     return tuning
 
 
-def _decoder(cfg: SpeechConfig, run, vocab, weight: float, bonus: float
+def _decoder(cfg: SpeechConfig, run, vocab, weight: float, bonus: float, model=None
              ) -> CTCLanguageModelDecoder:
-    return CTCLanguageModelDecoder(load_checkpoint(run), vocab.labels(), vocab.encode,
-                                   run.path("lm", "words.arpa"), weight, bonus,
-                                   cfg.decoding.lm.beam_width)
+    model = load_checkpoint(run) if model is None else model
+    # KenLM tells stderr that a binary file would load faster than the ARPA one: pip's
+    # kenlm cannot write one, and the ~100-word AN4 model reads in milliseconds.
+    with native_stderr_silenced():
+        return CTCLanguageModelDecoder(model, vocab.labels(), vocab.encode,
+                                       run.path("lm", "words.arpa"), weight, bonus,
+                                       cfg.decoding.lm.beam_width)
 
 
-def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDecoder, dict]:
+def language_model_decoder(cfg: SpeechConfig, run, model=None
+                           ) -> tuple[CTCLanguageModelDecoder, dict]:
     """The run's decoder with its language model, built and tuned first if needed, and
-    the tuning record (``lm/tuning.json``: the chosen weight and word bonus, the grid)."""
+    the tuning record (``lm/tuning.json``: the chosen weight and word bonus, the grid).
+    ``model``: the run's checkpoint when the caller has loaded it already."""
     fp = _fingerprint(cfg, run)
     record, vocab = run.path("lm", "tuning.json"), vocabulary(cfg, run)
     tuning = json.loads(record.read_text()) if record.is_file() else {}
     arpa = run.path("lm", "words.arpa")
     if tuning.get("fingerprint") == fp:
         if arpa.is_file() and sha256_of(arpa) == tuning.get("arpa_sha256"):
-            return _decoder(cfg, run, vocab, tuning["weight"], tuning["word_bonus"]), tuning
+            return _decoder(cfg, run, vocab, tuning["weight"], tuning["word_bonus"],
+                            model), tuning
         # Derived from the run's own files: made again rather than read damaged.
         print(f"[lm] {arpa} is missing or not the file that was tuned; making it again")
     print(f"[lm] building the {cfg.decoding.lm.order}-gram word model of the training "
@@ -84,7 +92,7 @@ def language_model_decoder(cfg: SpeechConfig, run) -> tuple[CTCLanguageModelDeco
     # validation text neither, so that the choice is made on unseen sentences.
     texts = [e["text"] for e in read_manifest(run.path("data", "train.jsonl"))]
     write_arpa(run.path("lm", "words.arpa"), texts, cfg.decoding.lm.order)
-    decoder = _decoder(cfg, run, vocab, 0.0, 0.0)
+    decoder = _decoder(cfg, run, vocab, 0.0, 0.0, model)
     tuning = _tune(cfg, run, decoder, vocab, fp, len(texts))
     decoder.set_weights(tuning["weight"], tuning["word_bonus"])
     return decoder, tuning

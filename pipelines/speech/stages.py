@@ -326,7 +326,7 @@ def stream(ctx: cli.Context) -> None:
     variant = "int8" if ctx.options.int8 else "float16" if ctx.options.float16 else "float32"
     runner = (tflite_runner(run.path("tflite", f"stream_{variant}.tflite"), step)
               if ctx.options.tflite else step.keras_runner())
-    final = final_search(cfg, run)
+    final = final_search(cfg, run, step)
     if cfg.decoding.strategy != "greedy":
         print(f"[stream] partial transcripts greedy, the final one "
               f"{'by the word language model search' if final else 'greedy'} "

@@ -183,14 +183,16 @@ def stream_utterance(step: StreamStep, run_step: Callable, blocks: Iterable[np.n
     return decoder.text(vocab)
 
 
-def final_search(cfg: SpeechConfig, run) -> Callable[[np.ndarray], str] | None:
+def final_search(cfg: SpeechConfig, run, step: StreamStep
+                 ) -> Callable[[np.ndarray], str] | None:
     """The search of ``streaming.final`` (``stream_utterance``'s ``final``): with ``lm``,
     the run's word language model search (built and tuned first if need be, as
-    ``evaluate`` does), which is ``evaluate``'s over the same log-probabilities; with
-    ``greedy``, None."""
+    ``evaluate`` does, with ``step``'s model), which is ``evaluate``'s over the same
+    log-probabilities; with ``greedy``, None."""
     if cfg.streaming.final == "greedy":
         return None
-    decoder, vocab = language_model_decoder(cfg, run)[0], vocabulary(cfg, run)
+    decoder = language_model_decoder(cfg, run, step.recognizer.model)[0]
+    vocab = vocabulary(cfg, run)
     # Through the label ids, as evaluate's transcripts are made.
     return lambda log_probs: " ".join(vocab.decode(vocab.encode(decoder.search(log_probs)))
                                       .split())
