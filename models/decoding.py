@@ -41,6 +41,20 @@ def max_output_length(source_length, max_length_ratio, max_length_offset):
     return ops.cast(length * max_length_ratio, "int32") + max_length_offset
 
 
+def _shrinking_loop(cond, body, loop_vars):
+    """``ops.while_loop`` whose tensors may lose rows from one step to the next (the
+    searches drop finished sentences): their first dimension is declared variable, which
+    a batch of known size (a traced constant) would otherwise forbid."""
+    loop_vars = tf.nest.map_structure(tf.convert_to_tensor, loop_vars)
+
+    def rows_vary(x):
+        shape = x.shape
+        return shape if shape.rank in (None, 0) else tf.TensorShape([None]) + shape[1:]
+
+    return tf.while_loop(cond, body, loop_vars,
+                         shape_invariants=tf.nest.map_structure(rows_vary, loop_vars))
+
+
 def greedy_search(model, source, max_length, with_attention=True):
     """Greedy decoding of source ids [B, S].
 
@@ -51,8 +65,7 @@ def greedy_search(model, source, max_length, with_attention=True):
     A sentence leaves the batch at its EOS, as in CTranslate2: the steps after it run on
     the sentences still being written, so a batch costs the sum of its sentences' lengths
     in decoder rows, not its longest sentence's length times its size (on a CPU, 46% more
-    sentences/s in batches of 32; docs/serving.md). ``source`` must have a dynamic batch
-    dimension (the loop's rows shrink).
+    sentences/s in batches of 32; docs/serving.md).
     """
     memory, keys, mask, states, attentional = model.encode(source)
     batch, src_len = ops.shape(source)[0], ops.shape(source)[1]
@@ -82,7 +95,7 @@ def greedy_search(model, source, max_length, with_attention=True):
                                         (rows, tokens, states, attentional, memory, keys, mask))
         return t + 1, live, written
 
-    _, _, written = ops.while_loop(cond, body, (0, live, written))
+    _, _, written = _shrinking_loop(cond, body, (0, live, written))
     return written["output"], written.get("alignment")
 
 
@@ -95,7 +108,8 @@ def beam_search(model, source, max_length, beam_size, alpha=0.0):
     """Beam search over source ids [B, S]; returns the best hypotheses [B, max_length].
 
     Finished hypotheses keep their beam slot and can only be extended by padding at no
-    cost; the final choice ranks complete hypotheses by score / length penalty.
+    cost; the final choice ranks complete hypotheses by score / length penalty. A
+    sentence whose beams have all ended leaves the loop, as in ``greedy_search``.
     """
     k = beam_size
     memory, keys, mask, states, attentional = model.encode(source)
@@ -104,51 +118,64 @@ def beam_search(model, source, max_length, beam_size, alpha=0.0):
     def tile(x):  # [B, ...] -> [B * k, ...], each sentence's beams adjacent
         return ops.repeat(x, k, axis=0)
 
-    memory, keys, mask, attentional = tile(memory), tile(keys), tile(mask), tile(attentional)
-    states = keras.tree.map_structure(tile, states)
     # Only the first beam is alive at the start, so the k initial beams are not duplicates.
     scores = ops.reshape(
         ops.tile(ops.concatenate([ops.zeros((1,)), ops.full((k - 1,), NEG)]), (batch,)), (-1,)
     )
-    tokens = ops.full((batch * k,), BOS_ID, "int32")
-    output = ops.zeros((batch * k, max_length), "int32")
-    finished = ops.zeros((batch * k,), "bool")
-    lengths = ops.zeros((batch * k,), "int32")
+    # Each beam's hypothesis so far, its score and length: the loop's copy of the beams of
+    # the sentences still searched, and ``ended`` for every sentence's (written each step:
+    # a sentence's last write is its result).
+    beams = {"output": ops.full((batch * k, max_length), PAD_ID, "int32"), "scores": scores,
+             "lengths": ops.zeros((batch * k,), "int32")}
+    live = (ops.arange(batch), ops.full((batch * k,), BOS_ID, "int32"),
+            keras.tree.map_structure(tile, states), tile(attentional), tile(memory), tile(keys),
+            tile(mask), beams, ops.zeros((batch * k,), "bool"))
     vocab = model.decoder.vocab_size
     pad_only = ops.where(ops.arange(vocab) == PAD_ID, 0.0, NEG)
 
-    def cond(t, tokens, states, attentional, output, scores, lengths, finished):
-        return ops.logical_and(t < max_length, ops.logical_not(ops.all(finished)))
+    def cond(t, live, ended):
+        return ops.logical_and(t < max_length, ops.size(live[0]) > 0)
 
-    def body(t, tokens, states, attentional, output, scores, lengths, finished):
+    def body(t, live, ended):
+        sentences, tokens, states, attentional, memory, keys, mask, beams, finished = live
+        n = ops.shape(sentences)[0]
         logits, states, attentional, _ = model.decoder.step(
             tokens, states, attentional, memory, keys, mask
         )
         log_probs = ops.where(ops.expand_dims(finished, 1), pad_only, _next_token_log_probs(logits))
         # Two-stage top-k: a global top-k candidate is always in its own beam's top-k.
-        beam_best, beam_tokens = ops.top_k(log_probs, k)  # [B*k, k]
-        candidates = ops.reshape(ops.expand_dims(scores, 1) + beam_best, (batch, k * k))
-        scores, chosen = ops.top_k(candidates, k)  # [B, k]
-        parent = ops.reshape(ops.arange(batch)[:, None] * k + chosen // k, (-1,))
+        beam_best, beam_tokens = ops.top_k(log_probs, k)  # [n*k, k]
+        candidates = ops.reshape(ops.expand_dims(beams["scores"], 1) + beam_best, (n, k * k))
+        scores, chosen = ops.top_k(candidates, k)  # [n, k]
+        parent = ops.reshape(ops.arange(n)[:, None] * k + chosen // k, (-1,))
         tokens = ops.take(ops.reshape(beam_tokens, (-1,)),
-                          ops.reshape(ops.arange(batch)[:, None] * k * k + chosen, (-1,)))
+                          ops.reshape(ops.arange(n)[:, None] * k * k + chosen, (-1,)))
 
         def gather(x):
             return ops.take(x, parent, axis=0)
 
         states = keras.tree.map_structure(gather, states)
-        attentional, output = gather(attentional), gather(output)
+        attentional, output = gather(attentional), gather(beams["output"])
         was_finished = gather(finished)
-        lengths = gather(lengths) + ops.cast(ops.logical_not(was_finished), "int32")
-        output = _put_column(output, t, tokens)
+        beams = {"output": _put_column(output, t, tokens), "scores": ops.reshape(scores, (-1,)),
+                 "lengths": gather(beams["lengths"])
+                 + ops.cast(ops.logical_not(was_finished), "int32")}
         finished = was_finished | (tokens == EOS_ID)
-        return t + 1, tokens, states, attentional, output, ops.reshape(scores, (-1,)), lengths, finished
+        rows = ops.reshape(sentences[:, None] * k + ops.arange(k), (-1, 1))  # in the batch
+        ended = {name: ops.scatter_update(ended[name], rows, beams[name]) for name in ended}
+        # The sentences with a beam still open go on.
+        going_on = ops.nonzero(ops.logical_not(ops.all(ops.reshape(finished, (n, k)), 1)))[0]
+        beam_rows = ops.reshape(going_on[:, None] * k + ops.arange(k, dtype=going_on.dtype), (-1,))
+        live = (ops.take(sentences, going_on, axis=0), *keras.tree.map_structure(
+            lambda x: ops.take(x, beam_rows, axis=0),
+            (tokens, states, attentional, memory, keys, mask, beams, finished)))
+        return t + 1, live, ended
 
-    loop = (0, tokens, states, attentional, output, scores, lengths, finished)
-    _, _, _, _, output, scores, lengths, _ = ops.while_loop(cond, body, loop)
-    normalized = ops.reshape(scores / length_penalty_factor(lengths, alpha), (batch, k))
+    _, _, ended = _shrinking_loop(cond, body, (0, live, beams))
+    normalized = ops.reshape(ended["scores"] / length_penalty_factor(ended["lengths"], alpha),
+                             (batch, k))
     best = ops.arange(batch) * k + ops.cast(ops.argmax(normalized, axis=-1), "int32")
-    return ops.take(output, best, axis=0)
+    return ops.take(ended["output"], best, axis=0)
 
 
 class Translator:

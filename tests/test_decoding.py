@@ -47,29 +47,48 @@ def test_beam_search_is_per_sentence():
     np.testing.assert_array_equal(alone[0, :n], together[0, :n])
 
 
-def test_greedy_rows_leave_the_batch_at_eos_and_decode_as_alone():
-    """Sentences that end early leave the loop (greedy_search compacts the batch); every
-    row's tokens and attention are still what decoding it alone gives."""
-    model = tiny()
-    src = batch(batch_size=6, src_len=9)["source"]
+def lengths_before_eos(tokens):
+    return [list(row).index(EOS_ID) if EOS_ID in row else len(row) for row in tokens]
+
+
+def ending_at_different_steps(model, src):
+    """Raise EOS's output bias until greedy search ends ``src``'s sentences at three
+    different steps or more: the case where the searches drop finished sentences from
+    the batch (a random model otherwise writes to the end)."""
     bias = model.decoder.projection.bias
-    # Raise EOS's bias until the sentences end at different steps: the case compacting
-    # the batch must get right (a random model otherwise writes to the end).
     for eos_bias in np.linspace(0.0, 3.0, 31):
         bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS_ID]], [eos_bias]))
-        tokens, attention = (x.numpy() for x in Translator(model).greedy_with_attention(src))
-        lengths = [list(row).index(EOS_ID) if EOS_ID in row else len(row) for row in tokens]
+        lengths = lengths_before_eos(Translator(model)(src).numpy())
         if len(set(lengths)) >= 3:
-            break
-    assert len(set(lengths)) >= 3, lengths
+            return
+    pytest.fail(f"no EOS bias ends the sentences at different steps: {lengths}")
+
+
+def test_greedy_rows_leave_the_batch_at_eos_and_decode_as_alone():
+    """Sentences that end early leave the loop; every row's tokens and attention are
+    still what decoding it alone gives."""
+    model, src = tiny(), batch(batch_size=6, src_len=9)["source"]
+    ending_at_different_steps(model, src)
+    tokens, attention = (x.numpy() for x in Translator(model).greedy_with_attention(src))
     well_formed(tokens)
     np.testing.assert_array_equal(Translator(model)(src).numpy(), tokens)
-    for i, length in enumerate(lengths):
+    for i, length in enumerate(lengths_before_eos(tokens)):
         alone, alone_attention = (x.numpy() for x in
                                   Translator(model).greedy_with_attention(src[i:i + 1]))
         np.testing.assert_array_equal(alone[0], tokens[i])
         np.testing.assert_allclose(alone_attention[0], attention[i], atol=1e-5)
         assert not attention[i, length + 1:].any()  # nothing written after EOS
+
+
+def test_beam_search_sentences_leave_the_batch_and_decode_as_alone():
+    model, src = tiny(), batch(batch_size=6, src_len=9)["source"]
+    ending_at_different_steps(model, src)
+    together = Translator(model, beam_size=3, length_penalty=0.6)(src).numpy()
+    assert len(set(lengths_before_eos(together))) >= 2
+    well_formed(together)
+    for i in range(len(src)):
+        alone = Translator(model, beam_size=3, length_penalty=0.6)(src[i:i + 1]).numpy()
+        np.testing.assert_array_equal(alone[0], together[i])
 
 
 def test_bad_beam_size():
