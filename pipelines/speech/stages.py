@@ -341,9 +341,11 @@ def stream(ctx: cli.Context) -> None:
 
 
 def export_fingerprint(ctx: cli.Context) -> str:
-    cfg = ctx.config
-    return fingerprint("export", ctx.require("train"), cfg.decoding.signature(),
-                       cfg.streaming.step_signature() if cfg.model.causal else None)
+    # The inputs made_from names, in the order (and with the None for a model that does
+    # not stream) that earlier exports' fingerprints hashed them.
+    inputs = made_from(ctx.config)["export"]
+    return fingerprint("export", ctx.require("train"), inputs["decoding"],
+                       inputs.get("streaming"))
 
 
 def export(ctx: cli.Context) -> None:
