@@ -12,10 +12,13 @@ an exported SavedModel, or chunk by chunk in a stream. What makes them agree:
   in the ``n_fft`` frame (``tf.signal.stft`` puts it at the start);
 - MFCC is librosa's: dB with an 80 dB floor below the utterance's loudest bin, then the
   orthonormal DCT-II;
-- normalization uses the same statistics (training-set ones for ``global``).
+- normalization uses the same statistics (training-set ones for ``global``);
+- ``trim_db`` is ``librosa.effects.trim``: frames of ``win_length`` samples every hop
+  (centered, zero-padded), silent where their mean power is ``trim_db`` below the
+  loudest frame's; the samples from the first loud frame's start to the last one's end.
 
 Features differ from librosa's only by float32 rounding (``tests/test_graph_features.py``
-measures the gap). ``trim_db`` (librosa's silence trimming) has no graph version.
+measures the gap). A stream cannot trim: the silence at its end has not arrived yet.
 """
 
 from __future__ import annotations
@@ -45,9 +48,6 @@ class GraphFeatures:
     """
 
     def __init__(self, cfg: FeatureConfig, stats=None):
-        if cfg.trim_db is not None:
-            raise ConfigError("features.trim_db: silence trimming has no in-graph version; "
-                             "train with trim_db: null to export or stream the model")
         if cfg.normalization not in GRAPH_NORMALIZATIONS:
             raise ConfigError(f"features.normalization: {cfg.normalization} has no in-graph "
                               f"version (one of {list(GRAPH_NORMALIZATIONS)})")
@@ -110,6 +110,8 @@ class GraphFeatures:
         # Samples past a row's length must be zeros: librosa pads with zeros.
         inside = tf.range(tf.shape(audio)[1])[None, :] < lengths[:, None]
         audio = tf.where(inside, audio, 0.0)
+        if cfg.trim_db is not None:
+            audio, lengths = self._trim(audio, lengths)
         half = cfg.n_fft // 2
         padded = tf.pad(audio, [[0, 0], [half, half]])
         frames = tf.signal.frame(padded, cfg.n_fft, cfg.hop_length)  # [B, T, n_fft]
@@ -121,6 +123,31 @@ class GraphFeatures:
             features = self.log_mel(frames)
         features = self._normalize(features, valid)
         return tf.where(valid[..., None], features, 0.0), frame_lengths
+
+    def _trim(self, audio, lengths):
+        """``librosa.effects.trim`` of each row (zero past its length): the rows shifted
+        to start at their first loud frame, zero past their new lengths, and the lengths."""
+        cfg, hop, width = self.cfg, self.cfg.hop_length, self.cfg.win_length
+        frames = tf.signal.frame(tf.pad(audio, [[0, 0], [width // 2, width // 2]]), width, hop)
+        power = tf.reduce_mean(frames ** 2, axis=-1)  # librosa.feature.rms squared, [B, T]
+        valid = tf.range(tf.shape(power)[1])[None, :] < (1 + lengths // hop)[:, None]
+        power = tf.where(valid, tf.maximum(power, AMIN), AMIN)  # power_to_db's floor
+        loudest = tf.reduce_max(power, axis=1, keepdims=True)
+        # 10 log10(power / loudest) > -trim_db, as power_to_db(ref=np.max) compares.
+        loud = 10.0 * (tf.math.log(power) - tf.math.log(loudest)) / np.log(10.0) > -cfg.trim_db
+        count = tf.shape(loud)[1]
+        first = tf.argmax(tf.cast(loud, tf.int32), axis=1, output_type=tf.int32)
+        last = count - 1 - tf.argmax(tf.cast(loud[:, ::-1], tf.int32), axis=1,
+                                     output_type=tf.int32)
+        # All-silent audio is kept whole (compute_features does so: it would trim to nothing).
+        any_loud = tf.reduce_any(loud, axis=1)
+        start = tf.where(any_loud, first * hop, 0)
+        end = tf.where(any_loud, tf.minimum(lengths, (last + 1) * hop), lengths)
+        positions = tf.range(tf.shape(audio)[1])[None, :]
+        shifted = tf.gather(audio, tf.minimum(start[:, None] + positions, tf.shape(audio)[1] - 1),
+                            batch_dims=1)
+        lengths = end - start
+        return tf.where(positions < lengths[:, None], shifted, 0.0), lengths
 
     def _mfcc(self, mel, valid):
         db = 10.0 * tf.math.log(tf.maximum(mel, AMIN)) / tf.math.log(10.0)

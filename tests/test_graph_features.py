@@ -80,9 +80,28 @@ def test_other_rates_and_windows():
         np.testing.assert_allclose(got[:length], want[:length], atol=1e-4, rtol=1e-5)
 
 
+@pytest.mark.parametrize("normalization", ["none", "utterance"])
+def test_graph_trimming_matches_librosa(normalization):
+    """trim_db in the graph cuts each row where librosa.effects.trim does (silence of
+    different lengths before and after the sound, digital silence kept whole)."""
+    cfg = FeatureConfig(trim_db=30, normalization=normalization)
+    rng = np.random.default_rng(1)
+    audio = [np.concatenate([0.001 * rng.standard_normal(before).astype(np.float32), a,
+                             0.001 * rng.standard_normal(after).astype(np.float32)])
+             for a, before, after in zip(signals()[:4], (0, 1234, 3000, 77), (2500, 0, 999, 4321))]
+    audio.append(np.zeros(1600, np.float32))
+    expected = [normalize(compute_features(a, cfg), cfg) for a in audio]
+    features, lengths = graph_batch(GraphFeatures(cfg), audio)
+    untrimmed = [1 + len(a) // cfg.hop_length for a in audio]
+    assert all(len(e) < n for e, n in zip(expected[:4], untrimmed[:4]))  # edges were cut
+    tolerance = TOLERANCE["none" if normalization == "none" else "normalized"]
+    for want, got, length in zip(expected, features, lengths):
+        assert length == len(want) and np.all(got[length:] == 0)
+        if normalization == "none" or want.std() > 0:  # digital silence: see above
+            np.testing.assert_allclose(got[:length], want, **tolerance)
+
+
 def test_unsupported_settings_are_named():
-    with pytest.raises(ValueError, match="features.trim_db"):
-        GraphFeatures(FeatureConfig(trim_db=30))
     with pytest.raises(ValueError, match="features.normalization: loudness has no in-graph"):
         GraphFeatures(FeatureConfig(normalization="loudness"))  # no validate(): a future mode
     with pytest.raises(ValueError, match="normalization: global"):

@@ -50,15 +50,16 @@ def test_export_transcribes_like_the_transcribe_stage(speech_smoke_run, data_dir
 
 
 @pytest.mark.slow
-def test_export_with_speaker_normalization_takes_a_call_as_one_speaker(data_dir, tmp_path,
-                                                                       capsys):
+def test_export_with_speaker_normalization_and_trimming(data_dir, tmp_path, capsys):
     # The transcribe stage normalizes the files of one input batch as one speaker's; the
-    # SavedModel does the same with the waveforms of one call.
+    # SavedModel does the same with the waveforms of one call. It trims each waveform's
+    # silent edges as librosa trims the files (FSDD's recordings have some).
     if not (data_dir / fsdd.RECORDINGS).is_dir():
         pytest.skip(f"FSDD not found under {data_dir}")
     run_dir = tmp_path / "run"
     common = ["--config", SMOKE, "--run-dir", run_dir, "--data-dir", data_dir,
-              "--set", "features.normalization=speaker", "--set", "training.epochs=4"]
+              "--set", "features.normalization=speaker", "--set", "training.epochs=4",
+              "--set", "features.trim_db=30"]
     assert run("all", *common) == 0
     assert run("export", *common) == 0
     entries = read_manifest(run_dir / "data" / "test.jsonl")

@@ -134,6 +134,8 @@ def test_stream_of_silence_is_empty_and_step_rejects_unstreamable_features():
         StreamStep(model, GraphFeatures(FeatureConfig(normalization="utterance")), 8)
     with pytest.raises(ValueError, match="features.kind: a stream needs log_mel"):
         StreamStep(model, GraphFeatures(FeatureConfig(kind="mfcc", normalization="none")), 8)
+    with pytest.raises(ValueError, match="features.trim_db: a stream cannot trim"):
+        StreamStep(model, GraphFeatures(FeatureConfig(trim_db=30, normalization="none")), 8)
     with pytest.raises(ValueError, match="multiple of 2 feature frames"):
         StreamStep(model, GraphFeatures(FEATURES, STATS), 7)
     assert streaming.NO_END > 10 ** 8

@@ -52,6 +52,9 @@ class StreamStep:
             # librosa's MFCC floors the dB at 80 below the utterance's loudest bin.
             raise ValueError("features.kind: a stream needs log_mel (MFCC's dB floor depends "
                              "on the whole utterance)")
+        if cfg.trim_db is not None:
+            raise ValueError("features.trim_db: a stream cannot trim the silence at its end "
+                             "before it has arrived; train the streaming model with trim_db: null")
         features.normalize_frames(tf.zeros([1, cfg.num_features]))  # raises unless streamable
         self.features, self.hop, self.n_fft = features, cfg.hop_length, cfg.n_fft
         # A frame needs n_fft // 2 samples past its centre: the newest frame of a chunk
