@@ -139,10 +139,12 @@ class GraphFeatures:
         first = tf.argmax(tf.cast(loud, tf.int32), axis=1, output_type=tf.int32)
         last = count - 1 - tf.argmax(tf.cast(loud[:, ::-1], tf.int32), axis=1,
                                      output_type=tf.int32)
-        # All-silent audio is kept whole (compute_features does so: it would trim to nothing).
-        any_loud = tf.reduce_any(loud, axis=1)
-        start = tf.where(any_loud, first * hop, 0)
-        end = tf.where(any_loud, tf.minimum(lengths, (last + 1) * hop), lengths)
+        start, end = first * hop, tf.minimum(lengths, (last + 1) * hop)
+        # Audio that trims to nothing is kept whole, as compute_features keeps it: all
+        # silent, or (a hop longer than half the window) loud only in the frame centred on
+        # its end.
+        keep = tf.logical_and(tf.reduce_any(loud, axis=1), end > start)
+        start, end = tf.where(keep, start, 0), tf.where(keep, end, lengths)
         positions = tf.range(tf.shape(audio)[1])[None, :]
         shifted = tf.gather(audio, tf.minimum(start[:, None] + positions, tf.shape(audio)[1] - 1),
                             batch_dims=1)

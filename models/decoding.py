@@ -23,15 +23,12 @@ def _put_column(buffer, t, values):
     return ops.where(column, ops.expand_dims(values, 1), buffer)
 
 
-def _without_banned(scores):
-    """``scores`` [N, V] with padding and BOS ruled out: neither is a valid next token."""
-    ids = ops.arange(ops.shape(scores)[-1])
-    banned = ops.expand_dims((ids == PAD_ID) | (ids == BOS_ID), 0)
-    return ops.where(banned, NEG, scores)
-
-
 def _next_token_log_probs(logits):
-    return _without_banned(ops.log_softmax(logits, axis=-1))
+    """Log-probabilities with padding and BOS ruled out: neither is a valid next token."""
+    log_probs = ops.log_softmax(logits, axis=-1)
+    ids = ops.arange(ops.shape(logits)[-1])
+    banned = ops.expand_dims((ids == PAD_ID) | (ids == BOS_ID), 0)
+    return ops.where(banned, NEG, log_probs)
 
 
 def max_output_length(source_length, max_length_ratio, max_length_offset):
@@ -84,8 +81,9 @@ def greedy_search(model, source, max_length, with_attention=True):
         logits, states, attentional, weights = model.decoder.step(
             tokens, states, attentional, memory, keys, mask
         )
-        # The argmax of the logits is the log-probabilities' (no softmax needed).
-        tokens = ops.cast(ops.argmax(_without_banned(logits), axis=-1), "int32")
+        # The log-probabilities' argmax, not the logits': beam search's top-1 then picks
+        # the same token even where rounding (float16) makes two log-probabilities equal.
+        tokens = ops.cast(ops.argmax(_next_token_log_probs(logits), axis=-1), "int32")
         at = ops.stack([rows, ops.full_like(rows, t)], axis=1)  # (row, step) of each
         written = {"output": ops.scatter_update(written["output"], at, tokens),
                    **({"alignment": ops.scatter_update(written["alignment"], at, weights)}

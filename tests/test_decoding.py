@@ -1,10 +1,11 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from data_prep.special_ids import BOS_ID, EOS_ID, PAD_ID
 from models.ctc_decoding import ctc_alignment
-from models.decoding import Translator, beam_search
+from models.decoding import Translator, beam_search, greedy_search
 from tests.helpers import batch, tiny
 
 
@@ -15,6 +16,21 @@ def test_beam_one_is_exactly_greedy(variant):
     src = batch(batch_size=6)["source"]
     greedy = Translator(model, beam_size=1)(src).numpy()
     beam = tf.function(lambda s: beam_search(model, s, tf.shape(greedy)[1], 1, 0.6))(src).numpy()
+    np.testing.assert_array_equal(beam, greedy)
+
+
+def test_beam_one_is_exactly_greedy_in_mixed_precision():
+    """float16 log-probabilities can tie where the logits differ (this model and batch
+    reach such a step): greedy search breaks the tie as beam search's top-1 does."""
+    policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = tiny(cell="lstm", input_feeding=True, decoder_layers=2, decoder_init="bridge")
+    finally:
+        keras.config.set_dtype_policy(policy)
+    src = batch(batch_size=7, src_len=9, seed=1)["source"]
+    greedy = tf.function(lambda s: greedy_search(model, s, 12))(src)[0].numpy()
+    beam = tf.function(lambda s: beam_search(model, s, 12, 1, 0.0))(src).numpy()
     np.testing.assert_array_equal(beam, greedy)
 
 

@@ -101,6 +101,19 @@ def test_graph_trimming_matches_librosa(normalization):
             np.testing.assert_allclose(got[:length], want, **tolerance)
 
 
+def test_audio_trimmed_to_nothing_is_kept_whole_in_the_graph_too():
+    # A hop as long as the window: sound only at the very end is loud in just the frame
+    # centred on the end, which librosa trims to [n, n]; compute_features keeps it all.
+    cfg = FeatureConfig(sample_rate=8000, window_ms=25, hop_ms=25, trim_db=30,
+                        normalization="none")
+    audio = np.zeros(600, np.float32)
+    audio[-50:] = np.random.default_rng(0).standard_normal(50)
+    want = compute_features(audio, cfg)
+    features, lengths = graph_batch(GraphFeatures(cfg), [audio])
+    assert lengths[0] == len(want) == 4
+    np.testing.assert_allclose(features[0, :4], want, **TOLERANCE["none"])
+
+
 def test_unsupported_settings_are_named():
     with pytest.raises(ValueError, match="features.normalization: loudness has no in-graph"):
         GraphFeatures(FeatureConfig(normalization="loudness"))  # no validate(): a future mode
