@@ -61,8 +61,8 @@ def greedy_search(model, source, max_length, with_attention=True):
 
     A sentence leaves the batch at its EOS, as in CTranslate2: the steps after it run on
     the sentences still being written, so a batch costs the sum of its sentences' lengths
-    in decoder rows, not its longest sentence's length times its size (on a CPU, 46% more
-    sentences/s in batches of 32; docs/serving.md).
+    in decoder rows, not its longest sentence's length times its size (on a CPU, about a
+    third more sentences/s in batches of 32; docs/serving.md).
     """
     memory, keys, mask, states, attentional = model.encode(source)
     batch, src_len = ops.shape(source)[0], ops.shape(source)[1]
