@@ -39,6 +39,12 @@ AMIN = 1e-10  # librosa.power_to_db's floor on power
 GRAPH_NORMALIZATIONS = ("global", "none", "utterance", "speech", "speaker")
 
 
+def power_to_db(power):
+    """``librosa.power_to_db`` without a reference or floor: 10 log10 of the power,
+    floored at ``AMIN``."""
+    return 10.0 * tf.math.log(tf.maximum(power, AMIN)) / np.log(10.0)
+
+
 class GraphFeatures:
     """Features of float32 PCM at ``cfg.sample_rate`` with TensorFlow ops.
 
@@ -131,10 +137,9 @@ class GraphFeatures:
         frames = tf.signal.frame(tf.pad(audio, [[0, 0], [width // 2, width // 2]]), width, hop)
         power = tf.reduce_mean(frames ** 2, axis=-1)  # librosa.feature.rms squared, [B, T]
         valid = tf.range(tf.shape(power)[1])[None, :] < (1 + lengths // hop)[:, None]
-        power = tf.where(valid, tf.maximum(power, AMIN), AMIN)  # power_to_db's floor
-        loudest = tf.reduce_max(power, axis=1, keepdims=True)
-        # 10 log10(power / loudest) > -trim_db, as power_to_db(ref=np.max) compares.
-        loud = 10.0 * (tf.math.log(power) - tf.math.log(loudest)) / np.log(10.0) > -cfg.trim_db
+        db = power_to_db(tf.where(valid, power, 0.0))  # frames past a row's end: the floor
+        # Quieter than trim_db below the loudest frame is silence (power_to_db(ref=np.max)).
+        loud = db - tf.reduce_max(db, axis=1, keepdims=True) > -cfg.trim_db
         count = tf.shape(loud)[1]
         first = tf.argmax(tf.cast(loud, tf.int32), axis=1, output_type=tf.int32)
         last = count - 1 - tf.argmax(tf.cast(loud[:, ::-1], tf.int32), axis=1,
@@ -152,7 +157,7 @@ class GraphFeatures:
         return tf.where(positions < lengths[:, None], shifted, 0.0), lengths
 
     def _mfcc(self, mel, valid):
-        db = 10.0 * tf.math.log(tf.maximum(mel, AMIN)) / tf.math.log(10.0)
+        db = power_to_db(mel)
         # The floor is relative to each utterance's loudest bin over its own frames.
         loudest = tf.reduce_max(tf.where(valid[..., None], db, -np.inf), axis=[1, 2])
         db = tf.maximum(db, loudest[:, None, None] - TOP_DB)
